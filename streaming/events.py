@@ -1,0 +1,239 @@
+"""The event envelope, schema v1: the one place that defines, encodes, decodes and rejects events.
+
+Every layer calls :class:`EventDecoder` so that a record is judged the same way everywhere. A record
+that fails becomes a :class:`Rejection` with a stable :class:`Reason` code and its raw bytes; callers
+dead-letter it, never drop it.
+
+Decoding has a fast path (one typed msgspec decode, ~1.5M events/s per core) and, only for records
+that fail it, a slow path that works out *which* rule the record broke, so the reason codes do not
+depend on msgspec's error wording.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+SCHEMA_VERSION = 1
+
+#: Kinesis accepts 1 MiB per record; product events are a few hundred bytes. 64 KiB leaves room for
+#: large ``properties`` while stopping a runaway payload long before the stream limit.
+DEFAULT_MAX_EVENT_BYTES = 65_536
+DEFAULT_MAX_FUTURE_SKEW_S = 300
+
+#: Tenant ids end up inside Redis hash tags (``{tenant}``) and SQL parameters: no braces, colons,
+#: quotes, spaces or upper case, so a tenant id can never change a key's slot or escape a string.
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+_TENANT_RE = re.compile(TENANT_ID_PATTERN)
+_ID_MAX = 128
+
+
+class EventType(str, enum.Enum):
+    PAGE_VIEW = "page_view"
+    CLICK = "click"
+    FORM_SUBMIT = "form_submit"
+    IDENTIFY = "identify"
+    CUSTOM = "custom"
+
+
+EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+
+
+class Reason(str, enum.Enum):
+    """Why a record was rejected. The values are stable: dead letters, ledgers and reports use them."""
+
+    NOT_UTF8 = "not_utf8"
+    INVALID_JSON = "invalid_json"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    INVALID_VALUE = "invalid_value"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    BAD_TENANT_ID = "bad_tenant_id"
+    OVERSIZED = "oversized"
+    FUTURE_RECEIVED_AT = "future_received_at"
+    UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+
+
+REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
+
+TenantId = Annotated[str, msgspec.Meta(pattern=TENANT_ID_PATTERN)]
+Identifier = Annotated[str, msgspec.Meta(min_length=1, max_length=_ID_MAX)]
+Timestamp = Annotated[dt.datetime, msgspec.Meta(tz=True)]
+
+
+class Event(msgspec.Struct, frozen=True):
+    """One product event (schema v1). ``received_at`` is the time every layer buckets by."""
+
+    event_id: uuid.UUID
+    tenant_id: TenantId
+    event_type: EventType
+    anonymous_id: Identifier
+    occurred_at: Timestamp
+    received_at: Timestamp
+    source_id: Identifier
+    source_seq: Annotated[int, msgspec.Meta(ge=0)]
+    schema_version: Literal[1]
+    user_id: Identifier | None = None
+    properties: dict[str, Any] = {}
+
+    @property
+    def minute(self) -> int:
+        """Epoch minute of ``received_at``: the window key every layer uses."""
+        return int(self.received_at.timestamp()) // 60
+
+
+REQUIRED_FIELDS: tuple[str, ...] = (
+    "event_id", "tenant_id", "event_type", "anonymous_id", "occurred_at", "received_at",
+    "source_id", "source_seq", "schema_version",
+)
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A record that is not a valid event: its reason code, a human detail, and the raw bytes."""
+
+    reason: Reason
+    detail: str
+    raw: bytes
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical wire form of an event (JSON, UTC timestamps)."""
+    return _encoder.encode(event)
+
+
+def minute_start(minute: int) -> dt.datetime:
+    """The UTC start of an epoch minute."""
+    return dt.datetime.fromtimestamp(minute * 60, tz=dt.timezone.utc)
+
+
+class EventDecoder:
+    """Turns record bytes into an :class:`Event` or a :class:`Rejection`.
+
+    ``max_bytes`` bounds a record's size; ``max_future_skew_s`` bounds how far ``received_at`` may be
+    ahead of the decoder's clock (a collector with a broken clock would otherwise open windows in the
+    future that never close).
+    """
+
+    def __init__(
+        self,
+        max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        max_future_skew_s: int = DEFAULT_MAX_FUTURE_SKEW_S,
+    ) -> None:
+        self.max_bytes = max_bytes
+        self.max_future_skew_s = max_future_skew_s
+        self._typed = msgspec.json.Decoder(Event)
+
+    def future_limit(self, now: float | None = None) -> dt.datetime:
+        """The latest acceptable ``received_at`` at time ``now``; compute once per batch."""
+        now = time.time() if now is None else now
+        return dt.datetime.fromtimestamp(now + self.max_future_skew_s, tz=dt.timezone.utc)
+
+    def decode(self, raw: bytes, future_limit: dt.datetime | None = None) -> Event | Rejection:
+        if len(raw) > self.max_bytes:
+            return Rejection(Reason.OVERSIZED, f"{len(raw)} bytes > limit {self.max_bytes}", raw)
+        try:
+            event = self._typed.decode(raw)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            return classify(raw)
+        limit = self.future_limit() if future_limit is None else future_limit
+        if event.received_at > limit:
+            return Rejection(
+                Reason.FUTURE_RECEIVED_AT,
+                f"received_at {event.received_at.isoformat()} is after {limit.isoformat()}",
+                raw,
+            )
+        return event
+
+
+def _is_type(value: Any, expected: type | tuple[type, ...]) -> bool:
+    # bool is an int in Python but not in the envelope.
+    if isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+        return False
+    return isinstance(value, expected)
+
+
+_FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "event_id": (str,),
+    "tenant_id": (str,),
+    "event_type": (str,),
+    "anonymous_id": (str,),
+    "user_id": (str, type(None)),
+    "occurred_at": (str,),
+    "received_at": (str,),
+    "source_id": (str,),
+    "source_seq": (int,),
+    "properties": (dict,),
+    "schema_version": (int,),
+}
+
+
+def _parse_timestamp(value: str) -> dt.datetime | None:
+    try:
+        parsed = msgspec.json.decode(json.dumps(value).encode(), type=dt.datetime)
+    except msgspec.ValidationError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def classify(raw: bytes) -> Rejection:
+    """Name the first rule a record breaks. Only called for records the typed decode refused."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return Rejection(Reason.NOT_UTF8, f"invalid UTF-8 at byte {exc.start}", raw)
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        return Rejection(Reason.INVALID_JSON, f"not JSON: {exc.msg} at position {exc.pos}", raw)
+    if not isinstance(doc, dict):
+        return Rejection(Reason.INVALID_JSON, f"top level is {type(doc).__name__}, not an object", raw)
+
+    if "schema_version" in doc and _is_type(doc["schema_version"], int) and doc["schema_version"] != SCHEMA_VERSION:
+        return Rejection(
+            Reason.UNSUPPORTED_SCHEMA_VERSION,
+            f"schema_version {doc['schema_version']} is not supported (this build reads {SCHEMA_VERSION})",
+            raw,
+        )
+    for name in REQUIRED_FIELDS:
+        if name not in doc or (doc[name] is None):
+            return Rejection(Reason.MISSING_FIELD, f"missing required field `{name}`", raw)
+    for name, expected in _FIELD_TYPES.items():
+        if name in doc and not _is_type(doc[name], expected):
+            got = type(doc[name]).__name__
+            return Rejection(Reason.WRONG_TYPE, f"`{name}` is {got}, expected {expected[0].__name__}", raw)
+
+    if doc["event_type"] not in EVENT_TYPES:
+        return Rejection(Reason.UNKNOWN_EVENT_TYPE, f"event_type {doc['event_type'][:64]!r} is not one of {', '.join(EVENT_TYPES)}", raw)
+    if not _TENANT_RE.match(doc["tenant_id"]):
+        return Rejection(Reason.BAD_TENANT_ID, f"tenant_id {doc['tenant_id'][:80]!r} does not match {TENANT_ID_PATTERN}", raw)
+    try:
+        uuid.UUID(doc["event_id"])
+    except ValueError:
+        return Rejection(Reason.INVALID_VALUE, "event_id is not a UUID", raw)
+    for name in ("occurred_at", "received_at"):
+        if _parse_timestamp(doc[name]) is None:
+            return Rejection(Reason.INVALID_VALUE, f"`{name}` is not an RFC 3339 timestamp with a time zone", raw)
+    if doc["source_seq"] < 0:
+        return Rejection(Reason.INVALID_VALUE, "source_seq is negative", raw)
+    for name in ("anonymous_id", "source_id", "user_id"):
+        value = doc.get(name)
+        if value is not None and not (1 <= len(value) <= _ID_MAX):
+            return Rejection(Reason.INVALID_VALUE, f"`{name}` must be 1-{_ID_MAX} characters", raw)
+    # The typed decode refused it for a rule not listed above; keep msgspec's words as the detail.
+    try:
+        msgspec.json.decode(raw, type=Event)
+    except msgspec.ValidationError as exc:
+        return Rejection(Reason.INVALID_VALUE, str(exc), raw)
+    return Rejection(Reason.INVALID_VALUE, "rejected by the schema", raw)

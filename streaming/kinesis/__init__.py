@@ -1,0 +1,1 @@
+"""Reading Kinesis: shard discovery, leases with fencing, checkpoints, and the processor lifecycle."""

@@ -1,0 +1,53 @@
+"""The record-processor lifecycle every stream reader implements (speed-layer consumer, archiver).
+
+Modelled on the Kinesis Client Library's v3 processor: the worker owns shard discovery, leases and
+polling; a processor owns what happens to the records. A processor must not swallow an error and carry
+on: if ``process_batch`` raises, the worker does not advance the checkpoint, backs off, and retries the
+same records (for counters, log-and-skip is silent loss).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StreamRecord:
+    """One Kinesis record as the processors see it (the same shape from GetRecords and from Lambda)."""
+
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    data: bytes
+    arrival_ts: float  # ApproximateArrivalTimestamp, epoch seconds
+
+
+@dataclass(frozen=True)
+class ShardContext:
+    """Who is processing which shard, under which lease generation (the fencing token)."""
+
+    stream_name: str
+    shard_id: str
+    worker_id: str
+    lease_token: int
+
+
+class RecordProcessor(Protocol):
+    def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
+        """Called once when the worker takes the shard's lease. Returns the sequence number to resume
+        after: normally ``checkpoint`` (the lease table's), but a processor whose own store is the
+        truth (Redis markers, archive manifests) may return a later one."""
+
+    def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
+        """Apply ``records`` durably; return the sequence number now safe to checkpoint (or None to
+        not move). Raising means nothing of this batch may be assumed applied."""
+
+    def lease_lost(self, ctx: ShardContext) -> None:
+        """Another worker took the shard: stop, write nothing more for it, do not checkpoint."""
+
+    def shard_ended(self, ctx: ShardContext) -> None:
+        """The shard was split or merged and fully read: flush what is pending (children start next)."""
+
+    def shutdown(self, ctx: ShardContext) -> None:
+        """The worker is stopping cleanly: flush what is pending."""

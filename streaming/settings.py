@@ -1,0 +1,212 @@
+"""Every tally setting: its environment variable, default, meaning and validation.
+
+Settings are read by calling :func:`load_settings` (when definitions are built, when a command starts),
+never at import time. A wrong value raises :class:`SettingError`, whose message names the variable, the
+value, what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+
+class SettingError(ValueError):
+    """A configuration value is missing or wrong; the message names the setting and the fix."""
+
+    def __init__(self, name: str, value: object, problem: str, fix: str) -> None:
+        self.setting = name
+        shown = "<unset>" if value is None else repr(value)
+        super().__init__(f"{name}={shown} {problem}. Fix: {fix}")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One documented setting; the README's settings table is generated from these."""
+
+    name: str
+    default: str | None
+    meaning: str
+    parse: Callable[[str, str], Any]
+
+
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(name, raw, "is not a whole number", f"set {name} to a positive integer") from None
+    if value <= 0:
+        raise SettingError(name, raw, "must be greater than zero", f"set {name} to a positive integer")
+    return value
+
+
+def _port(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingError(name, raw, "is not a TCP port", f"set {name} to a port between 1 and 65535")
+    return value
+
+
+def _env_name(name: str, raw: str) -> str:
+    if raw not in ("local", "prod"):
+        raise SettingError(name, raw, "is not a known environment", f"set {name} to 'local' or 'prod'")
+    return raw
+
+
+def _redis_url(name: str, raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("redis", "rediss", "unix") or (parsed.scheme != "unix" and not parsed.hostname):
+        raise SettingError(
+            name, _redact_url(raw), "is not a Redis URL",
+            f"set {name} like redis://host:6379/0 (or rediss:// for TLS), or unset it to let tally start one",
+        )
+    return raw
+
+
+def _http_url(name: str, raw: str) -> str:
+    parsed = urlparse(raw)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise SettingError(name, raw, "is not an http(s) URL", f"set {name} like http://127.0.0.1:4566")
+    return raw
+
+
+def _identifier(name: str, raw: str) -> str:
+    ok = raw and len(raw) <= 128 and all(c.isalnum() or c in "-_." for c in raw)
+    if not ok:
+        raise SettingError(
+            name, raw, "is not a valid resource name",
+            f"set {name} to 1-128 letters, digits, '-', '_' or '.'",
+        )
+    return raw
+
+
+def _text(name: str, raw: str) -> str:
+    if not raw:
+        raise SettingError(name, raw, "is empty", f"set {name} to a non-empty value or unset it")
+    return raw
+
+
+def _redact_url(url: str) -> str:
+    """Hide a password in a URL before it goes into a message or a log."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("TALLY_ENV", "local", "`local` (embedded emulator, local Redis, DuckDB) or `prod` (AWS, Redis URL, Snowflake)", _env_name),
+    Setting("TALLY_HOME", ".tally", "directory for local state: pid files, ports, logs, DuckDB file, reports", _text),
+    Setting("TALLY_REDIS_URL", None, "Redis or Redis Cluster URL; unset locally = tally starts a redis-server on a free loopback port", _redis_url),
+    Setting("TALLY_AWS_ENDPOINT_URL", None, "AWS endpoint override; unset locally = the emulator `tally stack up` started; unset in prod = real AWS", _http_url),
+    Setting("TALLY_AWS_REGION", "us-east-1", "AWS region for Kinesis, S3 and DynamoDB", _identifier),
+    Setting("TALLY_EMULATOR_PORT", None, "loopback port for the AWS emulator; unset = a free port", _port),
+    Setting("TALLY_EMULATOR_RETENTION_S", "86400", "the emulator trims stream records older than this (seconds), like Kinesis retention", _positive_int),
+    Setting("TALLY_EMULATOR_MAX_RECORDS_PER_SHARD", "2000000", "the emulator trims each shard to at most this many records, bounding its memory", _positive_int),
+    Setting("TALLY_STREAM_NAME", "tally-events", "Kinesis stream the SDK collectors write to", _identifier),
+    Setting("TALLY_STREAM_SHARDS", "4", "shard count used when tally creates the stream locally", _positive_int),
+    Setting("TALLY_BUCKET", "tally-archive", "S3 bucket of the raw archive (`raw/events/...`)", _identifier),
+    Setting("TALLY_LEASE_TABLE", "tally-leases", "DynamoDB table holding shard leases and checkpoints", _identifier),
+    Setting("TALLY_MAX_EVENT_BYTES", "65536", "largest accepted event record in bytes (Kinesis allows 1 MiB); bigger ones are dead-lettered as `oversized`", _positive_int),
+    Setting("TALLY_MAX_FUTURE_SKEW_S", "300", "a `received_at` further than this in the future is dead-lettered as `future_received_at`", _positive_int),
+    Setting("TALLY_DEDUP_HORIZON_S", "86400", "a repeated `event_id` inside this many seconds is counted once by the speed layer", _positive_int),
+    Setting("TALLY_ALLOWED_LATENESS_S", "300", "how late an event may arrive before its minute window is closed and judged", _positive_int),
+    Setting("TALLY_DUCKDB_PATH", None, "DuckDB warehouse file; unset = `$TALLY_HOME/warehouse.duckdb`", _text),
+)
+
+_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated settings. Build with :func:`load_settings`."""
+
+    env: str
+    home: Path
+    redis_url: str | None
+    aws_endpoint_url: str | None
+    aws_region: str
+    emulator_port: int | None
+    emulator_retention_s: int
+    emulator_max_records_per_shard: int
+    stream_name: str
+    stream_shards: int
+    bucket: str
+    lease_table: str
+    max_event_bytes: int
+    max_future_skew_s: int
+    dedup_horizon_s: int
+    allowed_lateness_s: int
+    duckdb_path: Path
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def is_local(self) -> bool:
+        return self.env == "local"
+
+
+def _get(env: Mapping[str, str], name: str) -> Any:
+    setting = _BY_NAME[name]
+    raw = env.get(name)
+    if raw is None or raw == "":
+        raw = setting.default
+    if raw is None:
+        return None
+    return setting.parse(name, raw)
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting from ``env`` (default: the process environment)."""
+    env = dict(os.environ if env is None else env)
+    home = Path(_get(env, "TALLY_HOME")).expanduser()
+    duckdb = _get(env, "TALLY_DUCKDB_PATH")
+    max_event_bytes = _get(env, "TALLY_MAX_EVENT_BYTES")
+    if max_event_bytes > 1_000_000:
+        raise SettingError(
+            "TALLY_MAX_EVENT_BYTES", env.get("TALLY_MAX_EVENT_BYTES"),
+            "is above what one Kinesis record can carry (1 MiB with its partition key)",
+            "set TALLY_MAX_EVENT_BYTES to at most 1000000",
+        )
+    settings = Settings(
+        env=_get(env, "TALLY_ENV"),
+        home=home,
+        redis_url=_get(env, "TALLY_REDIS_URL"),
+        aws_endpoint_url=_get(env, "TALLY_AWS_ENDPOINT_URL"),
+        aws_region=_get(env, "TALLY_AWS_REGION"),
+        emulator_port=_get(env, "TALLY_EMULATOR_PORT"),
+        emulator_retention_s=_get(env, "TALLY_EMULATOR_RETENTION_S"),
+        emulator_max_records_per_shard=_get(env, "TALLY_EMULATOR_MAX_RECORDS_PER_SHARD"),
+        stream_name=_get(env, "TALLY_STREAM_NAME"),
+        stream_shards=_get(env, "TALLY_STREAM_SHARDS"),
+        bucket=_get(env, "TALLY_BUCKET"),
+        lease_table=_get(env, "TALLY_LEASE_TABLE"),
+        max_event_bytes=max_event_bytes,
+        max_future_skew_s=_get(env, "TALLY_MAX_FUTURE_SKEW_S"),
+        dedup_horizon_s=_get(env, "TALLY_DEDUP_HORIZON_S"),
+        allowed_lateness_s=_get(env, "TALLY_ALLOWED_LATENESS_S"),
+        duckdb_path=Path(duckdb).expanduser() if duckdb else home / "warehouse.duckdb",
+        raw={k: v for k, v in env.items() if k.startswith("TALLY_")},
+    )
+    if settings.env == "prod" and settings.redis_url is None:
+        raise SettingError(
+            "TALLY_REDIS_URL", None, "is required when TALLY_ENV=prod",
+            "set TALLY_REDIS_URL to your Redis or Redis Cluster URL (redis://host:6379/0)",
+        )
+    return settings
+
+
+def redact_url(url: str) -> str:
+    """Public form of :func:`_redact_url` for logs and status output."""
+    return _redact_url(url)
+
+
+def settings_table() -> str:
+    """The settings as a Markdown table (the README's table is this output)."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for s in SETTINGS:
+        rows.append(f"| `{s.name}` | {'`' + s.default + '`' if s.default else '—'} | {s.meaning} |")
+    return "\n".join(rows)

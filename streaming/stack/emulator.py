@@ -1,0 +1,155 @@
+"""The embedded AWS emulator: moto's server (Kinesis, S3, DynamoDB) on loopback, with three fixes.
+
+moto 5.2.5 is the one emulator that serves all three services tally needs over HTTP, but its Kinesis
+shard was written for unit tests:
+
+* every append ran ``list(self.records.keys())[-1]`` and every GetRecords scanned the shard from its
+  first record, so writes fell from ~5k to ~650 records/s as a shard filled;
+* it never trims records, so a long run grows without bound;
+* it publishes a CloudWatch datapoint per PutRecords call, another unbounded list;
+* resharding copied a parent's records into its children and a closed shard never reported SHARD_END,
+  where Kinesis keeps the records on the parent and ends its iterator (``NextShardIterator`` null).
+
+:func:`patch_moto` replaces those pieces (constant-time append and read by sequence number, retention by
+age and by count, no CloudWatch datapoints) and serialises shard access, since werkzeug serves requests
+on threads. Run as ``python -m streaming.stack.emulator --port N``; ``tally stack up`` does that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+_LOCK = threading.RLock()
+
+
+def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
+    """Make moto's Kinesis shard constant-time and bounded. Idempotent."""
+    from moto.kinesis import models
+    from moto.kinesis.models import KinesisBackend, Record, Shard, Stream
+
+    def get_min_sequence_number(self: Shard) -> int:
+        return next(iter(self.records)) if self.records else 0
+
+    def get_max_sequence_number(self: Shard) -> int:
+        if self.records:
+            return next(reversed(self.records))
+        return getattr(self, "_tally_last_seq", 0)
+
+    def trim(self: Shard) -> None:
+        records: OrderedDict[int, Record] = self.records  # type: ignore[assignment]
+        cutoff = time.time() - retention_s
+        while records:
+            first = next(iter(records))
+            if len(records) > max_records_per_shard or records[first].created_at < cutoff:
+                records.popitem(last=False)
+            else:
+                break
+
+    def put_record(self: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
+        with _LOCK:
+            sequence_number = get_max_sequence_number(self) + 1
+            self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+            self._tally_last_seq = sequence_number  # type: ignore[attr-defined]
+            if len(self.records) > max_records_per_shard or sequence_number % 1000 == 0:
+                trim(self)
+            return str(sequence_number)
+
+    def get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list[Record], int, int]:
+        with _LOCK:
+            records = self.records
+            last = int(last_sequence_id)
+            if not records:
+                return [], last, 0
+            newest = next(reversed(records))
+            seq = max(last + 1, next(iter(records)))
+            limit = limit or 10_000
+            out: list[Record] = []
+            # Sequence numbers are contiguous per shard (trimming only removes a prefix).
+            while seq <= newest and len(out) < limit:
+                record = records.get(seq)
+                if record is not None:
+                    out.append(record)
+                    last = seq
+                seq += 1
+            behind = 0
+            if out:
+                behind = int((records[newest].created_at - out[-1].created_at) * 1000)
+            return out, last, behind
+
+    def no_metrics(self: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def keeping_records(original: Any, *names: str) -> Any:
+        """Run a resharding call with the parents' records hidden, so none are copied to children."""
+
+        def wrapper(self: Stream, *args: Any) -> None:
+            with _LOCK:
+                parents = [self.shards[a] for a in args[: len(names)] if a in self.shards]
+                kept = [(shard, shard.records) for shard in parents]
+                for shard in parents:
+                    shard._tally_last_seq = get_max_sequence_number(shard)  # type: ignore[attr-defined]
+                    shard.records = OrderedDict()
+                try:
+                    original(self, *args)
+                finally:
+                    for shard, records in kept:
+                        shard.records = records
+
+        return wrapper
+
+    original_backend_get_records = KinesisBackend.get_records
+
+    def backend_get_records(self: KinesisBackend, stream_arn: Any, shard_iterator: str, limit: Any) -> Any:
+        next_iterator, records, behind = original_backend_get_records(self, stream_arn, shard_iterator, limit)
+        if not records:
+            stream_name, shard_id, last = models.decompose_shard_iterator(shard_iterator)
+            stream = self.describe_stream(stream_arn=stream_arn, stream_name=stream_name)
+            shard = stream.get_shard(shard_id)
+            if not shard.is_open and int(last) >= get_max_sequence_number(shard):
+                next_iterator = None  # SHARD_END
+        return next_iterator, records, behind
+
+    Shard.get_min_sequence_number = get_min_sequence_number  # type: ignore[method-assign]
+    Shard.get_max_sequence_number = get_max_sequence_number  # type: ignore[method-assign]
+    Shard.put_record = put_record  # type: ignore[method-assign]
+    Shard.get_records = get_records  # type: ignore[method-assign]
+    KinesisBackend._send_stream_metrics = no_metrics  # type: ignore[method-assign]
+    KinesisBackend.get_records = backend_get_records  # type: ignore[method-assign]
+    if not getattr(models, "_tally_patched", False):
+        Stream.split_shard = keeping_records(Stream.split_shard, "shard_to_split")  # type: ignore[method-assign]
+        Stream.merge_shards = keeping_records(Stream.merge_shards, "a", "b")  # type: ignore[method-assign]
+    models._tally_patched = True  # type: ignore[attr-defined]
+
+
+def serve(host: str, port: int, retention_s: int, max_records_per_shard: int) -> None:
+    """Serve until SIGTERM/SIGINT. Binds ``host`` only (loopback by default)."""
+    patch_moto(retention_s, max_records_per_shard)
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    print(f"tally AWS emulator listening on http://{host}:{port}", flush=True)
+    stop.wait()
+    server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="tally's embedded AWS emulator (moto, patched)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--retention-s", type=int, default=86_400)
+    parser.add_argument("--max-records-per-shard", type=int, default=2_000_000)
+    args = parser.parse_args()
+    serve(args.host, args.port, args.retention_s, args.max_records_per_shard)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The event contract: valid events decode; each rejection reason is named for the rule broken."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from streaming.events import REASONS, Event, EventDecoder, Reason, Rejection, encode_event
+
+pytestmark = pytest.mark.unit
+
+
+def valid_doc(**overrides: object) -> dict:
+    doc = {
+        "event_id": str(uuid.uuid4()), "tenant_id": "acme", "event_type": "page_view",
+        "anonymous_id": "anon-1", "user_id": None, "occurred_at": "2026-01-01T00:00:01.000Z",
+        "received_at": "2026-01-01T00:00:02.500Z", "source_id": "collector-01", "source_seq": 7,
+        "properties": {"path": "/pricing"}, "schema_version": 1,
+    }
+    doc.update(overrides)
+    return doc
+
+
+def encode(doc: dict) -> bytes:
+    return json.dumps(doc).encode()
+
+
+def test_valid_event_decodes_with_its_minute() -> None:
+    event = EventDecoder().decode(encode(valid_doc()))
+    assert isinstance(event, Event)
+    assert event.tenant_id == "acme" and event.event_type.value == "page_view"
+    assert event.minute == 1767225600 // 60
+    # the canonical encoding round-trips
+    again = EventDecoder().decode(encode_event(event))
+    assert again == event
+
+
+def test_user_id_and_properties_are_optional() -> None:
+    doc = valid_doc()
+    del doc["user_id"], doc["properties"]
+    event = EventDecoder().decode(encode(doc))
+    assert isinstance(event, Event) and event.user_id is None and event.properties == {}
+
+
+CASES = {
+    Reason.NOT_UTF8: encode(valid_doc()).replace(b"/pricing", b"/pr\xff\xfeing"),
+    Reason.INVALID_JSON: encode(valid_doc())[:-7],
+    Reason.MISSING_FIELD: encode({k: v for k, v in valid_doc().items() if k != "tenant_id"}),
+    Reason.WRONG_TYPE: encode(valid_doc(source_seq="7")),
+    Reason.INVALID_VALUE: encode(valid_doc(event_id="not-a-uuid")),
+    Reason.UNKNOWN_EVENT_TYPE: encode(valid_doc(event_type="purchase")),
+    Reason.BAD_TENANT_ID: encode(valid_doc(tenant_id="Acme{1}")),
+    Reason.OVERSIZED: encode(valid_doc(properties={"blob": "x" * 70_000})),
+    Reason.FUTURE_RECEIVED_AT: encode(valid_doc(received_at="2099-01-01T00:00:00Z")),
+    Reason.UNSUPPORTED_SCHEMA_VERSION: encode(valid_doc(schema_version=2)),
+}
+
+
+def test_every_reason_has_a_case() -> None:
+    assert {r.value for r in CASES} == set(REASONS)
+
+
+@pytest.mark.parametrize("reason", list(CASES), ids=lambda r: r.value)
+def test_each_rejection_reason(reason: Reason) -> None:
+    raw = CASES[reason]
+    result = EventDecoder().decode(raw)
+    assert isinstance(result, Rejection), result
+    assert result.reason is reason, result.detail
+    assert result.raw == raw and result.detail
+
+
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        ([1, 2], Reason.INVALID_JSON),
+        (valid_doc(schema_version="1"), Reason.WRONG_TYPE),
+        (valid_doc(received_at="yesterday"), Reason.INVALID_VALUE),
+        (valid_doc(received_at="2026-01-01T00:00:00"), Reason.INVALID_VALUE),  # no time zone
+        (valid_doc(source_seq=-1), Reason.INVALID_VALUE),
+        (valid_doc(source_seq=True), Reason.WRONG_TYPE),
+        (valid_doc(tenant_id=None), Reason.MISSING_FIELD),
+        (valid_doc(tenant_id="a" * 65), Reason.BAD_TENANT_ID),
+        (valid_doc(tenant_id="ten:ant"), Reason.BAD_TENANT_ID),
+        (valid_doc(tenant_id="ténant"), Reason.BAD_TENANT_ID),
+        (valid_doc(anonymous_id=""), Reason.INVALID_VALUE),
+        (valid_doc(properties=[1]), Reason.WRONG_TYPE),
+    ],
+)
+def test_edge_cases(doc: object, reason: Reason) -> None:
+    result = EventDecoder().decode(json.dumps(doc).encode())
+    assert isinstance(result, Rejection) and result.reason is reason, result
+
+
+def test_limits_are_configurable() -> None:
+    raw = encode(valid_doc(properties={"blob": "x" * 2000}))
+    assert isinstance(EventDecoder(max_bytes=1000).decode(raw), Rejection)
+    assert isinstance(EventDecoder(max_bytes=10_000).decode(raw), Event)
+    decoder = EventDecoder(max_future_skew_s=60)
+    near = encode(valid_doc(received_at="2026-01-01T00:00:30Z"))
+    limit = decoder.future_limit(now=1767225600.0)  # 2026-01-01T00:00:00Z
+    assert isinstance(decoder.decode(near, limit), Event)
+    far = encode(valid_doc(received_at="2026-01-01T00:02:00Z"))
+    assert decoder.decode(far, limit).reason is Reason.FUTURE_RECEIVED_AT

@@ -1,0 +1,69 @@
+"""A wrong setting names the setting and the fix; defaults are sane; nothing is read at import."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from streaming.settings import SETTINGS, SettingError, load_settings, settings_table
+
+pytestmark = pytest.mark.unit
+
+
+def test_defaults() -> None:
+    settings = load_settings({})
+    assert settings.env == "local" and settings.stream_name == "tally-events"
+    assert settings.duckdb_path.name == "warehouse.duckdb"
+    assert settings.redis_url is None
+
+
+@pytest.mark.parametrize(
+    "name, value, fix_words",
+    [
+        ("TALLY_ENV", "staging", "'local' or 'prod'"),
+        ("TALLY_REDIS_URL", "localhost:6379", "redis://host:6379/0"),
+        ("TALLY_STREAM_SHARDS", "zero", "positive integer"),
+        ("TALLY_STREAM_SHARDS", "0", "positive integer"),
+        ("TALLY_EMULATOR_PORT", "70000", "between 1 and 65535"),
+        ("TALLY_AWS_ENDPOINT_URL", "127.0.0.1:4566", "http://"),
+        ("TALLY_BUCKET", "my bucket!", "letters, digits"),
+        ("TALLY_MAX_EVENT_BYTES", "5000000", "at most 1000000"),
+    ],
+)
+def test_wrong_value_names_setting_and_fix(name: str, value: str, fix_words: str) -> None:
+    with pytest.raises(SettingError) as info:
+        load_settings({name: value})
+    message = str(info.value)
+    assert message.startswith(f"{name}=")
+    assert "Fix:" in message and fix_words in message
+    assert info.value.setting == name
+
+
+def test_prod_requires_redis_url() -> None:
+    with pytest.raises(SettingError, match="TALLY_REDIS_URL.*required when TALLY_ENV=prod"):
+        load_settings({"TALLY_ENV": "prod"})
+
+
+def test_password_is_redacted_in_errors() -> None:
+    with pytest.raises(SettingError) as info:
+        load_settings({"TALLY_REDIS_URL": "http://user:s3cret@host:6379"})
+    assert "s3cret" not in str(info.value)
+
+
+def test_table_lists_every_setting() -> None:
+    table = settings_table()
+    for setting in SETTINGS:
+        assert f"`{setting.name}`" in table
+
+
+def test_cli_prints_one_clear_line(tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestration.cli", "stack", "status"],
+        env={"PATH": "/usr/bin:/bin", "TALLY_STREAM_SHARDS": "-3", "TALLY_HOME": str(tmp_path)},
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "TALLY_STREAM_SHARDS='-3'" in proc.stderr and "Fix:" in proc.stderr
+    assert "Traceback" not in proc.stderr
