@@ -212,5 +212,14 @@ def show_settings() -> None:
     _settings()
 
 
+def _register_domains() -> None:
+    from orchestration.commands import batch, speed
+
+    speed.register(main)
+    batch.register(main)
+
+
+_register_domains()
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,1 @@
+"""`tally` subcommand groups, one module per domain; each exposes ``register(main)``."""
