@@ -41,13 +41,17 @@ class RecordProcessor(Protocol):
 
     def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
         """Apply ``records`` durably; return the sequence number now safe to checkpoint (or None to
-        not move). Raising means nothing of this batch may be assumed applied."""
+        not move). Raising means nothing of this batch may be assumed applied: the worker offers the same
+        records again after a backoff. Called after every poll, also with an empty list (a tick for
+        time-based flushing and for reporting ``millis_behind_latest``)."""
 
     def lease_lost(self, ctx: ShardContext) -> None:
         """Another worker took the shard: stop, write nothing more for it, do not checkpoint."""
 
     def shard_ended(self, ctx: ShardContext) -> None:
-        """The shard was split or merged and fully read: flush what is pending (children start next)."""
+        """The shard was split or merged and fully read: flush what is pending (children start next).
+        Must not return before everything read from the shard is durable."""
 
     def shutdown(self, ctx: ShardContext) -> None:
-        """The worker is stopping cleanly: flush what is pending."""
+        """The worker is stopping cleanly: flush what is pending. The lease is released afterwards
+        without a new checkpoint, so a processor whose own store is the truth loses nothing."""

@@ -8,7 +8,8 @@ shard was written for unit tests:
 * it never trims records, so a long run grows without bound;
 * it publishes a CloudWatch datapoint per PutRecords call, another unbounded list;
 * resharding copied a parent's records into its children and a closed shard never reported SHARD_END,
-  where Kinesis keeps the records on the parent and ends its iterator (``NextShardIterator`` null).
+  where Kinesis keeps the records on the parent and ends its iterator (``NextShardIterator`` null);
+  and new records could still be routed to a closed parent.
 
 :func:`patch_moto` replaces those pieces (constant-time append and read by sequence number, retention by
 age and by count, no CloudWatch datapoints) and serialises shard access, since werkzeug serves requests
@@ -102,6 +103,17 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
 
         return wrapper
 
+    original_get_shard_for_key = Stream.get_shard_for_key
+
+    def get_shard_for_key(self: Stream, partition_key: str, explicit_hash_key: str) -> Shard | None:
+        """Route to open shards only (moto also matched closed parents after a split)."""
+        original_get_shard_for_key(self, partition_key, explicit_hash_key)  # validation
+        key = int(explicit_hash_key) if explicit_hash_key else int(models.md5_hash(partition_key.encode()).hexdigest(), 16)
+        for shard in self.shards.values():
+            if shard.is_open and shard.starting_hash <= key <= shard.ending_hash:
+                return shard
+        return None
+
     original_backend_get_records = KinesisBackend.get_records
 
     def backend_get_records(self: KinesisBackend, stream_arn: Any, shard_iterator: str, limit: Any) -> Any:
@@ -123,6 +135,7 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
     if not getattr(models, "_tally_patched", False):
         Stream.split_shard = keeping_records(Stream.split_shard, "shard_to_split")  # type: ignore[method-assign]
         Stream.merge_shards = keeping_records(Stream.merge_shards, "a", "b")  # type: ignore[method-assign]
+        Stream.get_shard_for_key = get_shard_for_key  # type: ignore[method-assign]
     models._tally_patched = True  # type: ignore[attr-defined]
 
 

@@ -1,0 +1,315 @@
+"""A lease-based Kinesis worker: N of them share a stream's shards, any of them may die.
+
+The worker discovers shards (children only once their parents reached SHARD_END), takes its fair share
+of leases, polls each owned shard within Kinesis's limits (≤5 GetRecords/s per shard, ≤10,000 records a
+call), hands every poll's records to the shard's :class:`RecordProcessor` and checkpoints what the
+processor says is durable. It is single-threaded: one loop round-robins over the owned shards, renews
+leases and heartbeats between polls.
+
+If ``process_batch`` raises, the records are kept and offered again after a backoff; the checkpoint does
+not move and the loop keeps renewing leases, so a failing sink (Redis down) makes the worker wait, never
+skip. A worker that finds its lease taken calls ``lease_lost`` and forgets the shard.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable
+from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
+
+log = logging.getLogger(__name__)
+
+MAX_RECORDS_PER_CALL = 10_000
+MIN_POLL_INTERVAL_S = 0.2  # 5 GetRecords per second per shard
+
+
+@dataclass
+class _Owned:
+    lease: Lease
+    ctx: ShardContext
+    processor: RecordProcessor
+    iterator: str | None
+    last_read: str | None
+    next_poll_at: float = 0.0
+    pending: list[StreamRecord] | None = None
+    pending_lag: int = 0
+    failures: int = 0
+    caught_up: bool = False
+
+
+@dataclass
+class ShardMetrics:
+    millis_behind_latest: int = 0
+    records: int = 0
+    last_poll_at: float = 0.0
+    errors: int = 0
+
+
+@dataclass
+class WorkerConfig:
+    lease_duration_s: float = 10.0
+    max_records: int = MAX_RECORDS_PER_CALL
+    idle_poll_interval_s: float = 0.25
+    initial_position: str = "TRIM_HORIZON"
+    max_backoff_s: float = 5.0
+    max_leases: int | None = None
+
+
+def _shards(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
+    shards: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"StreamName": stream_name}
+    while True:
+        page = kinesis.list_shards(**kwargs)
+        shards.extend(page["Shards"])
+        if not page.get("NextToken"):
+            return shards
+        kwargs = {"NextToken": page["NextToken"]}
+
+
+def _to_record(shard_id: str, raw: dict[str, Any]) -> StreamRecord:
+    arrival = raw.get("ApproximateArrivalTimestamp")
+    ts = arrival.timestamp() if hasattr(arrival, "timestamp") else float(arrival or 0.0)
+    return StreamRecord(shard_id, raw["SequenceNumber"], raw["PartitionKey"], raw["Data"], ts)
+
+
+@dataclass
+class Worker:
+    kinesis: Any
+    dynamodb: Any
+    stream_name: str
+    lease_table: str
+    group: str
+    processor_factory: Callable[[], RecordProcessor]
+    worker_id: str = ""
+    config: WorkerConfig = field(default_factory=WorkerConfig)
+    metrics: dict[str, ShardMetrics] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.worker_id:
+            self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.leases = LeaseTable(self.dynamodb, self.lease_table, self.group, self.stream_name)
+        self._owned: dict[str, _Owned] = {}
+        self._next_balance_at = 0.0
+        self._next_renew_at = 0.0
+
+    # -- leases -------------------------------------------------------------------------------------
+    def _balance(self, now: float) -> None:
+        """Take expired or free leases of ready shards up to a fair share; steal one if starved."""
+        duration = self.config.lease_duration_s
+        self.leases.heartbeat(self.worker_id, duration)
+        shards = _shards(self.kinesis, self.stream_name)
+        leases = self.leases.leases()
+        finished = {sid for sid, lease in leases.items() if lease.checkpoint == SHARD_END}
+        known = {s["ShardId"] for s in shards}
+        ready = [
+            s["ShardId"] for s in shards
+            if s["ShardId"] not in finished
+            and all(p in finished or p not in known
+                    for p in (s.get("ParentShardId"), s.get("AdjacentParentShardId")) if p)
+        ]
+        workers = max(1, len(self.leases.live_workers(now) | {self.worker_id}))
+        share = -(-len(ready) // workers)
+        if self.config.max_leases is not None:
+            share = min(share, self.config.max_leases)
+        mine = [sid for sid in ready if sid in self._owned]
+        for shard_id in ready:
+            if len(mine) >= share:
+                break
+            lease = leases.get(shard_id)
+            if shard_id in self._owned or (lease is not None and not lease.expired(now)):
+                continue
+            if self._acquire(shard_id, lease):
+                mine.append(shard_id)
+        if len(mine) < share:
+            self._steal(ready, leases, share, now)
+
+    def _steal(self, ready: list[str], leases: dict[str, Lease], share: int, now: float) -> None:
+        held: dict[str, list[str]] = {}
+        for sid in ready:
+            lease = leases.get(sid)
+            if lease is not None and not lease.expired(now) and lease.owner != self.worker_id:
+                held.setdefault(lease.owner or "", []).append(sid)
+        for owner, sids in sorted(held.items(), key=lambda kv: -len(kv[1])):
+            if len(sids) > share:
+                self._acquire(sids[-1], leases[sids[-1]])
+                return
+
+    def _acquire(self, shard_id: str, seen: Lease | None) -> bool:
+        try:
+            lease = self.leases.take(shard_id, self.worker_id, self.config.lease_duration_s, seen)
+        except LeaseLost:
+            return False
+        ctx = ShardContext(self.stream_name, shard_id, self.worker_id, lease.token)
+        processor = self.processor_factory()
+        start = processor.initialize(ctx, lease.checkpoint)
+        iterator = self._iterator(shard_id, start)
+        self._owned[shard_id] = _Owned(lease, ctx, processor, iterator, start)
+        self.metrics.setdefault(shard_id, ShardMetrics())
+        log.info("worker %s took %s (token %d) from %s", self.worker_id, shard_id, lease.token, start or self.config.initial_position)
+        return True
+
+    def _iterator(self, shard_id: str, after: str | None) -> str:
+        kwargs: dict[str, Any] = {"StreamName": self.stream_name, "ShardId": shard_id}
+        if after:
+            kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
+        else:
+            kwargs.update(ShardIteratorType=self.config.initial_position)
+        return self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
+
+    def _renew(self) -> None:
+        for shard_id, owned in list(self._owned.items()):
+            try:
+                owned.lease = self.leases.renew(owned.lease, self.config.lease_duration_s)
+            except LeaseLost:
+                self._lose(shard_id)
+
+    def _lose(self, shard_id: str) -> None:
+        owned = self._owned.pop(shard_id)
+        log.warning("worker %s lost the lease on %s", self.worker_id, shard_id)
+        owned.processor.lease_lost(owned.ctx)
+
+    # -- polling ------------------------------------------------------------------------------------
+    def _poll(self, shard_id: str, owned: _Owned, now: float) -> None:
+        metrics = self.metrics[shard_id]
+        if owned.pending is None:
+            try:
+                page = self.kinesis.get_records(ShardIterator=owned.iterator, Limit=self.config.max_records)
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] == "ExpiredIteratorException":
+                    owned.iterator = self._iterator(shard_id, owned.last_read)
+                    return
+                raise
+            owned.pending = [_to_record(shard_id, r) for r in page["Records"]]
+            owned.pending_lag = int(page.get("MillisBehindLatest", 0))
+            owned.iterator = page.get("NextShardIterator")
+            metrics.last_poll_at = now
+        records, lag = owned.pending, owned.pending_lag
+        try:
+            safe = owned.processor.process_batch(owned.ctx, records, lag)
+        except Exception:  # noqa: BLE001 - any sink failure: keep the records, back off, retry them
+            owned.failures += 1
+            metrics.errors += 1
+            backoff = min(self.config.max_backoff_s, 0.1 * 2 ** min(owned.failures, 10))
+            owned.next_poll_at = now + backoff
+            log.exception("shard %s: processing failed (attempt %d); retrying in %.1fs without checkpointing",
+                          shard_id, owned.failures, backoff)
+            return
+        owned.failures = 0
+        owned.pending = None
+        metrics.millis_behind_latest = lag
+        metrics.records += len(records)
+        if records:
+            owned.last_read = records[-1].sequence_number
+        if safe is not None:
+            owned.lease = self.leases.checkpoint(owned.lease, safe)
+        if owned.iterator is None:
+            self._end_shard(shard_id, owned)
+            return
+        full = len(records) >= self.config.max_records or lag > 0
+        owned.caught_up = not records and lag == 0
+        owned.next_poll_at = now + (MIN_POLL_INTERVAL_S if full or records else self.config.idle_poll_interval_s)
+
+    def _end_shard(self, shard_id: str, owned: _Owned) -> None:
+        owned.processor.shard_ended(owned.ctx)
+        self.leases.checkpoint(owned.lease, SHARD_END)
+        self.leases.release(owned.lease)
+        del self._owned[shard_id]
+        self._next_balance_at = 0.0  # children may be ready now
+        log.info("shard %s reached SHARD_END", shard_id)
+
+    def run_once(self) -> None:
+        """One pass: rebalance/renew when due, then poll every owned shard whose turn has come."""
+        now = time.time()
+        if now >= self._next_balance_at:
+            self._balance(now)
+            self._next_balance_at = now + self.config.lease_duration_s / 3
+            self._next_renew_at = now + self.config.lease_duration_s / 3
+        elif now >= self._next_renew_at:
+            self._renew()
+            self.leases.heartbeat(self.worker_id, self.config.lease_duration_s)
+            self._next_renew_at = now + self.config.lease_duration_s / 3
+        for shard_id, owned in list(self._owned.items()):
+            if owned.next_poll_at <= time.time():
+                try:
+                    self._poll(shard_id, owned, time.time())
+                except LeaseLost:
+                    self._lose(shard_id)
+
+    def _sleep_until_next(self, stop: threading.Event) -> None:
+        upcoming = [o.next_poll_at for o in self._owned.values()] + [self._next_renew_at, self._next_balance_at]
+        delay = max(0.0, min(upcoming) - time.time())
+        stop.wait(min(delay, self.config.idle_poll_interval_s))
+
+    def run(self, stop: threading.Event) -> None:
+        """Process until ``stop`` is set, then flush processors and release leases."""
+        try:
+            while not stop.is_set():
+                self.run_once()
+                self._sleep_until_next(stop)
+        finally:
+            self.shutdown()
+
+    def caught_up(self) -> bool:
+        """Every ready shard is owned by this worker and read to its end with nothing pending."""
+        now = time.time()
+        shards = _shards(self.kinesis, self.stream_name)
+        leases = self.leases.leases()
+        for shard in shards:
+            lease = leases.get(shard["ShardId"])
+            if lease is not None and lease.checkpoint == SHARD_END:
+                continue
+            owned = self._owned.get(shard["ShardId"])
+            if owned is None:
+                parents = [p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p]
+                if parents and any(p in {s["ShardId"] for s in shards} and (leases.get(p) is None or leases[p].checkpoint != SHARD_END) for p in parents):
+                    return False
+                if lease is None or lease.expired(now):
+                    return False
+                continue  # a peer owns it
+            if not owned.caught_up or owned.pending is not None:
+                return False
+        return True
+
+    def run_until_caught_up(self, timeout_s: float = 60.0) -> None:
+        """Process until every shard is read to its current end (tests, batch jobs), then shut down."""
+        stop = threading.Event()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while time.monotonic() < deadline:
+                self.run_once()
+                if self._owned and all(o.caught_up and o.pending is None for o in self._owned.values()) and self.caught_up():
+                    return
+                if not self._owned and self.caught_up():
+                    return
+                self._sleep_until_next(stop)
+            raise TimeoutError(f"worker {self.worker_id} not caught up on {self.stream_name} after {timeout_s}s")
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Flush each processor, checkpoint nothing new, release the leases, drop the heartbeat."""
+        for shard_id, owned in list(self._owned.items()):
+            try:
+                owned.processor.shutdown(owned.ctx)
+            finally:
+                self.leases.release(owned.lease)
+                del self._owned[shard_id]
+        try:
+            self.leases.remove_worker(self.worker_id)
+        except ClientError:
+            pass
+
+    def lag(self) -> dict[str, int]:
+        """MillisBehindLatest of each shard this worker has read."""
+        return {sid: m.millis_behind_latest for sid, m in self.metrics.items()}

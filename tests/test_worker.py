@@ -1,0 +1,174 @@
+"""The lease worker: every record reaches a processor, parents before children, leases fenced."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from streaming.kinesis.leases import SHARD_END, LeaseLost, LeaseTable
+from streaming.kinesis.processor import ShardContext, StreamRecord
+from streaming.kinesis.worker import Worker, WorkerConfig
+
+pytestmark = pytest.mark.integration
+
+
+class Collector:
+    """A processor that records what it was given; optionally fails its first ``fail`` calls with data."""
+
+    log: list[tuple[str, bytes, int]] = []
+
+    def __init__(self, sink: list[tuple[str, bytes, int]], fail: int = 0) -> None:
+        self.sink = sink
+        self.fail = fail
+        self.offered: list[list[str]] = []
+
+    def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
+        return checkpoint
+
+    def process_batch(self, ctx: ShardContext, records: list[StreamRecord], lag: int) -> str | None:
+        if not records:
+            return None
+        self.offered.append([r.sequence_number for r in records])
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("sink down")
+        self.sink.extend((r.shard_id, r.data, ctx.lease_token) for r in records)
+        return records[-1].sequence_number
+
+    def lease_lost(self, ctx: ShardContext) -> None: ...
+    def shard_ended(self, ctx: ShardContext) -> None: ...
+    def shutdown(self, ctx: ShardContext) -> None: ...
+
+
+def put(kinesis: Any, stream: str, items: list[bytes]) -> None:
+    for i in range(0, len(items), 500):
+        chunk = items[i:i + 500]
+        kinesis.put_records(StreamName=stream, Records=[{"Data": d, "PartitionKey": d.decode()} for d in chunk])
+
+
+def make_worker(kinesis: Any, dynamodb: Any, stream: str, table: str, sink: list, **kw: Any) -> Worker:
+    fail = kw.pop("fail", 0)
+    return Worker(kinesis, dynamodb, stream, table, "test", lambda: Collector(sink, fail),
+                  config=WorkerConfig(lease_duration_s=kw.pop("lease_s", 3.0), idle_poll_interval_s=0.05), **kw)
+
+
+def test_reads_everything_once_and_resumes_from_checkpoint(kinesis, dynamodb, stream_name, lease_table) -> None:
+    items = [f"a{i}".encode() for i in range(1500)]
+    put(kinesis, stream_name, items)
+    sink: list = []
+    make_worker(kinesis, dynamodb, stream_name, lease_table, sink).run_until_caught_up(30)
+    assert Counter(d for _, d, _ in sink) == Counter(items)
+    more = [f"b{i}".encode() for i in range(300)]
+    put(kinesis, stream_name, more)
+    sink2: list = []
+    make_worker(kinesis, dynamodb, stream_name, lease_table, sink2).run_until_caught_up(30)
+    assert Counter(d for _, d, _ in sink2) == Counter(more), "a new worker resumes after the checkpoints"
+    assert all(token == 2 for _, _, token in sink2), "each new owner gets a larger fencing token"
+
+
+def test_failing_processor_is_retried_with_same_records_and_no_checkpoint(kinesis, dynamodb, stream_name, lease_table) -> None:
+    put(kinesis, stream_name, [f"x{i}".encode() for i in range(50)])
+    sink: list = []
+    processors: list[Collector] = []
+
+    def factory() -> Collector:
+        processors.append(Collector(sink, fail=3))
+        return processors[-1]
+
+    worker = Worker(kinesis, dynamodb, stream_name, lease_table, "test", factory,
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05, max_backoff_s=0.2))
+    worker.run_until_caught_up(30)
+    assert len(sink) == 50
+    for p in processors:
+        if p.offered:
+            assert p.offered[0] == p.offered[1] == p.offered[3], "the failed batch is offered again, unchanged"
+
+
+def test_parents_finish_before_children(kinesis, dynamodb, stream_name, lease_table) -> None:
+    before = [f"p{i}".encode() for i in range(200)]
+    put(kinesis, stream_name, before)
+    shards = kinesis.list_shards(StreamName=stream_name)["Shards"]
+    parent = shards[0]
+    mid = (int(parent["HashKeyRange"]["StartingHashKey"]) + int(parent["HashKeyRange"]["EndingHashKey"])) // 2
+    kinesis.split_shard(StreamName=stream_name, ShardToSplit=parent["ShardId"], NewStartingHashKey=str(mid))
+    after = [f"c{i}".encode() for i in range(200)]
+    put(kinesis, stream_name, after)
+    sink: list = []
+    make_worker(kinesis, dynamodb, stream_name, lease_table, sink).run_until_caught_up(30)
+    assert Counter(d for _, d, _ in sink) == Counter(before + after)
+    order = [(sid, d) for sid, d, _ in sink]
+    children = {s["ShardId"] for s in kinesis.list_shards(StreamName=stream_name)["Shards"] if s.get("ParentShardId") == parent["ShardId"]}
+    last_parent = max(i for i, (sid, _) in enumerate(order) if sid == parent["ShardId"])
+    first_child = min(i for i, (sid, _) in enumerate(order) if sid in children)
+    assert last_parent < first_child
+    table = LeaseTable(dynamodb, lease_table, "test", stream_name)
+    assert table.leases()[parent["ShardId"]].checkpoint == SHARD_END
+
+
+def test_three_workers_share_shards_and_survive_one_dying(kinesis, dynamodb, lease_table) -> None:
+    from streaming.resources import ensure_stream
+
+    stream = f"ws-{time.time_ns()}"
+    ensure_stream(kinesis, stream, 4)
+    sink: list = []
+    lock = threading.Lock()
+
+    class Locked(Collector):
+        def process_batch(self, ctx, records, lag):  # type: ignore[override]
+            with lock:
+                return super().process_batch(ctx, records, lag)
+
+    workers = [Worker(kinesis, dynamodb, stream, lease_table, "test", lambda: Locked(sink),
+                      config=WorkerConfig(lease_duration_s=2.0, idle_poll_interval_s=0.05)) for _ in range(3)]
+    stops = [threading.Event() for _ in workers]
+    dead = threading.Event()
+
+    def loop(i: int) -> None:
+        while not stops[i].is_set():
+            if i == 0 and dead.is_set():
+                return  # crash: no shutdown, no release; its leases must expire
+            workers[i].run_once()
+            time.sleep(0.02)
+        workers[i].shutdown()
+
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        items = [f"w{i}".encode() for i in range(4000)]
+        put(kinesis, stream, items[:2000])
+        time.sleep(5)  # leases balance (fair share of 4 shards over 3 workers)
+        owners = Counter(lease.owner for lease in LeaseTable(dynamodb, lease_table, "test", stream).leases().values())
+        assert len(owners) >= 2 and max(owners.values()) <= 2, owners
+        dead.set()
+        put(kinesis, stream, items[2000:])
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and len({d for _, d, _ in sink}) < len(items):
+            time.sleep(0.2)
+    finally:
+        for s in stops:
+            s.set()
+        for t in threads:
+            t.join(timeout=30)
+    assert {d for _, d, _ in sink} == set(items), "nothing lost when a worker dies"
+    leases = LeaseTable(dynamodb, lease_table, "test", stream).leases()
+    assert all(lease.owner != workers[0].worker_id for lease in leases.values())
+
+
+def test_a_worker_that_lost_its_lease_cannot_checkpoint(dynamodb, lease_table) -> None:
+    table = LeaseTable(dynamodb, lease_table, "g", "s")
+    a = table.take("shard-1", "A", 0.01, None)
+    time.sleep(0.05)
+    b = table.take("shard-1", "B", 10, table.leases()["shard-1"])
+    assert b.token == a.token + 1
+    with pytest.raises(LeaseLost):
+        table.checkpoint(a, "123")
+    with pytest.raises(LeaseLost):
+        table.renew(a, 10)
+    assert table.checkpoint(b, "456").checkpoint == "456"
+    with pytest.raises(LeaseLost):
+        table.take("shard-1", "C", 10, a), "a stale view cannot take the lease either"
