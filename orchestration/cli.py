@@ -213,10 +213,11 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, speed
+    from orchestration.commands import batch, reconcile, speed
 
     speed.register(main)
     batch.register(main)
+    reconcile.register(main)
 
 
 _register_domains()
