@@ -116,6 +116,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_DEDUP_HORIZON_S", "86400", "a repeated `event_id` inside this many seconds is counted once by the speed layer", _positive_int),
     Setting("TALLY_ALLOWED_LATENESS_S", "300", "how late an event may arrive before its minute window is closed and judged", _positive_int),
     Setting("TALLY_DUCKDB_PATH", None, "DuckDB warehouse file; unset = `$TALLY_HOME/warehouse.duckdb`", _text),
+    Setting("TALLY_ARCHIVE_MAX_RECORDS", "20000", "the archiver commits a shard batch once it holds this many records", _positive_int),
+    Setting("TALLY_ARCHIVE_MAX_BYTES", "16777216", "... or this many record bytes", _positive_int),
+    Setting("TALLY_ARCHIVE_FLUSH_S", "30", "... or when its oldest record has waited this many seconds", _positive_int),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -142,6 +145,9 @@ class Settings:
     dedup_horizon_s: int
     allowed_lateness_s: int
     duckdb_path: Path
+    archive_max_records: int = 20_000
+    archive_max_bytes: int = 16_777_216
+    archive_flush_s: int = 30
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -189,6 +195,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         dedup_horizon_s=_get(env, "TALLY_DEDUP_HORIZON_S"),
         allowed_lateness_s=_get(env, "TALLY_ALLOWED_LATENESS_S"),
         duckdb_path=Path(duckdb).expanduser() if duckdb else home / "warehouse.duckdb",
+        archive_max_records=_get(env, "TALLY_ARCHIVE_MAX_RECORDS"),
+        archive_max_bytes=_get(env, "TALLY_ARCHIVE_MAX_BYTES"),
+        archive_flush_s=_get(env, "TALLY_ARCHIVE_FLUSH_S"),
         raw={k: v for k, v in env.items() if k.startswith("TALLY_")},
     )
     if settings.env == "prod" and settings.redis_url is None:

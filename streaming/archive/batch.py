@@ -1,0 +1,155 @@
+"""The pure core of the archiver: one shard batch of records -> archive objects + one manifest.
+
+Every record is kept, valid or not. A valid record's line carries its bytes as text (they are valid
+UTF-8 JSON, so the text encodes back to exactly the same bytes); a rejected record's line carries its
+bytes base64-encoded with the rejection reason and detail. Records are split into one object per hour
+of ``received_at`` (a rejected record has no trustworthy ``received_at``: it goes to the hour it
+arrived on the stream), so a late event lands in its own, older hour's prefix.
+
+Manifest counts are of records as delivered: a repeated ``event_id`` is counted each time it was
+delivered (de-duplication is the warehouse's job, and the manifest must describe the objects).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from streaming.archive.layout import BatchRange, hour_start, object_key
+from streaming.events import Event, EventDecoder, Rejection
+from streaming.kinesis.processor import StreamRecord
+
+MANIFEST_VERSION = 1
+
+
+class ArchiveLine(msgspec.Struct, omit_defaults=True):
+    """One archived record (one JSON line). ``data`` for valid events, ``data_b64`` for rejected ones."""
+
+    shard_id: str
+    sequence_number: str
+    partition_key: str
+    arrival_ts: float
+    data: str | None = None
+    data_b64: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+_line_encoder = msgspec.json.Encoder()
+_line_decoder = msgspec.json.Decoder(ArchiveLine)
+
+
+@dataclass(frozen=True)
+class ArchiveObject:
+    key: str
+    hour: dt.datetime
+    body: bytes  # gzip-compressed JSON lines
+
+
+@dataclass(frozen=True)
+class ArchiveBatch:
+    batch: BatchRange
+    objects: list[ArchiveObject]
+    manifest: dict[str, Any]
+
+
+def _minute_iso(epoch_s: float) -> str:
+    minute = int(epoch_s) // 60 * 60
+    return dt.datetime.fromtimestamp(minute, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+def _iso(epoch_s: float) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+class _HourPart:
+    __slots__ = ("lines", "counts", "dead_letters", "records")
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.counts: Counter[tuple[str, str, int]] = Counter()
+        self.dead_letters: Counter[str] = Counter()
+        self.records = 0
+
+
+def build_batch(
+    shard_id: str,
+    records: Sequence[StreamRecord],
+    decoder: EventDecoder,
+    future_limit: dt.datetime | None = None,
+    compresslevel: int = 1,
+) -> ArchiveBatch:
+    """Turn one non-empty, in-order shard batch into its objects and manifest (no I/O)."""
+    if not records:
+        raise ValueError("an archive batch needs at least one record")
+    limit = decoder.future_limit() if future_limit is None else future_limit
+    parts: dict[int, _HourPart] = defaultdict(_HourPart)
+    max_arrival = 0.0
+    max_received: float | None = None
+    for rec in records:
+        if rec.shard_id != shard_id:
+            raise ValueError(f"record of shard {rec.shard_id} in a batch of shard {shard_id}")
+        result = decoder.decode(rec.data, limit)
+        max_arrival = max(max_arrival, rec.arrival_ts)
+        if isinstance(result, Event):
+            received = result.received_at.timestamp()
+            max_received = received if max_received is None else max(max_received, received)
+            part = parts[int(received) // 3600]
+            part.counts[(result.tenant_id, result.event_type.value, int(received) // 60)] += 1
+            line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
+                               data=rec.data.decode("utf-8"))
+        else:
+            assert isinstance(result, Rejection)
+            part = parts[int(rec.arrival_ts) // 3600]
+            part.dead_letters[result.reason.value] += 1
+            line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
+                               data_b64=base64.b64encode(rec.data).decode("ascii"), reason=result.reason.value,
+                               detail=result.detail[:500])
+        part.records += 1
+        part.lines.append(_line_encoder.encode(line))
+    batch = BatchRange(shard_id, records[0].sequence_number, records[-1].sequence_number)
+    objects: list[ArchiveObject] = []
+    manifest_objects: list[dict[str, Any]] = []
+    for hour_no in sorted(parts):
+        part = parts[hour_no]
+        hour = hour_start(hour_no * 3600)
+        key = object_key(shard_id, hour, batch.first_seq, batch.last_seq)
+        # mtime=0: a re-written batch produces the very same bytes.
+        body = gzip.compress(b"\n".join(part.lines) + b"\n", compresslevel=compresslevel, mtime=0)
+        objects.append(ArchiveObject(key, hour, body))
+        manifest_objects.append({
+            "key": key,
+            "hour": hour.strftime("%Y-%m-%dT%H:00:00Z"),
+            "records": part.records,
+            "valid": sum(part.counts.values()),
+            "bytes": len(body),
+            "counts": [[t, e, _minute_iso(m * 60), n] for (t, e, m), n in sorted(part.counts.items())],
+            "dead_letters": dict(sorted(part.dead_letters.items())),
+        })
+    manifest = {
+        "version": MANIFEST_VERSION,
+        "shard_id": shard_id,
+        "first_sequence_number": batch.first_seq,
+        "last_sequence_number": batch.last_seq,
+        "records": len(records),
+        "objects": manifest_objects,
+        "dead_letters": dict(sorted(sum((Counter(o["dead_letters"]) for o in manifest_objects), Counter()).items())),
+        "watermark": {
+            "max_arrival_at": _iso(max_arrival),
+            "max_received_at": None if max_received is None else _iso(max_received),
+        },
+    }
+    return ArchiveBatch(batch, objects, manifest)
+
+
+def decode_lines(body: bytes) -> list[ArchiveLine]:
+    """The lines of one archive object (gzip JSON lines)."""
+    text = gzip.decompress(body)
+    return [_line_decoder.decode(line) for line in text.split(b"\n") if line]
