@@ -20,8 +20,8 @@ def main(endpoint: str, stream: str, bucket: str, seed: int) -> None:
     store = ArchiveStore(aws_client("s3", "us-east-1", endpoint), bucket)
     decoder = EventDecoder()
     drive(kinesis, stream,
-          lambda: ArchiveProcessor(store, decoder, FlushPolicy(max_records=rng.randrange(20, 400))),
-          poll_size=rng.randrange(50, 300))
+          lambda: ArchiveProcessor(store, decoder, FlushPolicy(max_records=rng.randrange(5, 60))),
+          poll_size=rng.randrange(20, 200))
 
 
 if __name__ == "__main__":
