@@ -1,0 +1,7 @@
+"""Reconciliation: cross-check the archive, the warehouse and the speed layer, say which layer lost or
+duplicated which events, and heal the speed layer from batch truth.
+
+The core (:mod:`model`, :mod:`engine`, :mod:`sequences`) is pure: it takes per-layer count tables and
+returns verdicts. The adapters (:mod:`sources`) read the real layers; :mod:`heal` writes Redis;
+:mod:`report` renders Markdown and HTML. No Dagster imports here.
+"""
