@@ -29,26 +29,26 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_ta
             raise ValueError(f"not a table name: {name!r}")
     return con.execute(f"""
         with held as (
-            select distinct source_id::varchar source_id, source_seq::bigint source_seq,
+            select distinct source_id::varchar as source_id, source_seq::bigint as source_seq,
                             event_id::varchar event_id, minute::bigint as minute
             from (select source_id, source_seq, event_id, minute from {seq_table}
                   union all select source_id, source_seq, event_id, minute from {archive_table})
             where minute >= $lo and minute < $hi and source_id is not null and source_seq is not null
         ),
         numbers as (
-            select source_id, source_seq, min(minute) minute, count(distinct event_id) ids,
-                   list(distinct event_id order by event_id) event_ids
+            select source_id, source_seq, min(minute) as minute, count(distinct event_id) as ids,
+                   list(distinct event_id order by event_id) as event_ids
             from held group by all
         ),
         ordered as (
-            select *, lag(source_seq) over w prev_seq, lag(minute) over w prev_minute
+            select *, lag(source_seq) over w as prev_seq, lag(minute) over w as prev_minute
             from numbers window w as (partition by source_id order by source_seq)
         ),
         gaps as (
-            select source_id, prev_seq + 1 first_missing, source_seq - 1 last_missing,
-                   source_seq - prev_seq - 1 missing,
-                   least(prev_minute, minute) min_minute, greatest(prev_minute, minute) max_minute,
-                   []::varchar[] event_ids, '{Verdict.UPSTREAM_GAP.value}' kind
+            select source_id, prev_seq + 1 as first_missing, source_seq - 1 as last_missing,
+                   source_seq - prev_seq - 1 as missing,
+                   least(prev_minute, minute) as min_minute, greatest(prev_minute, minute) as max_minute,
+                   []::varchar[] as event_ids, '{Verdict.UPSTREAM_GAP.value}' as kind
             from ordered where source_seq - prev_seq > 1
         ),
         repeats as (

@@ -1,0 +1,252 @@
+"""The reconciliation core on constructed layers: each fault gets its verdict, cell and event_ids."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from streaming.reconcile.engine import reconcile
+from streaming.reconcile.model import Config, Inputs, Tolerance
+from tests.reconcile.builders import BASE_MINUTE, Ev, Layers, drop, inputs, mark_late, traffic
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def events() -> list[Ev]:
+    return traffic()
+
+
+def cell(result_cells: pd.DataFrame, e: Ev) -> pd.Series:
+    rows = result_cells[(result_cells.tenant_id == e.tenant_id) & (result_cells.event_type == e.event_type)
+                        & (result_cells.minute == e.minute)]
+    assert len(rows) == 1, rows
+    return rows.iloc[0]
+
+
+def only_finding(result) -> pd.Series:  # type: ignore[no-untyped-def]
+    findings = result.findings()
+    assert len(findings) == 1, findings
+    return findings.iloc[0]
+
+
+def test_clean_layers_are_all_ok_and_never_drilled(events: list[Ev]) -> None:
+    inp = inputs(Layers.clean(events))
+    result = reconcile(inp)
+    assert result.findings().empty
+    assert not result.unexplained_loss
+    assert result.summary["ok"] == 3 * 2 * 120
+    assert result.cells.empty  # every hour agreed on totals and checksums: no minute was re-read
+    assert set(result.hours.verdict) == {"ok"} and set(result.days.verdict) == {"ok"}
+    assert inp.event_ids.calls == []  # type: ignore[union-attr]
+    assert result.sequences.empty
+
+
+def test_speed_missing_names_the_cell(events: list[Ev]) -> None:
+    lost = events[333]
+    layers = Layers.clean(events)
+    layers.speed = drop(layers.speed, lost)
+    result = reconcile(inputs(layers))
+    row = only_finding(result)
+    assert (row.verdict, row.tenant_id, row.event_type, row.minute) == ("speed_missing", lost.tenant_id,
+                                                                         lost.event_type, lost.minute)
+    assert (row.speed, row.expected) == (1, 2)
+    assert result.unexplained_loss
+    hour = result.hours[(result.hours.tenant_id == lost.tenant_id) & (result.hours.event_type == lost.event_type)
+                        & (result.hours.hour == lost.minute // 60)]
+    assert hour.iloc[0].verdict == "speed_missing"
+    assert (result.hours.verdict != "ok").sum() == 1
+    assert result.event_ids.empty  # archive and warehouse agree: nothing to drill
+
+
+def test_speed_extra_when_applied_twice(events: list[Ev]) -> None:
+    twice = events[100]
+    layers = Layers.clean(events)
+    layers.speed = layers.speed + [twice]
+    row = only_finding(reconcile(inputs(layers)))
+    assert (row.verdict, row.tenant_id, row.event_type, row.minute) == ("speed_extra", twice.tenant_id,
+                                                                         twice.event_type, twice.minute)
+
+
+def test_duplicates_delivered_by_the_stream_are_not_findings(events: list[Ev]) -> None:
+    layers = Layers.clean(events + [events[5], events[77]])  # redelivered: archive and raw hold them twice
+    result = reconcile(inputs(layers))
+    assert result.findings().empty and result.sequences.empty
+
+
+def test_archive_object_deleted_before_load_is_archive_missing_only(events: list[Ev]) -> None:
+    gone = [e for e in events if e.minute == BASE_MINUTE + 70 and e.tenant_id == "tenant-1"]
+    layers = Layers.clean(events)
+    layers.archive_lost = gone
+    layers.raw = drop(layers.raw, *gone)  # loaded after the object was deleted
+    layers.mart = drop(layers.mart, *gone)
+    result = reconcile(inputs(layers))
+    findings = result.findings()
+    assert set(findings.verdict) == {"archive_missing"}
+    assert {(r.tenant_id, r.event_type, r.minute) for r in findings.itertuples()} == {
+        (e.tenant_id, e.event_type, e.minute) for e in gone}
+    # the speed layer still counts them: explained by the archive loss, not speed_extra
+    assert (findings.speed == 2).all() and (findings.expected == 0).all()
+    # their source numbers are held by no readable layer, but the archive loss explains the gaps
+    assert len(result.sequences) > 0 and set(result.sequences.verdict) == {"explained"}
+    assert set(result.sequences.explained_by) == {"archive_missing"}
+    assert result.summary["upstream_gap"] == 0
+
+
+def test_archive_object_deleted_after_load_is_archive_missing_only(events: list[Ev]) -> None:
+    gone = [e for e in events if e.minute == BASE_MINUTE + 10 and e.event_type == "click"]
+    layers = Layers.clean(events)
+    layers.archive_lost = gone
+    findings = reconcile(inputs(layers)).findings()
+    assert set(findings.verdict) == {"archive_missing"}
+    assert len(findings) == 3 and set(findings.minute) == {BASE_MINUTE + 10}
+
+
+def test_warehouse_raw_rows_deleted_lists_the_exact_event_ids(events: list[Ev]) -> None:
+    deleted = [events[50], events[51], events[900]]
+    layers = Layers.clean(events)
+    layers.raw = drop(layers.raw, *deleted)
+    result = reconcile(inputs(layers))
+    findings = result.findings()
+    assert set(findings.verdict) == {"warehouse_missing"}
+    assert {(r.tenant_id, r.event_type, r.minute) for r in findings.itertuples()} == {
+        (e.tenant_id, e.event_type, e.minute) for e in deleted}
+    ids = result.event_ids
+    raw_missing = ids[(ids["table"] == "raw") & (ids.kind == "missing")]
+    assert set(raw_missing.event_id) == {e.event_id for e in deleted}
+    assert ids[ids.kind == "extra"].empty
+    assert result.sequences.empty  # the archive still holds their source numbers: no upstream gap
+
+
+def test_mart_rows_deleted_lists_the_exact_event_ids(events: list[Ev]) -> None:
+    deleted = events[200]
+    layers = Layers.clean(events)
+    layers.mart = drop(layers.mart, deleted)
+    result = reconcile(inputs(layers))
+    row = only_finding(result)
+    assert (row.verdict, row.minute) == ("warehouse_missing", deleted.minute)
+    assert list(result.event_ids.event_id) == [deleted.event_id]
+    assert list(result.event_ids["table"]) == ["mart"]
+
+
+def test_warehouse_rows_loaded_twice_are_warehouse_extra(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    layers.raw = layers.raw + [events[10]]
+    row = only_finding(reconcile(inputs(layers)))
+    assert (row.verdict, row.tenant_id, row.minute) == ("warehouse_extra", events[10].tenant_id, events[10].minute)
+
+
+def test_warehouse_loss_without_event_source_still_attributed(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    layers.raw = drop(layers.raw, events[42])
+    result = reconcile(inputs(layers, with_ids=False))
+    row = only_finding(result)
+    assert row.verdict == "warehouse_missing" and result.event_ids.empty
+
+
+def test_count_moved_between_minutes_of_one_hour_is_caught(events: list[Ev]) -> None:
+    moved = events[20]
+    layers = Layers.clean(events)
+    layers.speed = drop(layers.speed, moved) + [Ev(moved.event_id, moved.tenant_id, moved.event_type,
+                                                   moved.minute + 3, moved.source_id, moved.source_seq)]
+    findings = reconcile(inputs(layers)).findings()
+    assert sorted(findings.verdict) == ["speed_extra", "speed_missing"]
+    assert set(findings.minute) == {moved.minute, moved.minute + 3}
+
+
+def test_open_windows_are_pending_not_loss(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    last = max(e.minute for e in events)
+    late = [e for e in events if e.minute == last - 2][:3]
+    layers.speed = drop(layers.speed, *late)  # not applied yet
+    # the watermark is past the last minute, but not past its end + 5 minutes of lateness
+    result = reconcile(inputs(layers, watermark_minute=last + 1))
+    findings = result.findings()
+    assert set(findings.verdict) == {"pending"}
+    assert not result.unexplained_loss
+    assert "speed_missing" in set(",".join(findings.findings).split(","))
+    # once the watermark has passed, the same difference is a loss
+    assert set(reconcile(inputs(layers)).findings().verdict) == {"speed_missing"}
+
+
+def test_late_events_are_counted_and_reported_not_lost(events: list[Ev]) -> None:
+    target = events[400]
+    layers = Layers.clean(mark_late(events, target))
+    result = reconcile(inputs(layers))
+    assert result.findings().empty
+    assert result.summary["late_events"] == 1
+    assert list(result.late.itertuples(index=False, name=None)) == [
+        (target.tenant_id, target.event_type, target.minute, 1)]
+
+
+def test_tolerance_accepts_small_differences(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    layers.speed = drop(layers.speed, events[7])
+    exact = reconcile(inputs(layers))
+    loose = reconcile(inputs(layers), Config(tolerance=Tolerance(absolute=1)))
+    assert len(exact.findings()) == 1 and loose.findings().empty
+
+
+def test_upstream_gap_names_source_numbers_and_minute(events: list[Ev]) -> None:
+    lost = events[301]
+    layers = Layers.clean(drop(events, lost))
+    result = reconcile(inputs(layers))
+    assert result.findings().empty  # every layer agrees: the loss is before the stream
+    gaps = result.sequences
+    assert len(gaps) == 1
+    gap = gaps.iloc[0]
+    assert (gap.source_id, gap.first_missing, gap.last_missing, gap.missing, gap.verdict) == (
+        lost.source_id, lost.source_seq, lost.source_seq, 1, "upstream_gap")
+    assert gap.min_minute <= lost.minute <= gap.max_minute
+    assert result.unexplained_loss and result.summary["upstream_gap"] == 1
+
+
+def test_one_number_with_two_event_ids_is_an_upstream_duplicate(events: list[Ev]) -> None:
+    twin = events[60]
+    copy = Ev("ffffffff-0000-0000-0000-000000000001", twin.tenant_id, twin.event_type, twin.minute,
+              twin.source_id, twin.source_seq)
+    layers = Layers.clean(events + [copy])
+    result = reconcile(inputs(layers))
+    dup = result.sequences[result.sequences.verdict == "upstream_duplicate"]
+    assert len(dup) == 1 and set(dup.iloc[0].event_ids) == {twin.event_id, copy.event_id}
+
+
+def test_gap_in_an_open_window_is_pending(events: list[Ev]) -> None:
+    last = max(e.minute for e in events)
+    lost = [e for e in events if e.minute == last - 1][1]
+    layers = Layers.clean(drop(events, lost))
+    result = reconcile(inputs(layers, watermark_minute=last + 1))
+    assert list(result.sequences.verdict) == ["pending"]
+
+
+def test_flushed_speed_layer_is_speed_missing_everywhere(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    layers.speed = []
+    result = reconcile(inputs(layers))
+    assert set(result.findings().verdict) == {"speed_missing"}
+    assert result.summary["speed_missing"] == 3 * 2 * 120
+
+
+def test_time_range_limits_what_is_judged(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    layers.speed = drop(layers.speed, events[0])  # in the first hour
+    inp = inputs(layers)
+    inp.start_minute = BASE_MINUTE + 60
+    result = reconcile(inp)
+    assert result.findings().empty and result.summary["ok"] == 3 * 2 * 60
+
+
+def test_keys_are_data_not_sql() -> None:
+    hostile = [Ev(f"00000000-0000-0000-0000-{i:012d}", "o'brien; drop table x", "cl'ick", BASE_MINUTE, "s'1", i + 1)
+               for i in range(3)]
+    layers = Layers.clean(hostile)
+    layers.speed = hostile[:2]
+    row = only_finding(reconcile(inputs(layers)))
+    assert (row.tenant_id, row.event_type, row.verdict) == ("o'brien; drop table x", "cl'ick", "speed_missing")
+
+
+def test_missing_key_column_is_a_clear_error(events: list[Ev]) -> None:
+    inp = inputs(Layers.clean(events[:10]))
+    broken = Inputs(inp.archive.drop(columns=["minute"]), inp.warehouse, inp.speed, inp.watermarks)
+    with pytest.raises(ValueError, match="archive table has no `minute`"):
+        reconcile(broken)
