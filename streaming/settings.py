@@ -119,6 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_ARCHIVE_MAX_RECORDS", "20000", "the archiver commits a shard batch once it holds this many records", _positive_int),
     Setting("TALLY_ARCHIVE_MAX_BYTES", "16777216", "... or this many record bytes", _positive_int),
     Setting("TALLY_ARCHIVE_FLUSH_S", "30", "... or when its oldest record has waited this many seconds", _positive_int),
+    Setting("TALLY_SPEED_TTL_MINUTE_S", "172800", "speed layer: minute counters live this long after their last write (seconds)", _positive_int),
+    Setting("TALLY_SPEED_TTL_HOUR_S", "1209600", "speed layer: hour counters, hourly uniques and top pages live this long after their last write", _positive_int),
+    Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily uniques, top pages and segment members live this long", _positive_int),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -148,6 +151,9 @@ class Settings:
     archive_max_records: int = 20_000
     archive_max_bytes: int = 16_777_216
     archive_flush_s: int = 30
+    speed_ttl_minute_s: int = 172_800
+    speed_ttl_hour_s: int = 1_209_600
+    speed_ttl_day_s: int = 7_776_000
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -198,6 +204,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         archive_max_records=_get(env, "TALLY_ARCHIVE_MAX_RECORDS"),
         archive_max_bytes=_get(env, "TALLY_ARCHIVE_MAX_BYTES"),
         archive_flush_s=_get(env, "TALLY_ARCHIVE_FLUSH_S"),
+        speed_ttl_minute_s=_get(env, "TALLY_SPEED_TTL_MINUTE_S"),
+        speed_ttl_hour_s=_get(env, "TALLY_SPEED_TTL_HOUR_S"),
+        speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
         raw={k: v for k, v in env.items() if k.startswith("TALLY_")},
     )
     if settings.env == "prod" and settings.redis_url is None:

@@ -1,0 +1,1 @@
+"""Read side of the speed layer: a Python API, API keys, and the HTTP app serving both."""

@@ -1,0 +1,213 @@
+"""The HTTP query API (starlette): per-tenant API keys, JSON answers, an OpenAPI document.
+
+Authentication: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A missing or unknown key is
+401; a key for one tenant asking for another tenant's data is 403. Ops endpoints (lag, latency) carry no
+tenant data and accept any valid key. Serve with ``tally serve`` (uvicorn on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from streaming.events import TENANT_ID_PATTERN
+from streaming.query.api import QueryError, SpeedQueries
+from streaming.query.apikeys import tenant_for
+from streaming.speed.keys import BadTenant, check_tenant
+
+UTC = dt.timezone.utc
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def _api_key(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+def _authorize(request: Request, tenant: str | None) -> str:
+    """The caller's tenant; 401 without a valid key, 403 when the key's tenant is not ``tenant``."""
+    owner = tenant_for(request.app.state.client, _api_key(request))
+    if owner is None:
+        raise HttpError(401, "missing or invalid API key")
+    if tenant is not None and owner != tenant:
+        raise HttpError(403, "this API key may not read that tenant's data")
+    return owner
+
+
+def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise HttpError(400, f"`{name}` must be an ISO-8601 timestamp") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _range(request: Request) -> tuple[dt.datetime, dt.datetime]:
+    now = dt.datetime.now(UTC)
+    end = _time(request, "end", now)
+    start = _time(request, "start", end - dt.timedelta(hours=1))
+    return start, end
+
+
+def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HttpError(400, f"`{name}` must be an integer") from None
+    if not lo <= value <= hi:
+        raise HttpError(400, f"`{name}` must be between {lo} and {hi}")
+    return value
+
+
+def _tenant(request: Request) -> str:
+    tenant = request.path_params["tenant"]
+    _authorize(request, tenant)
+    try:
+        return check_tenant(tenant)
+    except BadTenant:
+        raise HttpError(404, "no such tenant") from None
+
+
+def _queries(request: Request) -> SpeedQueries:
+    return request.app.state.queries
+
+
+async def counts(request: Request) -> dict[str, Any]:
+    tenant = _tenant(request)
+    start, end = _range(request)
+    resolution = request.query_params.get("resolution")
+    result = _queries(request).counts(tenant, start, end, request.query_params.get("event_type")).as_dict()
+    if resolution:
+        result["series"] = _queries(request).series(tenant, start, end, resolution)
+    return result
+
+
+async def uniques(request: Request) -> dict[str, Any]:
+    tenant = _tenant(request)
+    start, end = _range(request)
+    return {"tenant": tenant, "start": start.isoformat(), "end": end.isoformat(),
+            "unique_visitors": _queries(request).uniques(tenant, start, end)}
+
+
+async def top_pages(request: Request) -> dict[str, Any]:
+    tenant = _tenant(request)
+    start, end = _range(request)
+    limit = _int(request, "limit", 10, 1, 1000)
+    pages = _queries(request).top_pages(tenant, start, end, limit)
+    return {"tenant": tenant, "start": start.isoformat(), "end": end.isoformat(),
+            "pages": [{"path": p, "views": n} for p, n in pages]}
+
+
+async def segment_members(request: Request) -> dict[str, Any]:
+    tenant = _tenant(request)
+    at = _time(request, "at", dt.datetime.now(UTC))
+    limit = _int(request, "limit", 1000, 1, 100_000)
+    segment = request.path_params["segment"]
+    return {"tenant": tenant, "segment": segment, "at": at.isoformat(),
+            "members": _queries(request).segment_members(tenant, segment, at, limit)}
+
+
+async def lag(request: Request) -> dict[str, Any]:
+    _authorize(request, None)
+    return {"shards": _queries(request).consumer_lag()}
+
+
+async def latency(request: Request) -> dict[str, Any]:
+    _authorize(request, None)
+    start, end = _range(request)
+    return {"start": start.isoformat(), "end": end.isoformat(), **_queries(request).latency(start, end)}
+
+
+def _endpoint(fn: Any) -> Any:
+    async def wrapped(request: Request) -> JSONResponse:
+        try:
+            return JSONResponse(await fn(request))
+        except HttpError as exc:
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        except QueryError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+    wrapped.__name__ = fn.__name__
+    return wrapped
+
+
+def openapi_spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document served at /openapi.json."""
+    tenant = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "pattern": TENANT_ID_PATTERN}}
+    start = {"name": "start", "in": "query", "schema": {"type": "string", "format": "date-time"},
+             "description": "inclusive; default end - 1 hour"}
+    end = {"name": "end", "in": "query", "schema": {"type": "string", "format": "date-time"},
+           "description": "exclusive; default now"}
+    errors = {"400": {"description": "bad parameter"}, "401": {"description": "missing or invalid API key"},
+              "403": {"description": "the key belongs to another tenant"}}
+
+    def op(summary: str, params: list[dict[str, Any]], tenant_scoped: bool = True) -> dict[str, Any]:
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {}}}, **errors}
+        if not tenant_scoped:
+            responses.pop("403")
+        return {"get": {"summary": summary, "parameters": params, "responses": responses,
+                        "security": [{"bearer": []}, {"apiKey": []}]}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tally real-time query API", "version": "1"},
+        "components": {"securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }},
+        "paths": {
+            "/v1/tenants/{tenant}/counts": op("Events per type in a range", [
+                tenant, start, end,
+                {"name": "event_type", "in": "query", "schema": {"type": "string"}},
+                {"name": "resolution", "in": "query", "schema": {"enum": ["m", "h", "d"]},
+                 "description": "also return a series at this resolution"}]),
+            "/v1/tenants/{tenant}/uniques": op("Unique visitors in a range (HyperLogLog, hour resolution)", [tenant, start, end]),
+            "/v1/tenants/{tenant}/top-pages": op("Most viewed paths in a range", [
+                tenant, start, end, {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}}]),
+            "/v1/tenants/{tenant}/segments/{segment}/members": op("Live members of a behavioural segment", [
+                tenant, {"name": "segment", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 1000}}]),
+            "/v1/ops/lag": op("MillisBehindLatest per consumer group and shard", [], tenant_scoped=False),
+            "/v1/ops/latency": op("Event-to-counter latency percentiles", [start, end], tenant_scoped=False),
+        },
+    }
+
+
+async def openapi(request: Request) -> JSONResponse:
+    return JSONResponse(request.app.state.spec)
+
+
+def create_app(client: Any) -> Starlette:
+    app = Starlette(routes=[
+        Route("/openapi.json", openapi),
+        Route("/v1/tenants/{tenant}/counts", _endpoint(counts)),
+        Route("/v1/tenants/{tenant}/uniques", _endpoint(uniques)),
+        Route("/v1/tenants/{tenant}/top-pages", _endpoint(top_pages)),
+        Route("/v1/tenants/{tenant}/segments/{segment}/members", _endpoint(segment_members)),
+        Route("/v1/ops/lag", _endpoint(lag)),
+        Route("/v1/ops/latency", _endpoint(latency)),
+    ])
+    app.state.client = client
+    app.state.queries = SpeedQueries(client)
+    app.state.spec = openapi_spec()
+    return app

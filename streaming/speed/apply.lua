@@ -1,0 +1,276 @@
+-- Apply one tenant's pre-aggregated share of one batch, atomically, exactly once.
+-- KEYS[1]: the applied marker  tally:{tenant}:applied:<group>:<shard>  (hash: token, seq)
+-- ARGV[1]: msgpack payload built by streaming/speed/store.py (see TenantBatch.payload for the arrays).
+-- ARGV[2]: the batch's event_ids, 16 bytes each, concatenated (sliced here, never decoded one by one).
+-- Every other key is built from payload.pre = "tally:{tenant}:", so all keys are in KEYS[1]'s slot.
+-- Returns {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}.
+local p = cmsgpack.unpack(ARGV[1])
+local pre = p.pre
+local function int(x) return string.format('%d', x) end
+local function split(text, numeric)
+  local out = {}
+  for part in string.gmatch(text, '[^,]+') do out[#out + 1] = numeric and tonumber(part) or part end
+  return out
+end
+-- Kinesis sequence numbers are decimal strings of up to 56 digits: compare by length, then text.
+local function seq_gt(a, b)
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+
+local marker = KEYS[1]
+local m = redis.call('HMGET', marker, 'token', 'seq')
+local stored_token = tonumber(m[1])
+if stored_token and stored_token > p.token then
+  return {'fenced', m[1]}
+end
+local packed = ARGV[2]
+local n = #packed / 16
+local ids = {}
+for i = 1, n do ids[i] = string.sub(packed, 16 * i - 15, 16 * i) end
+local last_seq = p.last
+local mseq = m[2]
+if mseq and not seq_gt(last_seq, mseq) then
+  if not stored_token or stored_token < p.token then redis.call('HSET', marker, 'token', p.token) end
+  return {'skipped', n, 0}
+end
+
+-- 1. Records the marker already covers (a re-read after a crash may straddle it).
+local skip = {}
+local nskip = 0
+local first = 1
+if mseq and not seq_gt(p.first, mseq) then
+  -- Rare (a re-read after a crash straddles the marker): only now unpack every event's sequence number.
+  local seqs = split(p.seq, false)
+  while first <= n and not seq_gt(seqs[first], mseq) do
+    skip[first] = true; nskip = nskip + 1; first = first + 1
+  end
+end
+
+-- 2. event_ids seen inside the dedup horizon: sets per time bucket of first sighting (server clock);
+-- the horizon is `buckets` buckets long, so the current bucket and `buckets` before it cover it.
+local now = redis.call('TIME')
+local now_s = tonumber(now[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(now[2]) / 1000)
+local L = p.bucket_s
+local cur_bucket = math.floor(now_s / L)
+local CHUNK = 1000
+for k = 0, p.buckets do
+  local key = pre .. 'seen:' .. int(cur_bucket - k)
+  if redis.call('EXISTS', key) == 1 then
+    for c0 = first, n, CHUNK do
+      local args, idx = {}, {}
+      for i = c0, math.min(n, c0 + CHUNK - 1) do
+        if not skip[i] then args[#args + 1] = ids[i]; idx[#idx + 1] = i end
+      end
+      if #args > 0 then
+        local r = redis.call('SMISMEMBER', key, unpack(args))
+        for j = 1, #r do
+          if r[j] == 1 then skip[idx[j]] = true; nskip = nskip + 1 end
+        end
+      end
+    end
+  end
+end
+if nskip == n then
+  redis.call('HSET', marker, 'token', p.token, 'seq', last_seq)
+  redis.call('EXPIRE', marker, p.ttl_marker)
+  return {'applied', 0, nskip}
+end
+local seen_key = pre .. 'seen:' .. int(cur_bucket)
+for c0 = first, n, CHUNK do
+  local args = {}
+  for i = c0, math.min(n, c0 + CHUNK - 1) do
+    if not skip[i] then args[#args + 1] = ids[i] end
+  end
+  if #args > 0 then redis.call('SADD', seen_key, unpack(args)) end
+end
+redis.call('EXPIREAT', seen_key, (cur_bucket + p.buckets + 2) * L)
+
+-- 3. Take skipped events back out of the pre-aggregates.
+local c, v, pg = p.c, p.v, p.p
+local cc, vc, pc = {}, {}, {}
+for i = 3, #c, 3 do cc[#cc + 1] = c[i] end
+for i = 3, #v, 3 do vc[#vc + 1] = v[i] end
+for i = 3, #pg, 3 do pc[#pc + 1] = pg[i] end
+local removed = {}
+if nskip > 0 then
+  -- Rare: only now unpack which aggregates each event contributed to.
+  local ec, ev, ep = split(p.ec, true), split(p.ev, true), split(p.ep, true)
+  for i, _ in pairs(skip) do
+    cc[ec[i]] = cc[ec[i]] - 1
+    vc[ev[i]] = vc[ev[i]] - 1
+    if ep[i] > 0 then pc[ep[i]] = pc[ep[i]] - 1 end
+  end
+  local sh = split(p.sh, true)
+  for j = 1, #sh, 3 do
+    if skip[sh[j]] then
+      local e = sh[j + 1]
+      removed[e] = removed[e] or {}
+      removed[e][sh[j + 2]] = (removed[e][sh[j + 2]] or 0) + 1
+    end
+  end
+end
+
+-- 4. Counters: minute cells, rolled up to hours and days.
+local expire = {}
+local hours, days = {}, {}
+for i = 1, #cc do
+  local n_i = cc[i]
+  if n_i > 0 then
+    local minute, etype = c[3 * i - 2], c[3 * i - 1]
+    local key = pre .. 'cnt:m:' .. int(minute)
+    redis.call('HINCRBY', key, etype, n_i)
+    expire[key] = p.ttl_m
+    local hk = int(math.floor(minute / 60))
+    local dk = int(math.floor(minute / 1440))
+    hours[hk] = hours[hk] or {}
+    hours[hk][etype] = (hours[hk][etype] or 0) + n_i
+    days[dk] = days[dk] or {}
+    days[dk][etype] = (days[dk][etype] or 0) + n_i
+  end
+end
+for hk, by_type in pairs(hours) do
+  local key = pre .. 'cnt:h:' .. hk
+  for etype, n_i in pairs(by_type) do redis.call('HINCRBY', key, etype, n_i) end
+  expire[key] = p.ttl_h
+end
+for dk, by_type in pairs(days) do
+  local key = pre .. 'cnt:d:' .. dk
+  for etype, n_i in pairs(by_type) do redis.call('HINCRBY', key, etype, n_i) end
+  expire[key] = p.ttl_d
+end
+
+-- 5. Unique visitors (HyperLogLog) per hour and day.
+local hv, dv = {}, {}
+for i = 1, #vc do
+  if vc[i] > 0 then
+    local hour, anon = v[3 * i - 2], v[3 * i - 1]
+    local hk, dk = int(hour), int(math.floor(hour / 24))
+    hv[hk] = hv[hk] or {}
+    hv[hk][#hv[hk] + 1] = anon
+    dv[dk] = dv[dk] or {}
+    dv[dk][#dv[dk] + 1] = anon
+  end
+end
+local function pfadd(key, members, ttl)
+  for c0 = 1, #members, CHUNK do
+    redis.call('PFADD', key, unpack(members, c0, math.min(#members, c0 + CHUNK - 1)))
+  end
+  expire[key] = ttl
+end
+for hk, members in pairs(hv) do pfadd(pre .. 'uv:h:' .. hk, members, p.ttl_h) end
+for dk, members in pairs(dv) do pfadd(pre .. 'uv:d:' .. dk, members, p.ttl_d) end
+
+-- 6. Top pages per hour and day.
+local dp = {}
+for i = 1, #pc do
+  if pc[i] > 0 then
+    local hour, path = pg[3 * i - 2], pg[3 * i - 1]
+    local key = pre .. 'top:h:' .. int(hour)
+    redis.call('ZINCRBY', key, pc[i], path)
+    expire[key] = p.ttl_h
+    local dk = int(math.floor(hour / 24))
+    dp[dk] = dp[dk] or {}
+    dp[dk][path] = (dp[dk][path] or 0) + pc[i]
+  end
+end
+for dk, by_path in pairs(dp) do
+  local key = pre .. 'top:d:' .. dk
+  for path, n_i in pairs(by_path) do redis.call('ZINCRBY', key, n_i, path) end
+  expire[key] = p.ttl_d
+end
+
+-- 7. Live segment membership. State per (rule, visitor): the newest min_count matching times, in a
+-- hash per rule per window-long bucket (the current and previous bucket hold every live state).
+-- Membership: sorted set visitor -> epoch ms until which the visitor stays a member.
+-- Entries are grouped by (rule, bucket) so each group costs a few calls, not a few per visitor.
+local groups = {}
+for e, entry in ipairs(p.s) do
+  local rule = p.rules[entry[1]]
+  local window = rule[3]
+  local times = {}
+  local rm = removed[e]
+  local newest = 0
+  for _, ms in ipairs(entry[3]) do
+    if rm and rm[ms] and rm[ms] > 0 then rm[ms] = rm[ms] - 1 else
+      times[#times + 1] = ms
+      if ms > newest then newest = ms end
+    end
+  end
+  if #times > 0 then
+    local bucket = math.floor(newest / window)
+    local gk = entry[1] .. ':' .. int(bucket)
+    local g = groups[gk]
+    if not g then g = {rule = rule, bucket = bucket, anons = {}, times = {}, newest = {}}; groups[gk] = g end
+    g.anons[#g.anons + 1] = entry[2]
+    g.times[#g.times + 1] = times
+    g.newest[#g.newest + 1] = newest
+  end
+end
+local function hmget_all(key, fields)
+  local out = {}
+  for c0 = 1, #fields, CHUNK do
+    local r = redis.call('HMGET', key, unpack(fields, c0, math.min(#fields, c0 + CHUNK - 1)))
+    for j = 1, #r do out[c0 + j - 1] = r[j] end
+  end
+  return out
+end
+local function chunked(cmd, key, extra, args, width)
+  local step = CHUNK * width
+  for c0 = 1, #args, step do
+    local part = {}
+    for _, x in ipairs(extra) do part[#part + 1] = x end
+    for j = c0, math.min(#args, c0 + step - 1) do part[#part + 1] = args[j] end
+    redis.call(cmd, key, unpack(part))
+  end
+end
+for _, g in pairs(groups) do
+  local name, k, window = g.rule[1], g.rule[2], g.rule[3]
+  local cur = pre .. 'segst:' .. name .. ':' .. int(g.bucket)
+  local states = hmget_all(cur, g.anons)
+  local missing, missing_i = {}, {}
+  for i = 1, #g.anons do
+    if not states[i] then missing[#missing + 1] = g.anons[i]; missing_i[#missing_i + 1] = i end
+  end
+  if #missing > 0 then
+    local prev = hmget_all(pre .. 'segst:' .. name .. ':' .. int(g.bucket - 1), missing)
+    for j = 1, #missing do if prev[j] then states[missing_i[j]] = prev[j] end end
+  end
+  local hset_args, zadd_args = {}, {}
+  for i = 1, #g.anons do
+    local times, newest = g.times[i], g.newest[i]
+    if states[i] then
+      for ms in string.gmatch(states[i], '%d+') do
+        local x = tonumber(ms)
+        times[#times + 1] = x
+        if x > newest then newest = x end
+      end
+    end
+    table.sort(times)
+    local keep = {}
+    for j = math.max(1, #times - k + 1), #times do
+      if times[j] > newest - window then keep[#keep + 1] = times[j] end
+    end
+    local text = {}
+    for j = 1, #keep do text[j] = int(keep[j]) end
+    hset_args[#hset_args + 1] = g.anons[i]
+    hset_args[#hset_args + 1] = table.concat(text, ',')
+    if #keep >= k then
+      zadd_args[#zadd_args + 1] = keep[#keep - k + 1] + window
+      zadd_args[#zadd_args + 1] = g.anons[i]
+    end
+  end
+  chunked('HSET', cur, {}, hset_args, 2)
+  expire[cur] = math.floor(2 * window / 1000) + 60
+  if #zadd_args > 0 then
+    local seg = pre .. 'seg:' .. name
+    chunked('ZADD', seg, {'GT'}, zadd_args, 2)
+    expire[seg] = p.ttl_d
+  end
+end
+
+for key, ttl in pairs(expire) do redis.call('EXPIRE', key, ttl) end
+redis.call('HSET', marker, 'token', p.token, 'seq', last_seq)
+redis.call('EXPIRE', marker, p.ttl_marker)
+return {'applied', n - nskip, nskip}

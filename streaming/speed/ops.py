@@ -1,0 +1,87 @@
+"""Operational figures the query API serves: consumer lag per shard and event-to-counter latency.
+
+Latency is measured from an event's ``received_at`` to the moment its counters were committed, kept as a
+histogram per minute (bucket upper bounds in ms) so percentiles over any range can be read back.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from streaming.speed import keys
+from streaming.speed.store import pack, unpack
+
+#: Upper bounds (ms) of the latency histogram buckets; the last one catches everything slower.
+LATENCY_BOUNDS_MS: tuple[int, ...] = (
+    10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000, 30_000, 60_000, 300_000,
+    3_600_000, 86_400_000_000,
+)
+_BOUNDS = np.array(LATENCY_BOUNDS_MS, dtype=np.float64)
+HISTOGRAM_TTL_S = 2 * 86_400
+
+
+def latency_histogram(received: list[float], now: float) -> dict[int, int]:
+    """Bucket upper bound (ms) -> number of events, for latencies ``now - received_at``."""
+    if not received:
+        return {}
+    latency_ms = (now - np.asarray(received, dtype=np.float64)) * 1000.0
+    idx = np.searchsorted(_BOUNDS, np.maximum(latency_ms, 0.0), side="left")
+    idx = np.minimum(idx, len(LATENCY_BOUNDS_MS) - 1)
+    counts = np.bincount(idx, minlength=len(LATENCY_BOUNDS_MS))
+    return {LATENCY_BOUNDS_MS[i]: int(n) for i, n in enumerate(counts) if n}
+
+
+def percentile(histogram: dict[int, int], q: float) -> float | None:
+    """The bucket upper bound (seconds) under which a fraction ``q`` of the events fall."""
+    total = sum(histogram.values())
+    if not total:
+        return None
+    need = q * total
+    running = 0
+    for bound in sorted(histogram):
+        running += histogram[bound]
+        if running >= need:
+            return bound / 1000.0
+    return max(histogram) / 1000.0
+
+
+class OpsRecorder:
+    """Writes lag and latency after each applied batch (one small pipeline, tag ``{_ops}``)."""
+
+    def __init__(self, client: Any, group: str) -> None:
+        self.client = client
+        self.group = group
+
+    def record(self, shard_id: str, worker_id: str, millis_behind_latest: int, received: list[float],
+               now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hset(keys.consumer_lag(), f"{self.group}/{shard_id}",
+                  pack({"millis_behind_latest": millis_behind_latest, "at": now, "worker": worker_id}))
+        histogram = latency_histogram(received, now)
+        if histogram:
+            key = keys.latency_histogram(int(now) // 60)
+            for bound, n in histogram.items():
+                pipe.hincrby(key, str(bound), n)
+            pipe.expire(key, HISTOGRAM_TTL_S)
+        pipe.execute()
+
+
+def read_lag(client: Any) -> dict[str, dict[str, Any]]:
+    """"<group>/<shard>" -> {millis_behind_latest, at, worker}."""
+    return {k.decode(): unpack(v) for k, v in client.hgetall(keys.consumer_lag()).items()}
+
+
+def read_latency(client: Any, start_minute: int, end_minute: int) -> dict[int, int]:
+    """The summed histogram over epoch minutes [start, end]."""
+    pipe = client.pipeline(transaction=False)
+    for minute in range(start_minute, end_minute + 1):
+        pipe.hgetall(keys.latency_histogram(minute))
+    total: dict[int, int] = {}
+    for h in pipe.execute():
+        for bound, n in h.items():
+            total[int(bound)] = total.get(int(bound), 0) + int(n)
+    return total

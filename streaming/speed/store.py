@@ -1,0 +1,163 @@
+"""Apply pre-aggregated batches to Redis (one Lua call per tenant) and read back what the consumer needs.
+
+The same code runs on a single Redis and on Redis Cluster: each call touches keys of one hash tag only.
+A tenant's call is idempotent (its marker makes a repeat a no-op), so after a connection error or a
+NOSCRIPT reply the whole set of calls is simply sent again.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from streaming.segments import SegmentRule
+from streaming.speed import keys
+from streaming.speed.aggregate import DeadLetter, TenantBatch
+
+APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
+DEAD_LETTER_LUA = """
+-- KEYS: entries hash, pending zset, counts hash (one hash tag). ARGV: now_ms, then (id, reason, blob)*.
+local new = 0
+for i = 2, #ARGV, 3 do
+  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
+    new = new + 1
+  end
+end
+return new
+"""
+#: The dedup horizon is covered by this many buckets (+ the current one): memory ~ (1 + 1/N) x horizon.
+DEDUP_BUCKETS = 4
+
+
+class Fenced(RuntimeError):
+    """A newer lease owner has written this shard for a tenant: this processor must stop writing."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """TTLs (seconds) that bound Redis memory, refreshed on every write."""
+
+    minute_s: int = 2 * 86_400
+    hour_s: int = 14 * 86_400
+    day_s: int = 90 * 86_400
+    marker_s: int = 8 * 86_400
+
+
+@dataclass
+class ApplyResult:
+    applied: int = 0
+    skipped: int = 0
+    skipped_batches: int = 0
+    by_tenant: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+
+
+_packer = msgspec.msgpack.Encoder()
+_unpacker = msgspec.msgpack.Decoder()
+
+
+def pack(value: Any) -> bytes:
+    return _packer.encode(value)
+
+
+def unpack(data: bytes) -> Any:
+    return _unpacker.decode(data)
+
+
+class SpeedStore:
+    """The speed layer's writes. ``client`` is a ``redis.Redis`` or ``redis.cluster.RedisCluster``."""
+
+    def __init__(
+        self,
+        client: Any,
+        group: str,
+        rules: list[SegmentRule] | tuple[SegmentRule, ...] = (),
+        dedup_horizon_s: int = 86_400,
+        retention: Retention | None = None,
+    ) -> None:
+        self.client = client
+        self.group = group
+        self.rules = list(rules)
+        self.retention = retention or Retention()
+        self.bucket_s = max(1, math.ceil(dedup_horizon_s / DEDUP_BUCKETS))
+        self._apply = client.register_script(APPLY_LUA)
+        self._dead_letters = client.register_script(DEAD_LETTER_LUA)
+        self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
+
+    def _payload(self, tb: TenantBatch, token: int) -> bytes:
+        r = self.retention
+        body = tb.payload()
+        body.update({
+            "pre": keys.tenant_prefix(tb.tenant), "token": token, "rules": self._rules_arg,
+            "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
+            "ttl_m": r.minute_s, "ttl_h": r.hour_s, "ttl_d": r.day_s, "ttl_marker": r.marker_s,
+        })
+        return pack(body)
+
+    def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch]) -> ApplyResult:
+        """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
+
+        Connection errors propagate: nothing is assumed applied and the caller retries the same batch.
+        """
+        result = ApplyResult()
+        if not tenants:
+            return result
+        calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), self._payload(tb, lease_token),
+                  tb.packed_ids()) for tb in tenants]
+        replies = self._run(calls)
+        fenced = []
+        for (tb, *_), reply in zip(calls, replies, strict=True):
+            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+            if status == "fenced":
+                fenced.append(tb.tenant)
+                continue
+            result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
+            if status == "skipped":
+                result.skipped_batches += 1
+                result.skipped += int(reply[1])
+            else:
+                result.applied += int(reply[1])
+                result.skipped += int(reply[2])
+        if fenced:
+            raise Fenced(f"shard {shard_id}: a newer lease owner wrote tenants {sorted(fenced)[:5]}; stop writing")
+        return result
+
+    def _run(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for _, marker, payload, ids in calls:
+                pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
+            replies = pipe.execute(raise_on_error=False)
+            errors = [r for r in replies if isinstance(r, Exception)]
+            if not errors:
+                return replies
+            if attempt == 0 and all(isinstance(e, NoScriptError) or "NOSCRIPT" in str(e) for e in errors):
+                # A restarted or new node lost the script cache: load it everywhere and resend all
+                # calls (the ones that succeeded are now no-ops thanks to their markers).
+                self.client.script_load(APPLY_LUA)
+                continue
+            first = errors[0]
+            if isinstance(first, redis.ConnectionError | redis.TimeoutError):
+                raise first
+            raise ResponseError(f"apply script failed: {first}") from first
+        raise AssertionError("unreachable")
+
+    def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:
+        """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing."""
+        if not letters:
+            return 0
+        args: list[Any] = [now_ms]
+        for dl in letters:
+            entry = {"reason": dl.reason, "detail": dl.detail, "raw": dl.raw, "shard": dl.shard_id,
+                     "seq": dl.sequence_number, "arrival": dl.arrival_ts, "at": now_ms}
+            args.extend((dl.entry_id, dl.reason, pack(entry)))
+        return int(self._dead_letters(
+            keys=[keys.dead_letter_entries(), keys.dead_letter_pending(), keys.dead_letter_counts()], args=args,
+        ))
