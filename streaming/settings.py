@@ -84,6 +84,26 @@ def _identifier(name: str, raw: str) -> str:
     return raw
 
 
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingError(name, raw, "is not a whole number", f"set {name} to 0 or a positive integer") from None
+    if value < 0:
+        raise SettingError(name, raw, "is negative", f"set {name} to 0 or a positive integer")
+    return value
+
+
+def _fraction(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingError(name, raw, "is not a number", f"set {name} to a fraction between 0 and 1, e.g. 0.001") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingError(name, raw, "is not between 0 and 1", f"set {name} to a fraction between 0 and 1, e.g. 0.001")
+    return value
+
+
 def _text(name: str, raw: str) -> str:
     if not raw:
         raise SettingError(name, raw, "is empty", f"set {name} to a non-empty value or unset it")
@@ -121,6 +141,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_ARCHIVE_FLUSH_S", "30", "... or when its oldest record has waited this many seconds", _positive_int),
     Setting("TALLY_SPEED_TTL_MINUTE_S", "172800", "speed layer: minute counters live this long after their last write (seconds)", _positive_int),
     Setting("TALLY_SPEED_TTL_HOUR_S", "1209600", "speed layer: hour counters, hourly uniques and top pages live this long after their last write", _positive_int),
+    Setting("TALLY_RECONCILE_TOLERANCE_ABS", "0", "reconciliation: a cell whose layers differ by at most this many events is ok (0 = exact)", _non_negative_int),
+    Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily uniques, top pages and segment members live this long", _positive_int),
 )
 
@@ -154,6 +176,8 @@ class Settings:
     speed_ttl_minute_s: int = 172_800
     speed_ttl_hour_s: int = 1_209_600
     speed_ttl_day_s: int = 7_776_000
+    reconcile_tolerance_abs: int = 0
+    reconcile_tolerance_rel: float = 0.0
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -207,6 +231,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         speed_ttl_minute_s=_get(env, "TALLY_SPEED_TTL_MINUTE_S"),
         speed_ttl_hour_s=_get(env, "TALLY_SPEED_TTL_HOUR_S"),
         speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
+        reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
+        reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),
         raw={k: v for k, v in env.items() if k.startswith("TALLY_")},
     )
     if settings.env == "prod" and settings.redis_url is None:
