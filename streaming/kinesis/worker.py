@@ -106,8 +106,6 @@ class Worker:
     # -- leases -------------------------------------------------------------------------------------
     def _balance(self, now: float) -> None:
         """Take expired or free leases of ready shards up to a fair share; steal one if starved."""
-        duration = self.config.lease_duration_s
-        self.leases.heartbeat(self.worker_id, duration)
         shards = _shards(self.kinesis, self.stream_name)
         leases = self.leases.leases()
         finished = {sid for sid, lease in leases.items() if lease.checkpoint == SHARD_END}
@@ -231,14 +229,13 @@ class Worker:
     def run_once(self) -> None:
         """One pass: rebalance/renew when due, then poll every owned shard whose turn has come."""
         now = time.time()
-        if now >= self._next_balance_at:
-            self._balance(now)
-            self._next_balance_at = now + self.config.lease_duration_s / 3
-            self._next_renew_at = now + self.config.lease_duration_s / 3
-        elif now >= self._next_renew_at:
+        if now >= self._next_renew_at:
             self._renew()
             self.leases.heartbeat(self.worker_id, self.config.lease_duration_s)
             self._next_renew_at = now + self.config.lease_duration_s / 3
+        if now >= self._next_balance_at:
+            self._balance(now)
+            self._next_balance_at = now + self.config.lease_duration_s / 2
         for shard_id, owned in list(self._owned.items()):
             if owned.next_poll_at <= time.time():
                 try:

@@ -142,16 +142,37 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
 def serve(host: str, port: int, retention_s: int, max_records_per_shard: int) -> None:
     """Serve until SIGTERM/SIGINT. Binds ``host`` only (loopback by default)."""
     patch_moto(retention_s, max_records_per_shard)
-    from moto.server import ThreadedMotoServer
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
+    app = DomainDispatcherApplication(create_backend_app)
+    server = make_server(host, port, serialize_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     print(f"tally AWS emulator listening on http://{host}:{port}", flush=True)
     stop.wait()
-    server.stop()
+    server.shutdown()
+
+
+def serialize_dynamodb(app: Any) -> Any:
+    """Run DynamoDB requests one at a time.
+
+    moto evaluates a ConditionExpression and then writes, without a lock; on werkzeug's threads two
+    conditional writes could both pass (two workers taking one lease). DynamoDB makes each conditional
+    write atomic, and lease fencing depends on it.
+    """
+    lock = threading.Lock()
+
+    def wrapped(environ: dict[str, Any], start_response: Any) -> Any:
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
+
+    return wrapped
 
 
 def main() -> None:
