@@ -1,0 +1,1 @@
+"""dbt models and tests as Dagster assets and asset checks."""

@@ -1,0 +1,4 @@
+{#- A folder's +schema is the schema's whole name (staging, marts, ...), not appended to the target's. -#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}{{ target.schema }}{%- else -%}{{ custom_schema_name | trim }}{%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,86 @@
+-- Behavioural segment memberships, from the SAME rules the speed layer reads (streaming/segments.yaml,
+-- turned into the segment_rules / segment_rule_conditions seeds). A visitor is a member when, within
+-- the trailing window_hours ending at the evaluation time, it has at least min_count events of the
+-- rule's event type whose properties equal every condition of the rule.
+with
+
+events as (
+
+    select * from {{ ref('fct_events') }}
+
+),
+
+rules as (
+
+    select * from {{ ref('segment_rules') }}
+
+),
+
+conditions as (
+
+    select * from {{ ref('segment_rule_conditions') }}
+
+),
+
+evaluation as (
+
+    select
+    {%- if var('tally__segments_as_of') %}
+        {{ parse_utc_timestamp("'" ~ var('tally__segments_as_of') ~ "'") }} as as_of
+    {%- else %}
+        max(received_at) as as_of from events
+    {%- endif %}
+
+),
+
+candidate_events as (
+
+    select events.event_id, events.tenant_id, events.anonymous_id, events.received_at, events.properties,
+           rules.segment_name, rules.min_count, rules.condition_count, evaluation.as_of
+    from events
+    inner join rules on rules.event_type = events.event_type
+    cross join evaluation
+    where events.received_at > {{ dbt.dateadd('hour', '-1 * rules.window_hours', 'evaluation.as_of') }}
+      and events.received_at <= evaluation.as_of
+
+),
+
+condition_matches as (
+
+    select candidate_events.event_id, candidate_events.segment_name, count(*) as matched
+    from candidate_events
+    inner join conditions
+        on conditions.segment_name = candidate_events.segment_name
+        and {{ json_get_string('candidate_events.properties', 'conditions.property') }} = conditions.value
+    group by 1, 2
+
+),
+
+qualifying_events as (
+
+    select candidate_events.*
+    from candidate_events
+    left join condition_matches
+        on condition_matches.event_id = candidate_events.event_id
+        and condition_matches.segment_name = candidate_events.segment_name
+    where coalesce(condition_matches.matched, 0) = candidate_events.condition_count
+
+),
+
+final as (
+
+    select
+        tenant_id,
+        anonymous_id,
+        segment_name,
+        count(*) as qualifying_events,
+        min(received_at) as first_qualifying_at,
+        max(received_at) as last_qualifying_at,
+        max(as_of) as evaluated_at
+    from qualifying_events
+    group by tenant_id, anonymous_id, segment_name, min_count
+    having count(*) >= min_count
+
+)
+
+select * from final
