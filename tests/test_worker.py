@@ -172,3 +172,22 @@ def test_a_worker_that_lost_its_lease_cannot_checkpoint(dynamodb, lease_table) -
     assert table.checkpoint(b, "456").checkpoint == "456"
     with pytest.raises(LeaseLost):
         table.take("shard-1", "C", 10, a), "a stale view cannot take the lease either"
+
+
+def test_concurrent_takes_have_one_winner(aws_endpoint, lease_table) -> None:
+    """Conditional writes are atomic in the emulator, as in DynamoDB: lease fencing depends on it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from streaming.aws import aws_client
+
+    def attempt(i: int) -> bool:
+        table = LeaseTable(aws_client("dynamodb", "us-east-1", aws_endpoint), lease_table, "race", "s")
+        try:
+            table.take("shard-9", f"w{i}", 30, None)
+            return True
+        except LeaseLost:
+            return False
+
+    with ThreadPoolExecutor(16) as pool:
+        wins = list(pool.map(attempt, range(32)))
+    assert wins.count(True) == 1
