@@ -32,6 +32,8 @@ class ConsumerOptions:
     #: (which keeps renewing leases meanwhile). Either way the checkpoint does not move.
     redis_wait_s: float = 3.0
     fast_get_records: bool = True
+    #: A killed worker's shards are free again after this long (the worker's default is 10 s).
+    lease_duration_s: float = 10.0
 
 
 def retention(settings: Settings) -> Retention:
@@ -56,7 +58,7 @@ def processor_factory(settings: Settings, redis_client: Any, group: str, stop: t
 
 def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.Event | None = None) -> Any:
     from streaming.aws import aws_client
-    from streaming.kinesis.worker import Worker
+    from streaming.kinesis.worker import Worker, WorkerConfig
     from streaming.stack.manager import resolve_endpoints
     from streaming.speed.fast_kinesis import install_fast_get_records
 
@@ -68,7 +70,7 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
     client = connect(endpoints.redis_url)
     factory = processor_factory(settings, client, options.group, stop, options.redis_wait_s)
     return Worker(kinesis, dynamodb, settings.stream_name, settings.lease_table, options.group, factory,
-                  worker_id=options.worker_id)
+                  worker_id=options.worker_id, config=WorkerConfig(lease_duration_s=options.lease_duration_s))
 
 
 def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: bool = False,
@@ -92,10 +94,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--worker-id", default="")
     parser.add_argument("--until-caught-up", action="store_true")
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--lease-duration-s", type=float, default=10.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_consumer(load_settings(), ConsumerOptions(group=args.group, worker_id=args.worker_id),
-                 args.until_caught_up, args.timeout_s)
+    options = ConsumerOptions(group=args.group, worker_id=args.worker_id, lease_duration_s=args.lease_duration_s)
+    run_consumer(load_settings(), options, args.until_caught_up, args.timeout_s)
 
 
 if __name__ == "__main__":

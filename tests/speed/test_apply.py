@@ -1,0 +1,208 @@
+"""Exactly-once apply on a real redis-server: markers, straddling re-reads, dedup horizon, fencing, segments,
+and waiting (never skipping) while Redis is down."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from streaming.events import EventDecoder
+from streaming.generator import GeneratorConfig
+from streaming.kinesis.processor import ShardContext, StreamRecord
+from streaming.query.api import SpeedQueries
+from streaming.segments import load_rules
+from streaming.speed import deadletters
+from streaming.speed.aggregate import aggregate
+from streaming.speed.consumer import LeaseLost, RetryPolicy, SpeedProcessor
+from streaming.speed.ops import OpsRecorder
+from streaming.speed.store import SpeedStore
+from streaming.stack.redis_local import RedisServer
+from tests.speed.conftest import as_stream_records, assert_matches_ledger, generated, read_minute_counts
+
+pytestmark = pytest.mark.integration
+SHARD = "shardId-000000000000"
+
+
+def _processor(client: Any, horizon_s: int = 86_400, retry: RetryPolicy | None = None) -> SpeedProcessor:
+    rules = load_rules()
+    return SpeedProcessor(SpeedStore(client, "speed", rules, horizon_s), EventDecoder(), rules,
+                          OpsRecorder(client, "speed"), retry)
+
+
+def _ctx(token: int = 1, shard: str = SHARD) -> ShardContext:
+    return ShardContext("s", shard, "w1", token)
+
+
+def _feed(proc: SpeedProcessor, records: list[StreamRecord], size: int, token: int = 1) -> None:
+    for i in range(0, len(records), size):
+        assert proc.process_batch(_ctx(token), records[i:i + size], 0) == records[min(i + size, len(records)) - 1].sequence_number
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[list[StreamRecord], Any]:
+    datas, _, ledger = generated(GeneratorConfig(seed=11, duration_s=240, rate_per_s=150, tenants=12,
+                                                 duplicate_rate=0.05, late_rate=0.02, malformed_rate=0.02))
+    return as_stream_records(datas), ledger
+
+
+def test_counters_equal_ledger_and_rereads_with_other_batch_boundaries_change_nothing(redis_client: redis.Redis, run: Any) -> None:
+    records, ledger = run
+    proc = _processor(redis_client)
+    _feed(proc, records, 500)
+    assert_matches_ledger(redis_client, ledger)
+    before = read_minute_counts(redis_client)
+    # A restarted consumer re-reads from an older checkpoint with different batch boundaries, so batches
+    # straddle the markers: everything up to a marker is skipped, nothing after it is lost.
+    _feed(_processor(redis_client), records[1000:], 777)
+    _feed(_processor(redis_client), records, 4096)
+    assert read_minute_counts(redis_client) == before
+    assert_matches_ledger(redis_client, ledger)
+
+
+def test_half_applied_straddling_batch(redis_client: redis.Redis, run: Any) -> None:
+    records, ledger = run
+    proc = _processor(redis_client)
+    _feed(proc, records[:3000], 3000)
+    _feed(proc, records[1500:], 2000)
+    assert_matches_ledger(redis_client, ledger)
+
+
+def _page_view(event_id: str, tenant: str = "acme", anon: str = "v1", path: str = "/pricing",
+               received: str | None = None) -> bytes:
+    received = received or time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    return json.dumps({
+        "event_id": event_id, "tenant_id": tenant, "event_type": "page_view", "anonymous_id": anon, "user_id": None,
+        "occurred_at": received, "received_at": received, "source_id": "c", "source_seq": 1,
+        "properties": {"path": path}, "schema_version": 1,
+    }).encode()
+
+
+def _total(client: Any, tenant: str = "acme") -> int:
+    return sum(n for (t, _, _), n in read_minute_counts(client).items() if t == tenant)
+
+
+def test_repeated_event_id_counted_once_inside_the_horizon_and_again_after_it(redis_client: redis.Redis) -> None:
+    proc = _processor(redis_client, horizon_s=4)  # 4 dedup buckets of 1 s
+    eid = str(uuid.uuid4())
+    data = _page_view(eid)
+    proc.process_batch(_ctx(), [StreamRecord(SHARD, "1", "k", data, 0.0)], 0)
+    proc.process_batch(_ctx(), [StreamRecord(SHARD, "2", "k", data, 0.0)], 0)  # a producer retry
+    assert _total(redis_client) == 1
+    time.sleep(6.5)  # past the horizon and every bucket that could still hold the id
+    proc.process_batch(_ctx(), [StreamRecord(SHARD, "3", "k", data, 0.0)], 0)
+    assert _total(redis_client) == 2
+
+
+def test_repeat_in_another_shard_is_counted_once(redis_client: redis.Redis) -> None:
+    proc = _processor(redis_client)
+    data = _page_view(str(uuid.uuid4()))
+    proc.process_batch(_ctx(shard="shardId-a"), [StreamRecord("shardId-a", "5", "k", data, 0.0)], 0)
+    proc.process_batch(_ctx(shard="shardId-b"), [StreamRecord("shardId-b", "9", "k", data, 0.0)], 0)
+    assert _total(redis_client) == 1
+
+
+def test_a_fenced_writer_cannot_write(redis_client: redis.Redis) -> None:
+    new_owner, old_owner = _processor(redis_client), _processor(redis_client)
+    new_owner.process_batch(_ctx(token=2), [StreamRecord(SHARD, "1", "k", _page_view(str(uuid.uuid4())), 0.0)], 0)
+    with pytest.raises(LeaseLost):
+        old_owner.process_batch(_ctx(token=1), [StreamRecord(SHARD, "2", "k", _page_view(str(uuid.uuid4())), 0.0)], 0)
+    # Once fenced the processor refuses every later batch too, even for other tenants.
+    with pytest.raises(LeaseLost):
+        old_owner.process_batch(_ctx(token=1), [StreamRecord(SHARD, "3", "k", _page_view(str(uuid.uuid4()), tenant="other"), 0.0)], 0)
+    assert _total(redis_client) == 1 and _total(redis_client, "other") == 0
+
+
+def test_lease_lost_stops_writes(redis_client: redis.Redis) -> None:
+    proc = _processor(redis_client)
+    proc.lease_lost(_ctx())
+    with pytest.raises(LeaseLost):
+        proc.process_batch(_ctx(), [StreamRecord(SHARD, "1", "k", _page_view(str(uuid.uuid4())), 0.0)], 0)
+    assert _total(redis_client) == 0
+
+
+def test_segment_membership_is_live_from_the_rules(redis_client: redis.Redis) -> None:
+    proc = _processor(redis_client)
+    now = time.time()
+
+    def at(offset_s: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now + offset_s))
+
+    views = [("thrice", -3000, "/pricing"), ("thrice", -2000, "/pricing"), ("thrice", -10, "/pricing"),
+             ("twice", -50, "/pricing"), ("twice", -40, "/pricing"),
+             ("stale", -90_000, "/pricing"), ("stale", -89_000, "/pricing"), ("stale", -20, "/pricing")]
+    records = [StreamRecord(SHARD, str(i + 1), "k", _page_view(str(uuid.uuid4()), anon=a, path=p, received=at(off)), 0.0)
+               for i, (a, off, p) in enumerate(views)]
+    proc.process_batch(_ctx(), records[:4], 0)
+    proc.process_batch(_ctx(), records[4:], 0)
+    q = SpeedQueries(redis_client)
+    assert q.segment_members("acme", "pricing_intent") == ["thrice"]
+    # engaged_reader: 5 page views within 1 hour; "thrice"+"twice" have 3 and 2 in the last hour.
+    assert q.segment_members("acme", "engaged_reader") == []
+
+
+def test_bad_records_become_dead_letters_once(redis_client: redis.Redis) -> None:
+    proc = _processor(redis_client)
+    records = [StreamRecord(SHARD, "7", "k", b"\xff\xfe", 0.0), StreamRecord(SHARD, "8", "k", b"[1]", 0.0)]
+    proc.process_batch(_ctx(), records, 0)
+    proc.process_batch(_ctx(), records, 0)  # re-read after a crash
+    assert deadletters.counts(redis_client) == {"not_utf8": 1, "invalid_json": 1}
+    listed = {(e.entry_id, e.reason, e.raw, e.shard_id, e.sequence_number) for e in deadletters.list_pending(redis_client)}
+    assert listed == {(f"{SHARD}/7", "not_utf8", b"\xff\xfe", SHARD, "7"), (f"{SHARD}/8", "invalid_json", b"[1]", SHARD, "8")}
+
+
+def test_redis_down_waits_and_retries_without_returning_a_checkpoint(tmp_path: Path, run: Any) -> None:
+    records, ledger = run
+    server = RedisServer(workdir=tmp_path, appendonly=True, appendfsync="always").start()
+    port = server.port
+    # No retries inside redis-py: the processor's own wait-and-retry is what is under test.
+    client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    retries: list[float] = []
+    proc = _processor(client, retry=RetryPolicy(base_s=0.05, max_s=0.2, max_wait_s=120, sleep=lambda s: (retries.append(s), time.sleep(s))[1]))
+    try:
+        half = len(records) // 2
+        _feed(proc, records[:half], 1000)
+        server.kill()
+        result: dict[str, Any] = {}
+        thread = threading.Thread(target=lambda: result.setdefault("seq", proc.process_batch(_ctx(), records[half:], 0)))
+        thread.start()
+        time.sleep(1.5)
+        assert thread.is_alive() and "seq" not in result, "must keep waiting while Redis is down"
+        server = RedisServer(workdir=tmp_path, port=port, appendonly=True, appendfsync="always").start()
+        thread.join(60)
+        assert result["seq"] == records[-1].sequence_number
+        assert retries and proc.stats.redis_retries > 0
+        assert_matches_ledger(client, ledger)
+    finally:
+        server.stop()
+
+
+def test_dead_letter_replay_after_a_fix(redis_client: redis.Redis, aws_endpoint: str, stream_name: str) -> None:
+    small = _page_view(str(uuid.uuid4()))
+    big = _page_view(str(uuid.uuid4()))[:-1] + b', "pad": "' + b"x" * 400 + b'"}'
+    strict = SpeedProcessor(SpeedStore(redis_client, "speed"), EventDecoder(max_bytes=len(small) + 10))
+    strict.process_batch(_ctx(), [StreamRecord(SHARD, "1", "k", big, 0.0), StreamRecord(SHARD, "2", "k", small, 0.0),
+                                  StreamRecord(SHARD, "3", "k", b"nope", 0.0)], 0)
+    assert deadletters.counts(redis_client) == {"oversized": 1, "invalid_json": 1}
+    assert _total(redis_client) == 1
+    sent: list[tuple[bytes, str]] = []
+    fixed = EventDecoder(max_bytes=65_536)
+    result = deadletters.replay(redis_client, sent.extend, fixed)
+    assert (result.sent, result.still_invalid, result.marked) == (1, 1, 1)
+    assert [d for d, _ in sent] == [big]
+    # The re-fed record comes back through the stream at a new position and is counted by the fixed consumer.
+    relaxed = SpeedProcessor(SpeedStore(redis_client, "speed"), fixed)
+    relaxed.process_batch(_ctx(), [StreamRecord(SHARD, "4", "k", sent[0][0], 0.0)], 0)
+    assert _total(redis_client) == 2
+    assert deadletters.replayed_counts(redis_client) == {"oversized": 1}
+    assert [e.reason for e in deadletters.list_pending(redis_client)] == ["invalid_json"]
+    # Replaying again re-feeds nothing (the entry is no longer pending).
+    assert deadletters.replay(redis_client, sent.extend, fixed).sent == 0
