@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import redis
+from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from streaming.segments import SegmentRule
 from streaming.speed import keys
+from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
 APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
@@ -130,24 +131,48 @@ class SpeedStore:
         return result
 
     def _run(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for _, marker, payload, ids in calls:
-                pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
-            replies = pipe.execute(raise_on_error=False)
+        for attempt in range(3):
+            replies = self._send(calls)
             errors = [r for r in replies if isinstance(r, Exception)]
             if not errors:
                 return replies
-            if attempt == 0 and all(isinstance(e, NoScriptError) or "NOSCRIPT" in str(e) for e in errors):
-                # A restarted or new node lost the script cache: load it everywhere and resend all
-                # calls (the ones that succeeded are now no-ops thanks to their markers).
+            retriable = all(isinstance(e, NoScriptError) or str(e).startswith(("NOSCRIPT", "MOVED", "ASK", "TRYAGAIN"))
+                            for e in errors)
+            if attempt < 2 and retriable:
+                # A restarted node lost its script cache, or a cluster slot moved: reload / refresh and
+                # resend every call (the ones that committed are now no-ops thanks to their markers).
+                if isinstance(self.client, RedisCluster):
+                    self.client.nodes_manager.initialize()
                 self.client.script_load(APPLY_LUA)
                 continue
             first = errors[0]
-            if isinstance(first, redis.ConnectionError | redis.TimeoutError):
+            if isinstance(first, TRANSIENT_ERRORS):
                 raise first
             raise ResponseError(f"apply script failed: {first}") from first
         raise AssertionError("unreachable")
+
+    def _send(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:
+        """One pipelined round trip per Redis node (redis-py's cluster pipeline refuses EVALSHA)."""
+        if isinstance(self.client, RedisCluster):
+            by_node: dict[str, list[int]] = {}
+            nodes: dict[str, Any] = {}
+            for i, (_, marker, _, _) in enumerate(calls):
+                node = self.client.get_node_from_key(marker)
+                by_node.setdefault(node.name, []).append(i)
+                nodes[node.name] = node
+            replies: list[Any] = [None] * len(calls)
+            for name, indices in by_node.items():
+                pipe = nodes[name].redis_connection.pipeline(transaction=False)
+                for i in indices:
+                    _, marker, payload, ids = calls[i]
+                    pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
+                for i, reply in zip(indices, pipe.execute(raise_on_error=False), strict=True):
+                    replies[i] = reply
+            return replies
+        pipe = self.client.pipeline(transaction=False)
+        for _, marker, payload, ids in calls:
+            pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
+        return pipe.execute(raise_on_error=False)
 
     def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:
         """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing."""

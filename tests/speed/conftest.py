@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import random
 import shutil
+import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -26,6 +28,23 @@ def _redis_cli() -> str:
     return str(Path(find_redis_server()[0]).with_name("redis-cli"))
 
 
+def _cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (+10000) is free too; Redis refuses ports above 55535."""
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 45_000)
+        if port in taken or port + 10_000 in taken:
+            continue
+        try:
+            for p in (port, port + 10_000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 @pytest.fixture(scope="session")
 def redis_cluster_url(servers_dir: Path) -> Iterator[str]:
     """Three ``redis-server --cluster-enabled yes`` masters on loopback, joined by ``redis-cli --cluster create``."""
@@ -33,7 +52,8 @@ def redis_cluster_url(servers_dir: Path) -> Iterator[str]:
     try:
         for i in range(3):
             workdir = servers_dir / f"cluster-{i}"
-            server = RedisServer(workdir=workdir, extra_args=[
+            port = _cluster_port({n.port for n in nodes})
+            server = RedisServer(workdir=workdir, port=port, extra_args=[
                 "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"),
                 "--cluster-node-timeout", "5000",
             ])
