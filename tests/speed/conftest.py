@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import random
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -152,3 +154,32 @@ def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float 
         for hour_iso, n in by_hour.items():
             est = client.pfcount(keys.uniques(tenant, "h", _epoch(hour_iso) // 3600))
             assert abs(est - n) <= max(2, uniques_tolerance * n), (tenant, hour_iso, est, n)
+
+
+def consumer_argv(lease_duration_s: float = 2.0, worker_id: str = "") -> list[str]:
+    argv = [sys.executable, "-m", "streaming.speed.run", "--lease-duration-s", str(lease_duration_s)]
+    return argv + (["--worker-id", worker_id] if worker_id else [])
+
+
+def start_consumer(env: dict[str, str], log: Path, lease_duration_s: float = 2.0, worker_id: str = "") -> subprocess.Popen[bytes]:
+    """A consumer process (the same code `tally consume` runs), logging to ``log``."""
+    full_env = {**os.environ, **env}
+    with open(log, "ab") as fh:
+        return subprocess.Popen(consumer_argv(lease_duration_s, worker_id), env=full_env, stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+
+
+def wait_for_totals(client: Any, ledger: Ledger, timeout_s: float, alive: Any = None) -> None:
+    """Poll until Redis holds as many counted events and dead letters as the ledger (or time runs out)."""
+    want_events, want_dl = ledger.valid_events, sum(ledger.dead_letters.values())
+    deadline = time.monotonic() + timeout_s
+    got_events = got_dl = -1
+    while time.monotonic() < deadline:
+        if alive is not None:
+            alive()
+        got_events = sum(read_minute_counts(client).values())
+        got_dl = sum(deadletters.counts(client).values())
+        if got_events >= want_events and got_dl >= want_dl:
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"after {timeout_s}s: {got_events}/{want_events} events, {got_dl}/{want_dl} dead letters")
