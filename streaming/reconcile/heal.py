@@ -1,0 +1,141 @@
+"""Healing: make the speed layer's counters of closed windows equal to batch truth, and record it.
+
+A cell is healed only when its window is closed, the archive and warehouse agree on it (no archive or
+warehouse finding), and Redis differs (``speed_missing`` or ``speed_extra``). The new value is the
+expected de-duplicated count. Each tenant's cells are written by one Lua call (one hash tag) that is a
+compare-and-set: a counter that changed since reconciliation read it (a late event applied meanwhile) is
+left alone and reported as skipped. The hour and day roll-ups move by the same difference, so every
+resolution stays consistent. Every heal is recorded (who, when, which cells, old and new values) in a
+Redis list and in ``heals.jsonl`` next to the reports.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from streaming.reconcile.model import Result, Verdict
+from streaming.speed import keys
+from streaming.speed.store import Retention
+
+HEAL_LOG_KEY = "tally:{_heal}:log"
+
+HEAL_LUA = """
+-- KEYS: none (all keys share the tenant's hash tag, built from ARGV[1]).
+-- ARGV: prefix, ttl_m, ttl_h, ttl_d, then (minute, event_type, expected_old, new)*.
+local pre = ARGV[1]
+local out = {}
+for i = 5, #ARGV, 4 do
+  local minute, etype = tonumber(ARGV[i]), ARGV[i + 1]
+  local expected_old, new = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
+  local mkey = pre .. 'cnt:m:' .. ARGV[i]
+  local old = tonumber(redis.call('HGET', mkey, etype) or '0')
+  if old ~= expected_old then
+    out[#out + 1] = {'skipped', old}
+  else
+    local delta = new - old
+    if new == 0 then redis.call('HDEL', mkey, etype) else redis.call('HSET', mkey, etype, new) end
+    local hkey = pre .. 'cnt:h:' .. math.floor(minute / 60)
+    local dkey = pre .. 'cnt:d:' .. math.floor(minute / 1440)
+    redis.call('HINCRBY', hkey, etype, delta)
+    redis.call('HINCRBY', dkey, etype, delta)
+    for _, kt in ipairs({{mkey, ARGV[2]}, {hkey, ARGV[3]}, {dkey, ARGV[4]}}) do
+      if redis.call('EXISTS', kt[1]) == 1 and redis.call('TTL', kt[1]) == -1 then
+        redis.call('EXPIRE', kt[1], tonumber(kt[2]))
+      end
+    end
+    out[#out + 1] = {'healed', old}
+  end
+end
+return out
+"""
+
+_LOSS_UPSTREAM_OF_SPEED = {Verdict.ARCHIVE_MISSING.value, Verdict.WAREHOUSE_MISSING.value,
+                           Verdict.WAREHOUSE_EXTRA.value, Verdict.PENDING.value}
+
+
+@dataclass(frozen=True)
+class HealedCell:
+    tenant_id: str
+    event_type: str
+    minute: int
+    old: int
+    new: int
+    status: str  # healed | skipped (changed since it was read)
+
+
+@dataclass
+class HealRecord:
+    heal_id: str
+    who: str
+    at: str
+    run_id: str | None
+    cells: list[HealedCell] = field(default_factory=list)
+
+    @property
+    def healed(self) -> int:
+        return sum(1 for c in self.cells if c.status == "healed")
+
+    @property
+    def skipped(self) -> int:
+        return sum(1 for c in self.cells if c.status == "skipped")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"heal_id": self.heal_id, "who": self.who, "at": self.at, "run_id": self.run_id,
+                "healed": self.healed, "skipped": self.skipped, "cells": [asdict(c) for c in self.cells]}
+
+
+def healable(result: Result) -> pd.DataFrame:
+    """Closed cells where batch truth is complete and Redis differs."""
+    cells = result.cells
+    if cells.empty:
+        return cells
+    findings = cells["findings"].fillna("").str.split(",")
+    clean_batch = findings.map(lambda fs: not (set(fs) & _LOSS_UPSTREAM_OF_SPEED))
+    differs = cells["verdict"].isin([Verdict.SPEED_MISSING.value, Verdict.SPEED_EXTRA.value])
+    return cells[clean_batch & differs & (cells["speed"] != cells["expected"])]
+
+
+def heal(client: Any, result: Result, who: str, reports_dir: Path | None = None, run_id: str | None = None,
+         retention: Retention = Retention(), dry_run: bool = False) -> HealRecord:
+    """Overwrite the differing closed cells with batch truth; return (and record) what was done."""
+    record = HealRecord(uuid.uuid4().hex[:12], who, dt.datetime.now(dt.timezone.utc).isoformat(), run_id)
+    todo = healable(result)
+    by_tenant: dict[str, list[tuple[str, int, int, int]]] = defaultdict(list)
+    for row in todo.itertuples(index=False):
+        by_tenant[str(row.tenant_id)].append((str(row.event_type), int(row.minute), int(row.speed), int(row.expected)))
+    if dry_run:
+        record.cells = [HealedCell(t, e, m, old, new, "planned") for t, cells in by_tenant.items()
+                        for e, m, old, new in cells]
+        return record
+    script = client.register_script(HEAL_LUA)
+    for tenant, cells in sorted(by_tenant.items()):
+        args: list[Any] = [keys.tenant_prefix(tenant), retention.minute_s, retention.hour_s, retention.day_s]
+        for etype, minute, old, new in cells:
+            args.extend((minute, etype, old, new))
+        # One call per tenant: every key carries the tenant's hash tag. A hash-tagged key is passed so
+        # Redis Cluster routes the call to the tenant's slot.
+        replies = script(keys=[keys.counts(tenant, "m", cells[0][1])], args=args)
+        for (etype, minute, _, new), (status, old) in zip(cells, replies, strict=True):
+            status = status.decode() if isinstance(status, bytes) else status
+            record.cells.append(HealedCell(tenant, etype, minute, int(old), new, status))
+    if record.cells:
+        entry = json.dumps(record.to_json(), separators=(",", ":"))
+        client.rpush(HEAL_LOG_KEY, entry)
+        if reports_dir is not None:
+            reports_dir.mkdir(parents=True, exist_ok=True)
+            with open(reports_dir / "heals.jsonl", "a") as fh:
+                fh.write(entry + "\n")
+    return record
+
+
+def heal_log(client: Any, last: int = 20) -> list[dict[str, Any]]:
+    """The newest heal records from Redis, oldest first."""
+    return [json.loads(x) for x in client.lrange(HEAL_LOG_KEY, -last, -1)]

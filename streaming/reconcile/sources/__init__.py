@@ -1,0 +1,1 @@
+"""Adapters that read each layer into the core's count tables (no Dagster imports)."""

@@ -1,0 +1,115 @@
+"""The warehouse as the core sees it: ``raw.events`` (rows as delivered) and ``marts.fct_events``
+(de-duplicated), counted per tenant × event type × minute of ``received_at``.
+
+Every query is parameterised; only the fixed schema and table names below appear in SQL text.
+``late`` counts rows that reached their shard after the shard's event time had passed the window's end
+plus the allowed lateness (stream order = sequence number order): counted like any event, reported as
+late. The warehouse watermark is the older of the newest ``received_at`` in raw and in the mart (a mart
+that dbt has not rebuilt yet makes windows pending, not missing).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from streaming.reconcile.model import EVENT_COLUMNS
+
+RAW = "raw.events"
+MART = "marts.fct_events"
+_TABLES = {"raw": RAW, "mart": MART}
+_RAW_MINUTE = "(floor(epoch(received_at::timestamptz) / 60))::bigint"
+_MART_MINUTE = "(floor(epoch(received_at) / 60))::bigint"
+
+
+class WarehouseReader:
+    def __init__(self, path: Path | str | None = None, connection: Any | None = None) -> None:
+        if connection is None and path is None:
+            raise ValueError("give a DuckDB path or a connection")
+        self.path = path
+        self._given = connection
+
+    def _connect(self) -> Any:
+        if self._given is not None:
+            return self._given
+        return duckdb.connect(str(self.path), read_only=True)
+
+    def _run(self, sql: str, params: list[Any]) -> pd.DataFrame:
+        con = self._connect()
+        try:
+            con.execute("set TimeZone = 'UTC'")
+            return con.execute(sql, params).df()
+        finally:
+            if self._given is None:
+                con.close()
+
+    def _exists(self, qualified: str) -> bool:
+        schema, table = qualified.split(".")
+        frame = self._run("select count(*) as n from information_schema.tables where table_schema = ? and table_name = ?",
+                          [schema, table])
+        return bool(frame["n"].iloc[0])
+
+    def counts(self, start_minute: int, end_minute: int, lateness_s: int) -> pd.DataFrame:
+        """WAREHOUSE_COLUMNS per cell in ``[start_minute, end_minute)``."""
+        parts = []
+        if self._exists(RAW):
+            parts.append(self._run(f"""
+                with ordered as (
+                    select tenant_id, event_type, event_id, {_RAW_MINUTE} as minute,
+                           max(epoch(received_at::timestamptz)) over (
+                               partition by _shard_id order by lpad(_sequence_number, 60, '0')
+                               rows between unbounded preceding and 1 preceding) as shard_event_time
+                    from {RAW}
+                )
+                select tenant_id, event_type, minute, count(*) as rows, count(distinct event_id) as distinct_ids,
+                       0 as mart,
+                       count(distinct event_id) filter (where shard_event_time >= (minute + 1) * 60 + $3) as late
+                from ordered where minute >= $1 and minute < $2 group by all
+            """, [start_minute, end_minute, lateness_s]))
+        if self._exists(MART):
+            parts.append(self._run(f"""
+                select tenant_id, event_type, {_MART_MINUTE} as minute, 0 as rows, 0 as distinct_ids,
+                       count(*) as mart, 0 as late
+                from {MART} where {_MART_MINUTE} >= $1 and {_MART_MINUTE} < $2 group by all
+            """, [start_minute, end_minute]))
+        if not parts:
+            return pd.DataFrame(columns=["tenant_id", "event_type", "minute", "rows", "distinct_ids", "mart", "late"])
+        both = pd.concat(parts, ignore_index=True)
+        return both.groupby(["tenant_id", "event_type", "minute"], as_index=False)[
+            ["rows", "distinct_ids", "mart", "late"]].sum()
+
+    def watermark(self) -> float | None:
+        if not (self._exists(RAW) and self._exists(MART)):
+            return None
+        frame = self._run(f"""
+            select (select max(epoch(received_at::timestamptz)) from {RAW}) as raw_mark,
+                   (select max(epoch(received_at)) from {MART}) as mart_mark
+        """, [])
+        raw_mark, mart_mark = frame["raw_mark"].iloc[0], frame["mart_mark"].iloc[0]
+        if pd.isna(raw_mark) or pd.isna(mart_mark):
+            return None
+        return float(min(raw_mark, mart_mark))
+
+    def events(self, hours: list[int], table: str) -> pd.DataFrame:
+        """Distinct events of these epoch hours in ``raw`` or ``mart`` (EVENT_COLUMNS)."""
+        qualified = _TABLES[table]
+        if not self._exists(qualified):
+            return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        minute = _RAW_MINUTE if table == "raw" else _MART_MINUTE
+        return self._run(f"""
+            select distinct event_id::varchar as event_id, tenant_id, event_type, {minute} as minute,
+                   source_id, source_seq::bigint as source_seq
+            from {qualified} where {minute} // 60 in (select unnest($1::bigint[]))
+        """, [hours])
+
+    def sequences(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """Every raw row's (event_id, cell, source_id, source_seq) in the range: the sequence evidence."""
+        if not self._exists(RAW):
+            return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        return self._run(f"""
+            select event_id, tenant_id, event_type, {_RAW_MINUTE} as minute, source_id, source_seq::bigint as source_seq
+            from {RAW} where {_RAW_MINUTE} >= $1 and {_RAW_MINUTE} < $2
+        """, [start_minute, end_minute])
