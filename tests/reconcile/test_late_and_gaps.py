@@ -1,0 +1,108 @@
+"""Late events and loss before the stream, through the real layers.
+
+Late inside the allowed lateness: pending while outstanding, ok once arrived. Late beyond it: counted by
+every layer and reported as late, never as loss. Records dropped between producer and stream: a
+``source_seq`` gap no layer holds, reported as ``upstream_gap`` with its source, numbers and minutes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from streaming.generator import GeneratorConfig
+from tests.reconcile import pipeline
+from tests.reconcile.conftest import Clients, batch_layer, generated, new_settings, prepare, reconcile_run
+from tests.reconcile.helpers import closed_minute, losses, minute_of_iso
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+LATE_INSIDE = GeneratorConfig(seed=5, tenants=4, start="2026-01-05T10:00:00Z", duration_s=900, rate_per_s=4.0,
+                              late_rate=0.03, late_delay_s=(30, 200))
+MESSY = GeneratorConfig(seed=9, tenants=4, start="2026-01-05T10:00:00Z", duration_s=900, rate_per_s=5.0,
+                        duplicate_rate=0.02, upstream_loss_rate=0.003, late_rate=0.01, late_delay_s=(400, 480))
+
+
+def _cell(data: bytes) -> tuple[str, str, int]:
+    doc = json.loads(data)
+    return doc["tenant_id"], doc["event_type"], minute_of_iso(doc["received_at"])
+
+
+def test_late_events_inside_the_lateness_are_pending_then_ok(
+        tmp_path: Path, aws_endpoint: str, redis_url: str, redis_client: redis.Redis, clients: Clients) -> None:
+    settings = new_settings(aws_endpoint, redis_url, tmp_path)
+    prepare(settings, clients)
+    records, _ = generated(LATE_INSIDE)
+    cut = next(i for i, r in enumerate(records) if r.emit_ms > 420_000)
+    outstanding = {_cell(r.data) for r in records[cut:] if r.kind == "late"
+                   and minute_of_iso(json.loads(r.data)["received_at"]) * 60 < LATE_INSIDE.start_ms // 1000 + 420}
+    assert outstanding
+
+    def layers_up_to(n: int) -> None:
+        pipeline.run_speed(settings, clients.kinesis, clients.dynamodb, redis_client)
+        batch_layer(settings, clients, tmp_path)
+
+    pipeline.send(clients.kinesis, settings.stream_name, records[:cut])
+    layers_up_to(cut)
+    before = reconcile_run(settings, redis_client, clients).result
+    by_cell = {(r.tenant_id, r.event_type, r.minute): r.verdict for r in before.cells.itertuples()}
+    assert {by_cell[c] for c in outstanding} == {"pending"}
+    assert losses(before).empty and not before.unexplained_loss
+    assert before.summary["upstream_gap"] == 0  # their source numbers are missing, but the window is open
+
+    pipeline.send(clients.kinesis, settings.stream_name, records[cut:])
+    layers_up_to(len(records))
+    after = reconcile_run(settings, redis_client, clients).result
+    closed = closed_minute(after)
+    assert all(c[2] + 1 <= closed for c in outstanding)
+    assert losses(after).empty and not after.unexplained_loss
+    judged = {(r.tenant_id, r.event_type, r.minute): r.verdict for r in after.cells.itertuples()}
+    assert {judged.get(c, "ok") for c in outstanding} == {"ok"}
+    assert after.sequences.empty
+
+
+def test_upstream_gaps_and_late_events_beyond_the_lateness(
+        tmp_path: Path, aws_endpoint: str, redis_url: str, redis_client: redis.Redis, clients: Clients) -> None:
+    settings = new_settings(aws_endpoint, redis_url, tmp_path)
+    prepare(settings, clients)
+    records, ledger = generated(MESSY)
+    pipeline.send(clients.kinesis, settings.stream_name, records)
+    pipeline.run_speed(settings, clients.kinesis, clients.dynamodb, redis_client)
+    batch_layer(settings, clients, tmp_path)
+    result = reconcile_run(settings, redis_client, clients).result
+    closed = closed_minute(result)
+
+    # Every layer agrees on every closed cell: nothing was lost after the stream.
+    assert losses(result).empty, losses(result)
+
+    # Loss before the stream: each lost number that has a later number from its source is a gap.
+    gaps = result.sequences
+    detectable = [lost for lost in ledger.upstream_lost if lost["source_seq"] < ledger.sources[lost["source_id"]]]
+    assert len(detectable) >= 2
+    for lost in detectable:
+        minute = minute_of_iso(lost["minute"])
+        hit = gaps[(gaps.source_id == lost["source_id"]) & (gaps.first_missing <= lost["source_seq"])
+                   & (gaps.last_missing >= lost["source_seq"])]
+        assert len(hit) == 1, lost
+        row = hit.iloc[0]
+        assert row.min_minute <= minute <= row.max_minute
+        assert row.verdict == ("upstream_gap" if row.max_minute + 1 <= closed else "pending")
+    assert int(gaps[gaps.verdict.isin(["upstream_gap", "pending"])].missing.sum()) == len(detectable)
+    assert result.summary["upstream_gap"] == sum(1 for lost in detectable
+                                                 if gaps[(gaps.source_id == lost["source_id"])
+                                                         & (gaps.first_missing <= lost["source_seq"])
+                                                         & (gaps.last_missing >= lost["source_seq"])
+                                                         ].iloc[0].verdict == "upstream_gap")
+    assert result.unexplained_loss
+
+    # Late beyond the lateness: counted (the cells are ok) and reported as late.
+    late_cells = {_cell(r.data) for r in records if r.kind == "late" and r.emit_ms <= 880_000}
+    assert late_cells
+    reported = {(r.tenant_id, r.event_type, r.minute) for r in result.late.itertuples()}
+    assert late_cells <= reported
+    assert len(late_cells) <= result.summary["late_events"] <= ledger.late_events
+    bad = {(r.tenant_id, r.event_type, r.minute) for r in losses(result).itertuples()}
+    assert not (late_cells & bad)
