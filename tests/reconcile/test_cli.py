@@ -1,0 +1,67 @@
+"""`tally reconcile` and `tally heal` against the real layers: exit codes for cron/CI, and healing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+from click.testing import CliRunner
+
+from orchestration.cli import main
+from streaming.settings import Settings
+from tests.reconcile.conftest import WINDOW, Clients
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    return {
+        "TALLY_ENV": "local", "TALLY_HOME": str(settings.home), "TALLY_AWS_ENDPOINT_URL": settings.aws_endpoint_url or "",
+        "TALLY_REDIS_URL": settings.redis_url or "", "TALLY_STREAM_NAME": settings.stream_name,
+        "TALLY_BUCKET": settings.bucket, "TALLY_LEASE_TABLE": settings.lease_table,
+        "TALLY_DUCKDB_PATH": str(settings.duckdb_path),
+    }
+
+
+def test_reconcile_exits_non_zero_on_loss_and_heal_repairs_it(
+        run_settings: Settings, speed: Any, redis_client: redis.Redis, clients: Clients,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in _env(run_settings).items():
+        monkeypatch.setenv(key, value)
+    window = ["--from", WINDOW[0].isoformat(), "--to", WINDOW[1].isoformat()]
+    runner = CliRunner()
+    speed()
+    clean = runner.invoke(main, ["reconcile", *window])
+    assert clean.exit_code == 0, clean.output
+    assert "all closed cells agree" in clean.output and "report: " in clean.output
+
+    redis_client.flushall()
+    lossy = runner.invoke(main, ["reconcile", *window])
+    assert lossy.exit_code == 1, lossy.output
+    assert "speed_missing" in lossy.output and "UNEXPLAINED LOSS" in lossy.output
+
+    dry = runner.invoke(main, ["heal", *window, "--dry-run"])
+    assert dry.exit_code == 0 and "would heal" in dry.output
+    assert redis_client.dbsize() == 0  # a dry run writes nothing
+
+    healed = runner.invoke(main, ["heal", *window, "--who", "ci"])
+    assert healed.exit_code == 0, healed.output
+    assert "healed " in healed.output and "recorded in" in healed.output
+
+    again = runner.invoke(main, ["reconcile", *window])
+    assert again.exit_code == 0, again.output
+
+    log = runner.invoke(main, ["heals"])
+    assert log.exit_code == 0 and "ci: healed" in log.output
+    reports = list((run_settings.home / "reports").glob("*.html"))
+    assert len(reports) == 5  # one per reconcile run (each heal reconciles first)
+    uploaded = clients.s3.list_objects_v2(Bucket=run_settings.bucket, Prefix="reports/")["Contents"]
+    assert {o["Key"] for o in uploaded} >= {f"reports/{p.name}" for p in reports}
+
+
+def test_bad_setting_is_one_line_and_exit_2(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLY_RECONCILE_TOLERANCE_REL", "5")
+    result = CliRunner().invoke(main, ["reconcile"])
+    assert result.exit_code == 2
+    assert "TALLY_RECONCILE_TOLERANCE_REL" in result.output
