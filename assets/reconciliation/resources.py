@@ -1,0 +1,61 @@
+"""What reconciliation needs besides the shared resources (s3, redis, warehouse): where the speed
+consumer's lease checkpoints are, the lateness and tolerance, and where reports go."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from streaming.settings import Settings, load_settings
+
+
+class ReconcileResource(dg.ConfigurableResource):
+    home: str
+    lease_table: str
+    stream_name: str
+    region: str
+    endpoint_url: str | None = None
+    tally_local: bool = True
+    speed_group: str = "speed"
+    allowed_lateness_s: int = 300
+    tolerance_abs: int = 0
+    tolerance_rel: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, endpoint_url: str | None) -> ReconcileResource:
+        return cls(home=str(settings.home.resolve()), lease_table=settings.lease_table,
+                   stream_name=settings.stream_name, region=settings.aws_region, endpoint_url=endpoint_url,
+                   tally_local=settings.is_local, allowed_lateness_s=settings.allowed_lateness_s,
+                   tolerance_abs=settings.reconcile_tolerance_abs, tolerance_rel=settings.reconcile_tolerance_rel)
+
+    def settings(self, bucket: str, duckdb_path: str) -> Settings:
+        """Settings for the reconciliation service, with this resource's values."""
+        return dataclasses.replace(
+            load_settings(), home=Path(self.home), lease_table=self.lease_table, stream_name=self.stream_name,
+            bucket=bucket, duckdb_path=Path(duckdb_path), allowed_lateness_s=self.allowed_lateness_s,
+            reconcile_tolerance_abs=self.tolerance_abs, reconcile_tolerance_rel=self.tolerance_rel,
+        )
+
+    def dynamodb(self) -> Any:
+        from streaming.aws import aws_client
+
+        endpoint = self.endpoint_url
+        if self.tally_local and not endpoint:
+            from streaming.stack.manager import resolve_endpoints
+
+            endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
+        return aws_client("dynamodb", self.region, endpoint)
+
+    def layers(self, s3: Any, redis: Any, warehouse: Any) -> Any:
+        """The service's view of the layers from the shared resources."""
+        from streaming.reconcile.service import Layers
+        from streaming.reconcile.sources.warehouse import WarehouseReader
+
+        if getattr(warehouse, "kind", "") != "duckdb":
+            raise NotImplementedError("reconciling against Snowflake needs a Snowflake WarehouseReader (not built yet)")
+        return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
+                      warehouse=WarehouseReader(warehouse.path), dynamodb=self.dynamodb(),
+                      lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group)
