@@ -140,10 +140,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_ARCHIVE_MAX_BYTES", "16777216", "... or this many record bytes", _positive_int),
     Setting("TALLY_ARCHIVE_FLUSH_S", "30", "... or when its oldest record has waited this many seconds", _positive_int),
     Setting("TALLY_SPEED_TTL_MINUTE_S", "172800", "speed layer: minute counters live this long after their last write (seconds)", _positive_int),
-    Setting("TALLY_SPEED_TTL_HOUR_S", "1209600", "speed layer: hour counters, hourly uniques and top pages live this long after their last write", _positive_int),
+    Setting("TALLY_SPEED_TTL_HOUR_S", "1209600", "speed layer: hour counters and hourly top pages live this long after their last write (seconds)", _positive_int),
     Setting("TALLY_RECONCILE_TOLERANCE_ABS", "0", "reconciliation: a cell whose layers differ by at most this many events is ok (0 = exact)", _non_negative_int),
     Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
-    Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily uniques, top pages and segment members live this long", _positive_int),
+    Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

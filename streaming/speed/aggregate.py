@@ -105,16 +105,6 @@ class Batch:
     repeats_in_batch: int = 0
 
 
-def _intern(index: dict[Any, int], counts: list[int], key: Any) -> int:
-    i = index.get(key)
-    if i is None:
-        counts.append(1)
-        i = index[key] = len(counts)
-    else:
-        counts[i - 1] += 1
-    return i
-
-
 def aggregate(
     records: list[StreamRecord],
     decoder: EventDecoder,
@@ -127,15 +117,18 @@ def aggregate(
     batch = Batch(records=len(records))
     tenants = batch.tenants
     seen: set[bytes] = set()
-    # Rules indexed by event type so most events test no rule at all.
-    rules_by_type: dict[str, list[tuple[int, SegmentRule]]] = {}
+    # Rules compiled per event type to (index, where-items) so most events test no rule at all.
+    rules_by_type: dict[str, list[tuple[int, tuple[tuple[str, str], ...]]]] = {}
     for r, rule in enumerate(rules):
-        rules_by_type.setdefault(rule.event_type, []).append((r, rule))
+        rules_by_type.setdefault(rule.event_type, []).append((r, tuple(rule.where.items())))
+    dead_letters = batch.dead_letters
+    # The loop below is the hot path of the speed layer (~every event of every batch): dictionary
+    # look-ups are inlined rather than calling a helper per aggregate.
     for record in records:
         event = decode(record.data, limit)
         if type(event) is not Event:
             assert isinstance(event, Rejection)
-            batch.dead_letters.append(DeadLetter(
+            dead_letters.append(DeadLetter(
                 record.shard_id, record.sequence_number, event.reason.value, event.detail, event.raw, record.arrival_ts,
             ))
             continue
@@ -144,28 +137,61 @@ def aggregate(
             batch.repeats_in_batch += 1
             continue
         seen.add(eid)
-        tb = tenants.get(event.tenant_id)
+        tenant = event.tenant_id
+        tb = tenants.get(tenant)
         if tb is None:
-            tb = tenants[event.tenant_id] = TenantBatch(event.tenant_id)
+            tb = tenants[tenant] = TenantBatch(tenant)
         ts = event.received_at.timestamp()
         second = int(ts)
         hour = second // 3600
         etype = event.event_type.value
-        index = len(tb.ids) + 1
+        anon = event.anonymous_id
         tb.seqs.append(record.sequence_number)
         tb.ids.append(eid)
         tb.received.append(ts)
-        tb.ev_cell.append(_intern(tb.cells, tb.cell_counts, (second // 60, etype)))
-        tb.ev_visitor.append(_intern(tb.visitors, tb.visitor_counts, (hour, event.anonymous_id)))
+        index = len(tb.ids)
+
+        key: Any = (second // 60, etype)
+        i = tb.cells.get(key)
+        if i is None:
+            tb.cell_counts.append(1)
+            i = tb.cells[key] = len(tb.cell_counts)
+        else:
+            tb.cell_counts[i - 1] += 1
+        tb.ev_cell.append(i)
+
+        key = (hour, anon)
+        i = tb.visitors.get(key)
+        if i is None:
+            tb.visitor_counts.append(1)
+            i = tb.visitors[key] = len(tb.visitor_counts)
+        else:
+            tb.visitor_counts[i - 1] += 1
+        tb.ev_visitor.append(i)
+
         props = event.properties
         path = props.get("path") if etype == "page_view" else None
-        tb.ev_page.append(_intern(tb.pages, tb.page_counts, (hour, path)) if isinstance(path, str) else 0)
+        if path.__class__ is str:
+            key = (hour, path)
+            i = tb.pages.get(key)
+            if i is None:
+                tb.page_counts.append(1)
+                i = tb.pages[key] = len(tb.page_counts)
+            else:
+                tb.page_counts[i - 1] += 1
+            tb.ev_page.append(i)
+        else:
+            tb.ev_page.append(0)
+
         matching = rules_by_type.get(etype)
         if matching:
             ms = int(ts * 1000)
-            for r, rule in matching:
-                if rule.matches(etype, props):
-                    key = (r, event.anonymous_id)
+            for r, where in matching:
+                for k, v in where:
+                    if props.get(k) != v:
+                        break
+                else:
+                    key = (r, anon)
                     entry = tb.segments.get(key)
                     if entry is None:
                         tb.segment_times.append([ms])

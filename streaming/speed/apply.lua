@@ -141,26 +141,23 @@ for dk, by_type in pairs(days) do
   expire[key] = p.ttl_d
 end
 
--- 5. Unique visitors (HyperLogLog) per hour and day.
-local hv, dv = {}, {}
+-- 5. Unique visitors (HyperLogLog) per hour; a day or any longer range is the union of its hours,
+-- merged by PFCOUNT at query time (one PFADD per visitor instead of two on the hot path).
+local hv = {}
 for i = 1, #vc do
   if vc[i] > 0 then
-    local hour, anon = v[3 * i - 2], v[3 * i - 1]
-    local hk, dk = int(hour), int(math.floor(hour / 24))
+    local hk = int(v[3 * i - 2])
     hv[hk] = hv[hk] or {}
-    hv[hk][#hv[hk] + 1] = anon
-    dv[dk] = dv[dk] or {}
-    dv[dk][#dv[dk] + 1] = anon
+    hv[hk][#hv[hk] + 1] = v[3 * i - 1]
   end
 end
-local function pfadd(key, members, ttl)
+for hk, members in pairs(hv) do
+  local key = pre .. 'uv:h:' .. hk
   for c0 = 1, #members, CHUNK do
     redis.call('PFADD', key, unpack(members, c0, math.min(#members, c0 + CHUNK - 1)))
   end
-  expire[key] = ttl
+  expire[key] = p.ttl_d
 end
-for hk, members in pairs(hv) do pfadd(pre .. 'uv:h:' .. hk, members, p.ttl_h) end
-for dk, members in pairs(dv) do pfadd(pre .. 'uv:d:' .. dk, members, p.ttl_d) end
 
 -- 6. Top pages per hour and day.
 local dp = {}

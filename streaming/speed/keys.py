@@ -45,7 +45,7 @@ def counts(tenant: str, resolution: str, bucket: int) -> str:
 
 
 def uniques(tenant: str, resolution: str, bucket: int) -> str:
-    """HyperLogLog of anonymous_ids; resolution h|d."""
+    """HyperLogLog of anonymous_ids per hour (resolution ``h``); longer ranges are unions of hours."""
     return f"{tenant_prefix(tenant)}uv:{resolution}:{bucket}"
 
 

@@ -19,6 +19,7 @@ import redis
 
 from streaming.generator import GeneratorConfig, Ledger, TrafficGenerator
 from streaming.kinesis.processor import StreamRecord
+from streaming.query.api import SpeedQueries
 from streaming.speed import deadletters, keys
 from streaming.stack.redis_local import RedisServer, find_redis_server
 
@@ -150,6 +151,12 @@ def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float 
     for (t, e, day), n in days.items():
         assert int(client.hget(keys.counts(t, "d", day), e) or 0) == n
     assert deadletters.counts(client) == ledger.dead_letters
+    queries = SpeedQueries(client)
+    for tenant, by_day in ledger.uniques_day.items():
+        for day_iso, n in by_day.items():
+            day = dt.datetime.fromisoformat(day_iso).replace(tzinfo=dt.timezone.utc)
+            est = queries.uniques(tenant, day, day + dt.timedelta(days=1))
+            assert abs(est - n) <= max(2, uniques_tolerance * n), (tenant, day_iso, est, n)
     for tenant, by_hour in ledger.uniques_hour.items():
         for hour_iso, n in by_hour.items():
             est = client.pfcount(keys.uniques(tenant, "h", _epoch(hour_iso) // 3600))
