@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_events'}}}) }}
 -- Invariant: de-duplication keeps exactly one row per distinct event_id of the raw table.
 with raw_ids as (select count(distinct event_id) as n from {{ source('kinesis', 'events') }}),
 facts as (select count(*) as n from {{ ref('fct_events') }})

@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_event_counts_minute'}}}) }}
 -- Invariant: the minute counts add up to the de-duplicated events, per tenant and event type.
 with events as (
     select tenant_id, event_type, count(*) as n from {{ ref('fct_events') }} group by 1, 2

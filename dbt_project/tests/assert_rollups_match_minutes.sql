@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_event_counts_day'}}}) }}
 -- Invariant: hour and day roll-ups hold exactly the events of their minutes.
 with minutes as (select sum(event_count) as n from {{ ref('fct_event_counts_minute') }}),
 hours as (select sum(event_count) as n from {{ ref('fct_event_counts_hour') }}),

@@ -1,3 +1,4 @@
+{{ config(meta={'dagster': {'ref': {'name': 'fct_events'}}}) }}
 -- Invariant: every event of a stitched visitor carries the stitched user (earlier anonymous ones too).
 select f.event_id, f.stitched_user_id, i.user_id
 from {{ ref('fct_events') }} f

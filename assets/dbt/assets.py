@@ -1,0 +1,44 @@
+"""The dbt project as Dagster assets (models, seeds) with dbt tests as asset checks."""
+
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
+
+from assets.dbt.translator import TallyDbtTranslator
+
+
+@contextmanager
+def dbt_environment(warehouse: Any) -> Iterator[None]:
+    """dbt's `local` profile reads TALLY_DUCKDB_PATH: point it at the resource's file for this call."""
+    path = getattr(warehouse, "path", None)
+    old = os.environ.get("TALLY_DUCKDB_PATH")
+    if path:
+        os.environ["TALLY_DUCKDB_PATH"] = path
+    try:
+        yield
+    finally:
+        if path:
+            if old is None:
+                os.environ.pop("TALLY_DUCKDB_PATH", None)
+            else:
+                os.environ["TALLY_DUCKDB_PATH"] = old
+
+
+def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
+    @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=TallyDbtTranslator(),
+                name="dbt_models")
+    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: dg.ResourceParam[Any]) -> Iterator[Any]:
+        """`dbt build` of the selected models: seeds, models, tests (as asset checks), unit tests."""
+        with dbt_environment(warehouse):
+            yield from dbt.cli(["build"], context=context).stream()
+
+    return dbt_models
+
+
+def defs(project: DbtProject) -> dg.Definitions:
+    return dg.Definitions(assets=[build_dbt_assets(project)])

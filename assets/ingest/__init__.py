@@ -1,0 +1,1 @@
+"""The stream and the raw archive: assets that exist outside Dagster and are observed by it."""

@@ -1,0 +1,1 @@
+"""The speed layer's Redis counters, as an external asset fed by the same stream."""

@@ -1,0 +1,1 @@
+"""The warehouse's raw tables, loaded hour by hour from the archive."""

@@ -1,0 +1,44 @@
+"""The Definitions root: only assembles what each domain returns and adds the global parts.
+
+Built when Dagster loads the code location (``defs`` is a lazy ``@definitions`` function), never at
+import: the environment is read then.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.dbt import assets as dbt_domain
+from assets.dbt.project import build_dbt_project
+from assets.ingest import assets as ingest_domain
+from assets.ingest.assets import StreamConfig
+from assets.speed_layer import assets as speed_domain
+from assets.warehouse import assets as warehouse_domain
+from orchestration.environment import DBT_PROJECT_DIR, get_environment
+from orchestration.jobs import JOBS
+from orchestration.resources import build_resources, dbt_executable
+from orchestration.schedules import build_schedules
+from orchestration.sensors import SENSORS
+
+
+def build_definitions() -> dg.Definitions:
+    environment = get_environment()
+    project = build_dbt_project(DBT_PROJECT_DIR, dbt_executable(), environment.dbt_target)
+    settings = environment.settings
+    resources = {
+        **build_resources(environment, project),
+        "stream": StreamConfig(stream_name=settings.stream_name, region=settings.aws_region,
+                               endpoint_url=environment.aws_endpoint_url, tally_local=environment.is_local),
+    }
+    return dg.Definitions.merge(
+        ingest_domain.defs(),
+        warehouse_domain.defs(),
+        dbt_domain.defs(project),
+        speed_domain.defs(),
+        dg.Definitions(jobs=JOBS, schedules=build_schedules(environment), sensors=SENSORS, resources=resources),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions()

@@ -1,0 +1,124 @@
+"""Dagster resources, chosen by the environment when the definitions are built."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_aws.s3 import S3Resource
+from dagster_dbt import DbtCliResource, DbtProject
+
+from orchestration.environment import Environment
+
+_LOCAL_PLACEHOLDER_KEY = "tally-local"  # the emulator accepts any credentials; not a secret
+
+
+class TallyS3Resource(S3Resource):
+    """dagster-aws's S3 resource plus the archive's bucket. Locally, when no endpoint was known at
+    build time (stack down), it asks the stack for it when a run first needs the client."""
+
+    bucket: str
+    tally_local: bool = False
+
+    def get_client(self) -> Any:
+        if self.tally_local and not self.endpoint_url:
+            from streaming.settings import load_settings
+            from streaming.stack.manager import resolve_endpoints
+
+            endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
+            return self.model_copy(update={"endpoint_url": endpoint}).get_client()
+        return super().get_client()
+
+    def archive_store(self) -> Any:
+        from streaming.archive.store import ArchiveStore
+
+        return ArchiveStore(self.get_client(), self.bucket)
+
+
+class RedisResource(dg.ConfigurableResource):
+    """The speed layer's Redis (observed only: the batch layer never writes to it)."""
+
+    url: str | None = None
+
+    def client(self) -> Any:
+        import redis
+
+        url = self.url
+        if url is None:
+            from streaming.settings import load_settings
+            from streaming.stack.manager import resolve_endpoints
+
+            url = resolve_endpoints(load_settings()).redis_url
+        return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+
+
+class DuckDBWarehouse(dg.ConfigurableResource):
+    """The local warehouse: one DuckDB file (dbt's `local` target writes the same file)."""
+
+    path: str
+
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        import duckdb
+
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(self.path)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @property
+    def kind(self) -> str:
+        return "duckdb"
+
+
+class SnowflakeWarehouse(dg.ConfigurableResource):
+    """Production warehouse settings (values from environment variables, never logged)."""
+
+    account: str
+    user: str
+    password: str
+    database: str
+    warehouse: str
+
+    @property
+    def kind(self) -> str:
+        return "snowflake"
+
+
+def dbt_executable() -> str:
+    """The venv's dbt, found without activating the venv."""
+    return str(Path(sys.executable).parent / "dbt")
+
+
+def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[str, Any]:
+    settings = environment.settings
+    local_loopback = environment.is_local
+    s3 = TallyS3Resource(
+        bucket=settings.bucket,
+        region_name=settings.aws_region,
+        endpoint_url=environment.aws_endpoint_url,
+        tally_local=local_loopback,
+        aws_access_key_id=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
+        aws_secret_access_key=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
+    )
+    if environment.is_local:
+        warehouse: Any = DuckDBWarehouse(path=str(settings.duckdb_path.resolve()))
+    else:
+        warehouse = SnowflakeWarehouse(
+            account=dg.EnvVar("SNOWFLAKE_ACCOUNT"), user=dg.EnvVar("SNOWFLAKE_USER"),
+            password=dg.EnvVar("SNOWFLAKE_PASSWORD"), database=dg.EnvVar("SNOWFLAKE_DATABASE"),
+            warehouse=dg.EnvVar("SNOWFLAKE_WAREHOUSE"),
+        )
+    return {
+        "s3": s3,
+        "redis": RedisResource(url=environment.redis_url),
+        "warehouse": warehouse,
+        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
+                              target=environment.dbt_target),
+    }
