@@ -124,8 +124,9 @@ def reconcile_run(settings: Settings, client: redis.Redis, clients: Clients) -> 
 def speed(run_settings: Settings, redis_client: redis.Redis, clients: Clients) -> Iterator[Any]:
     """Run the real speed consumer over the run's stream (optionally skipping records)."""
 
-    def run(skip: Any = None, settings: Settings | None = None) -> None:
-        pipeline.run_speed(settings or run_settings, clients.kinesis, clients.dynamodb, redis_client, skip=skip)
+    def run(skip: Any = None, settings: Settings | None = None, stall_at: Any = None) -> None:
+        pipeline.run_speed(settings or run_settings, clients.kinesis, clients.dynamodb, redis_client, skip=skip,
+                           stall_at=stall_at)
 
     yield run
 

@@ -70,10 +70,46 @@ class SkippingProcessor:
         self.inner.shutdown(ctx)
 
 
+class StallingProcessor:
+    """Wraps a real processor that stops at the first record ``stall_at`` matches: it neither applies
+    nor checkpoints anything from there on (a consumer stuck on a shard)."""
+
+    def __init__(self, inner: Any, stall_at: Callable[[StreamRecord], bool]) -> None:
+        self.inner = inner
+        self.stall_at = stall_at
+        self.stalled = False
+
+    def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
+        return self.inner.initialize(ctx, checkpoint)
+
+    def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
+        if self.stalled:
+            return None
+        kept: list[StreamRecord] = []
+        for record in records:
+            if self.stall_at(record):
+                self.stalled = True
+                break
+            kept.append(record)
+        return self.inner.process_batch(ctx, kept, millis_behind_latest) if kept else None
+
+    def lease_lost(self, ctx: ShardContext) -> None:
+        self.inner.lease_lost(ctx)
+
+    def shard_ended(self, ctx: ShardContext) -> None:
+        self.inner.shard_ended(ctx)
+
+    def shutdown(self, ctx: ShardContext) -> None:
+        self.inner.shutdown(ctx)
+
+
 def run_speed(settings: Settings, kinesis: Any, dynamodb: Any, redis_client: Any,
-              skip: Callable[[StreamRecord], bool] | None = None, group: str = "speed") -> None:
+              skip: Callable[[StreamRecord], bool] | None = None, group: str = "speed",
+              stall_at: Callable[[StreamRecord], bool] | None = None) -> None:
     make = speed_factory(settings, redis_client, group)
     factory = make if skip is None else (lambda: SkippingProcessor(make(), skip))
+    if stall_at is not None:
+        factory = (lambda inner: (lambda: StallingProcessor(inner(), stall_at)))(factory)
     Worker(kinesis, dynamodb, settings.stream_name, settings.lease_table, group, factory).run_until_caught_up(120)
 
 

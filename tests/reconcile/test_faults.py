@@ -147,3 +147,25 @@ def test_redis_flushed_is_speed_missing_everywhere_then_heal_makes_it_ok(
     tenant, etype, minute = next(iter(closed_cells))
     hour_total = sum(n for (t, e, m), n in closed_cells.items() if (t, e, m // 60) == (tenant, etype, minute // 60))
     assert int(redis_client.hget(keys.counts(tenant, "h", minute // 60), etype)) == hour_total
+
+
+def test_stalled_speed_consumer_is_pending_not_loss(clean_run: PipelineRun, run_settings: Settings, speed: Any,
+                                                    redis_client: redis.Redis, clients: Clients) -> None:
+    stall_minute = int(START.timestamp()) // 60 + 9
+
+    def stall_at(record: Any) -> bool:
+        try:
+            doc = json.loads(record.data)
+        except ValueError:
+            return False
+        return isinstance(doc, dict) and minute_of_iso(str(doc.get("received_at", "2000-01-01T00:00:00Z"))) >= stall_minute
+
+    speed(stall_at=stall_at)
+    result = reconcile_run(run_settings, redis_client, clients).result
+    assert losses(result).empty, losses(result)
+    assert not result.unexplained_loss
+    closed = closed_minute(result)
+    assert closed <= stall_minute - 5  # the speed layer's watermark stopped where it stalled
+    pending = {(r.tenant_id, r.event_type, r.minute) for r in result.cells.itertuples() if r.verdict == "pending"}
+    never_applied = {c for c in ledger_cells(clean_run.ledger) if c[2] >= stall_minute}
+    assert never_applied <= pending
