@@ -2,9 +2,10 @@
 
 No I/O here. One pass decodes each record with the event contract's decoder, drops repeats of an
 ``event_id`` inside the batch (first one wins), and pre-aggregates per tenant: counts per minute × event
-type, visitors per hour, page views per hour × path and segment-rule hits per visitor. Each event also
-keeps the indices of the aggregates it contributed to, so the Lua apply can take an event back out when
-Redis says it was already applied (a replayed record) or already seen (a duplicate ``event_id``).
+type, visitors per hour, page views per hour × path and segment-rule hits per visitor. The aggregates
+assume every event is new; when the apply script finds some already applied (a re-read after a crash)
+or already seen (a repeated ``event_id``), it names them and :meth:`TenantBatch.without` rebuilds the
+aggregates without them (rare, so the common path carries no per-event bookkeeping).
 """
 
 from __future__ import annotations
@@ -16,11 +17,6 @@ from typing import Any
 from streaming.events import Event, EventDecoder, Rejection
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import SegmentRule
-
-
-def _join(values: list[Any]) -> str:
-    # Redis Lua's cmsgpack has no bin type, so lazily-read arrays travel as comma-separated text.
-    return ",".join(map(str, values))
 
 
 @dataclass(frozen=True)
@@ -42,56 +38,65 @@ class DeadLetter:
 
 @dataclass
 class TenantBatch:
-    """One tenant's share of a batch, pre-aggregated; 1-based indices (Lua's) link events to aggregates."""
+    """One tenant's share of a batch, pre-aggregated, plus its events (kept to rebuild without some)."""
 
     tenant: str
     seqs: list[str] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)  # event_id, 16 bytes
     received: list[float] = field(default_factory=list)
-    ev_cell: list[int] = field(default_factory=list)
-    ev_visitor: list[int] = field(default_factory=list)
-    ev_page: list[int] = field(default_factory=list)  # 0 = not a page view
-    cells: dict[tuple[int, str], int] = field(default_factory=dict)  # (minute, event_type) -> index
-    cell_counts: list[int] = field(default_factory=list)
-    visitors: dict[tuple[int, str], int] = field(default_factory=dict)  # (hour, anonymous_id) -> index
-    visitor_counts: list[int] = field(default_factory=list)
-    pages: dict[tuple[int, str], int] = field(default_factory=dict)  # (hour, path) -> index
-    page_counts: list[int] = field(default_factory=list)
-    segments: dict[tuple[int, str], int] = field(default_factory=dict)  # (rule index, anonymous_id) -> index
-    segment_times: list[list[int]] = field(default_factory=list)  # received_at ms per segment entry
-    segment_hits: list[int] = field(default_factory=list)  # flat (event index, entry index, ms) triples
+    events: list[Event] = field(default_factory=list)
+    cells: dict[tuple[int, str], int] = field(default_factory=dict)  # (minute, event_type) -> count
+    visitors: set[tuple[int, str]] = field(default_factory=set)  # (hour, anonymous_id)
+    pages: dict[tuple[int, str], int] = field(default_factory=dict)  # (hour, path) -> page views
+    segments: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (rule, anon) -> received ms
+    #: 1-based indices of events left out of the aggregates, as the script must confirm (see store).
+    excluded: tuple[int, ...] = ()
+
+    @property
+    def first_seq(self) -> str:
+        return self.seqs[0]
 
     @property
     def last_seq(self) -> str:
         return self.seqs[-1]
 
-    def event_count(self) -> int:
-        return len(self.ids)
-
     def totals(self) -> dict[tuple[int, str], int]:
-        """(minute, event_type) -> count, assuming every event is new (tests and the Lambda report)."""
-        return {key: self.cell_counts[i - 1] for key, i in self.cells.items()}
+        """(minute, event_type) -> count of the events in the aggregates."""
+        return dict(self.cells)
 
     def packed_ids(self) -> bytes:
         """Every event_id, 16 bytes each, as one string (the script slices it: no per-id decoding)."""
         return b"".join(self.ids)
 
+    def without(self, excluded: set[int], rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> TenantBatch:
+        """The same events with the aggregates rebuilt leaving out ``excluded`` (1-based) ones: those the
+        script found already applied (marker) or already seen (dedup). Rare: after crashes or repeats."""
+        out = TenantBatch(self.tenant, self.seqs, self.ids, self.received, self.events, excluded=tuple(sorted(excluded)))
+        kept = [e for i, e in enumerate(self.events, 1) if i not in excluded]
+        _add_all(out, kept, _compile(rules))
+        return out
+
+    def after(self, marker_seq: str, rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> TenantBatch | None:
+        """Only the events after ``marker_seq`` (a re-read straddling the marker), or None if none are."""
+        cut = int(marker_seq)
+        keep = [i for i, seq in enumerate(self.seqs) if int(seq) > cut]
+        if not keep:
+            return None
+        out = TenantBatch(self.tenant, [self.seqs[i] for i in keep], [self.ids[i] for i in keep],
+                          [self.received[i] for i in keep], [self.events[i] for i in keep])
+        _add_all(out, out.events, _compile(rules))
+        return out
+
     def payload(self) -> dict[str, Any]:
-        """The compact argument of the apply script (msgpack-encoded by the store)."""
-        # Per-event arrays the script needs only to take events back out travel as text,
-        # so the common case (nothing to take out) does not pay for unpacking them into Lua tables.
+        """The aggregate arguments of the apply script (msgpack-encoded by the store)."""
         return {
             "first": self.seqs[0],
             "last": self.seqs[-1],
-            "seq": _join(self.seqs),
-            "ec": _join(self.ev_cell),
-            "ev": _join(self.ev_visitor),
-            "ep": _join(self.ev_page),
-            "c": [x for (minute, etype), i in self.cells.items() for x in (minute, etype, self.cell_counts[i - 1])],
-            "v": [x for (hour, anon), i in self.visitors.items() for x in (hour, anon, self.visitor_counts[i - 1])],
-            "p": [x for (hour, path), i in self.pages.items() for x in (hour, path, self.page_counts[i - 1])],
-            "s": [[rule + 1, anon, self.segment_times[i - 1]] for (rule, anon), i in self.segments.items()],
-            "sh": _join(self.segment_hits),
+            "excluded": list(self.excluded),
+            "c": [x for (minute, etype), n in self.cells.items() for x in (minute, etype, n)],
+            "v": [x for pair in self.visitors for x in pair],
+            "p": [x for (hour, path), n in self.pages.items() for x in (hour, path, n)],
+            "s": [[rule + 1, anon, times] for (rule, anon), times in self.segments.items()],
         }
 
 
@@ -103,6 +108,56 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     records: int = 0
     repeats_in_batch: int = 0
+
+
+_Compiled = dict[str, list[tuple[int, tuple[tuple[str, str], ...]]]]
+
+
+def _compile(rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> _Compiled:
+    """Rules per event type as (index, where-items), so most events test no rule at all."""
+    by_type: _Compiled = {}
+    for r, rule in enumerate(rules):
+        by_type.setdefault(rule.event_type, []).append((r, tuple(rule.where.items())))
+    return by_type
+
+
+def _add_all(tb: TenantBatch, events: list[Event], rules_by_type: _Compiled) -> None:
+    for event in events:
+        _add(tb, event, event.received_at.timestamp(), rules_by_type)
+
+
+def _add(tb: TenantBatch, event: Event, ts: float, rules_by_type: _Compiled) -> None:
+    """Fold one event into the aggregates: the hot path, so look-ups are inlined."""
+    second = int(ts)
+    hour = second // 3600
+    etype = event.event_type.value
+    anon = event.anonymous_id
+    cells = tb.cells
+    key: Any = (second // 60, etype)
+    cells[key] = cells.get(key, 0) + 1
+    tb.visitors.add((hour, anon))
+    matching = rules_by_type.get(etype)
+    if etype == "page_view":
+        path = event.properties.get("path")
+        if path.__class__ is str:
+            pages = tb.pages
+            key = (hour, path)
+            pages[key] = pages.get(key, 0) + 1
+    if matching:
+        props = event.properties
+        ms = int(ts * 1000)
+        segments = tb.segments
+        for r, where in matching:
+            for k, v in where:
+                if props.get(k) != v:
+                    break
+            else:
+                key = (r, anon)
+                times = segments.get(key)
+                if times is None:
+                    segments[key] = [ms]
+                else:
+                    times.append(ms)
 
 
 def aggregate(
@@ -117,13 +172,8 @@ def aggregate(
     batch = Batch(records=len(records))
     tenants = batch.tenants
     seen: set[bytes] = set()
-    # Rules compiled per event type to (index, where-items) so most events test no rule at all.
-    rules_by_type: dict[str, list[tuple[int, tuple[tuple[str, str], ...]]]] = {}
-    for r, rule in enumerate(rules):
-        rules_by_type.setdefault(rule.event_type, []).append((r, tuple(rule.where.items())))
+    rules_by_type = _compile(rules)
     dead_letters = batch.dead_letters
-    # The loop below is the hot path of the speed layer (~every event of every batch): dictionary
-    # look-ups are inlined rather than calling a helper per aggregate.
     for record in records:
         event = decode(record.data, limit)
         if type(event) is not Event:
@@ -142,61 +192,9 @@ def aggregate(
         if tb is None:
             tb = tenants[tenant] = TenantBatch(tenant)
         ts = event.received_at.timestamp()
-        second = int(ts)
-        hour = second // 3600
-        etype = event.event_type.value
-        anon = event.anonymous_id
         tb.seqs.append(record.sequence_number)
         tb.ids.append(eid)
         tb.received.append(ts)
-        index = len(tb.ids)
-
-        key: Any = (second // 60, etype)
-        i = tb.cells.get(key)
-        if i is None:
-            tb.cell_counts.append(1)
-            i = tb.cells[key] = len(tb.cell_counts)
-        else:
-            tb.cell_counts[i - 1] += 1
-        tb.ev_cell.append(i)
-
-        key = (hour, anon)
-        i = tb.visitors.get(key)
-        if i is None:
-            tb.visitor_counts.append(1)
-            i = tb.visitors[key] = len(tb.visitor_counts)
-        else:
-            tb.visitor_counts[i - 1] += 1
-        tb.ev_visitor.append(i)
-
-        props = event.properties
-        path = props.get("path") if etype == "page_view" else None
-        if path.__class__ is str:
-            key = (hour, path)
-            i = tb.pages.get(key)
-            if i is None:
-                tb.page_counts.append(1)
-                i = tb.pages[key] = len(tb.page_counts)
-            else:
-                tb.page_counts[i - 1] += 1
-            tb.ev_page.append(i)
-        else:
-            tb.ev_page.append(0)
-
-        matching = rules_by_type.get(etype)
-        if matching:
-            ms = int(ts * 1000)
-            for r, where in matching:
-                for k, v in where:
-                    if props.get(k) != v:
-                        break
-                else:
-                    key = (r, anon)
-                    entry = tb.segments.get(key)
-                    if entry is None:
-                        tb.segment_times.append([ms])
-                        entry = tb.segments[key] = len(tb.segment_times)
-                    else:
-                        tb.segment_times[entry - 1].append(ms)
-                    tb.segment_hits.extend((index, entry, ms))
+        tb.events.append(event)
+        _add(tb, event, ts, rules_by_type)
     return batch

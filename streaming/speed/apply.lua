@@ -3,15 +3,11 @@
 -- ARGV[1]: msgpack payload built by streaming/speed/store.py (see TenantBatch.payload for the arrays).
 -- ARGV[2]: the batch's event_ids, 16 bytes each, concatenated (sliced here, never decoded one by one).
 -- Every other key is built from payload.pre = "tally:{tenant}:", so all keys are in KEYS[1]'s slot.
--- Returns {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}.
+-- Returns {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}
+--       | {"straddle", marker_seq} | {"seen", {indices}}: the caller rebuilds its aggregates and calls again.
 local p = cmsgpack.unpack(ARGV[1])
 local pre = p.pre
 local function int(x) return string.format('%d', x) end
-local function split(text, numeric)
-  local out = {}
-  for part in string.gmatch(text, '[^,]+') do out[#out + 1] = numeric and tonumber(part) or part end
-  return out
-end
 -- Kinesis sequence numbers are decimal strings of up to 56 digits: compare by length, then text.
 local function seq_gt(a, b)
   if #a ~= #b then return #a > #b end
@@ -26,97 +22,69 @@ if stored_token and stored_token > p.token then
 end
 local packed = ARGV[2]
 local n = #packed / 16
-local ids = {}
-for i = 1, n do ids[i] = string.sub(packed, 16 * i - 15, 16 * i) end
 local last_seq = p.last
 local mseq = m[2]
 if mseq and not seq_gt(last_seq, mseq) then
   if not stored_token or stored_token < p.token then redis.call('HSET', marker, 'token', p.token) end
   return {'skipped', n, 0}
 end
-
--- 1. Records the marker already covers (a re-read after a crash may straddle it).
-local skip = {}
-local nskip = 0
-local first = 1
+-- 1. A re-read after a crash may straddle the marker: the caller drops what it covers and calls again.
 if mseq and not seq_gt(p.first, mseq) then
-  -- Rare (a re-read after a crash straddles the marker): only now unpack every event's sequence number.
-  local seqs = split(p.seq, false)
-  while first <= n and not seq_gt(seqs[first], mseq) do
-    skip[first] = true; nskip = nskip + 1; first = first + 1
-  end
+  return {'straddle', mseq}
 end
 
 -- 2. event_ids seen inside the dedup horizon: sets per time bucket of first sighting (server clock);
 -- the horizon is `buckets` buckets long, so the current bucket and `buckets` before it cover it.
+local ids = {}
+for i = 1, n do ids[i] = string.sub(packed, 16 * i - 15, 16 * i) end
 local now = redis.call('TIME')
 local now_s = tonumber(now[1])
-local now_ms = now_s * 1000 + math.floor(tonumber(now[2]) / 1000)
 local L = p.bucket_s
 local cur_bucket = math.floor(now_s / L)
 local CHUNK = 1000
+local skip = {}
 for k = 0, p.buckets do
   local key = pre .. 'seen:' .. int(cur_bucket - k)
   if redis.call('EXISTS', key) == 1 then
-    for c0 = first, n, CHUNK do
-      local args, idx = {}, {}
-      for i = c0, math.min(n, c0 + CHUNK - 1) do
-        if not skip[i] then args[#args + 1] = ids[i]; idx[#idx + 1] = i end
-      end
-      if #args > 0 then
-        local r = redis.call('SMISMEMBER', key, unpack(args))
-        for j = 1, #r do
-          if r[j] == 1 then skip[idx[j]] = true; nskip = nskip + 1 end
-        end
+    for c0 = 1, n, CHUNK do
+      local c1 = math.min(n, c0 + CHUNK - 1)
+      local r = redis.call('SMISMEMBER', key, unpack(ids, c0, c1))
+      for j = 1, #r do
+        if r[j] == 1 then skip[c0 + j - 1] = true end
       end
     end
   end
 end
-if nskip == n then
-  redis.call('HSET', marker, 'token', p.token, 'seq', last_seq)
-  redis.call('EXPIRE', marker, p.ttl_marker)
-  return {'applied', 0, nskip}
+-- The caller's aggregates must leave out exactly the events seen before; if not, name them and stop.
+local seen_list = {}
+for i = 1, n do if skip[i] then seen_list[#seen_list + 1] = i end end
+local excluded = p.excluded
+local same = #seen_list == #excluded
+if same then
+  for j = 1, #seen_list do if seen_list[j] ~= excluded[j] then same = false; break end end
 end
-local seen_key = pre .. 'seen:' .. int(cur_bucket)
-for c0 = first, n, CHUNK do
-  local args = {}
-  for i = c0, math.min(n, c0 + CHUNK - 1) do
-    if not skip[i] then args[#args + 1] = ids[i] end
+if not same then
+  return {'seen', seen_list}
+end
+if #seen_list < n then
+  local seen_key = pre .. 'seen:' .. int(cur_bucket)
+  local fresh = {}
+  for i = 1, n do
+    if not skip[i] then fresh[#fresh + 1] = ids[i] end
+    if #fresh == CHUNK or (i == n and #fresh > 0) then
+      redis.call('SADD', seen_key, unpack(fresh))
+      fresh = {}
+    end
   end
-  if #args > 0 then redis.call('SADD', seen_key, unpack(args)) end
+  redis.call('EXPIREAT', seen_key, (cur_bucket + p.buckets + 2) * L)
 end
-redis.call('EXPIREAT', seen_key, (cur_bucket + p.buckets + 2) * L)
-
--- 3. Take skipped events back out of the pre-aggregates.
 local c, v, pg = p.c, p.v, p.p
-local cc, vc, pc = {}, {}, {}
-for i = 3, #c, 3 do cc[#cc + 1] = c[i] end
-for i = 3, #v, 3 do vc[#vc + 1] = v[i] end
-for i = 3, #pg, 3 do pc[#pc + 1] = pg[i] end
-local removed = {}
-if nskip > 0 then
-  -- Rare: only now unpack which aggregates each event contributed to.
-  local ec, ev, ep = split(p.ec, true), split(p.ev, true), split(p.ep, true)
-  for i, _ in pairs(skip) do
-    cc[ec[i]] = cc[ec[i]] - 1
-    vc[ev[i]] = vc[ev[i]] - 1
-    if ep[i] > 0 then pc[ep[i]] = pc[ep[i]] - 1 end
-  end
-  local sh = split(p.sh, true)
-  for j = 1, #sh, 3 do
-    if skip[sh[j]] then
-      local e = sh[j + 1]
-      removed[e] = removed[e] or {}
-      removed[e][sh[j + 2]] = (removed[e][sh[j + 2]] or 0) + 1
-    end
-  end
-end
+local expire = {}
 
 -- 4. Counters: minute cells, rolled up to hours and days.
-local expire = {}
 local hours, days = {}, {}
-for i = 1, #cc do
-  local n_i = cc[i]
+for i = 1, #c / 3 do
+  local n_i = c[3 * i]
   if n_i > 0 then
     local minute, etype = c[3 * i - 2], c[3 * i - 1]
     local key = pre .. 'cnt:m:' .. int(minute)
@@ -144,12 +112,10 @@ end
 -- 5. Unique visitors (HyperLogLog) per hour; a day or any longer range is the union of its hours,
 -- merged by PFCOUNT at query time (one PFADD per visitor instead of two on the hot path).
 local hv = {}
-for i = 1, #vc do
-  if vc[i] > 0 then
-    local hk = int(v[3 * i - 2])
-    hv[hk] = hv[hk] or {}
-    hv[hk][#hv[hk] + 1] = v[3 * i - 1]
-  end
+for i = 1, #v, 2 do
+  local hk = int(v[i])
+  hv[hk] = hv[hk] or {}
+  hv[hk][#hv[hk] + 1] = v[i + 1]
 end
 for hk, members in pairs(hv) do
   local key = pre .. 'uv:h:' .. hk
@@ -161,15 +127,16 @@ end
 
 -- 6. Top pages per hour and day.
 local dp = {}
-for i = 1, #pc do
-  if pc[i] > 0 then
+for i = 1, #pg / 3 do
+  local n_i = pg[3 * i]
+  if n_i > 0 then
     local hour, path = pg[3 * i - 2], pg[3 * i - 1]
     local key = pre .. 'top:h:' .. int(hour)
-    redis.call('ZINCRBY', key, pc[i], path)
+    redis.call('ZINCRBY', key, n_i, path)
     expire[key] = p.ttl_h
     local dk = int(math.floor(hour / 24))
     dp[dk] = dp[dk] or {}
-    dp[dk][path] = (dp[dk][path] or 0) + pc[i]
+    dp[dk][path] = (dp[dk][path] or 0) + n_i
   end
 end
 for dk, by_path in pairs(dp) do
@@ -187,13 +154,10 @@ for e, entry in ipairs(p.s) do
   local rule = p.rules[entry[1]]
   local window = rule[3]
   local times = {}
-  local rm = removed[e]
   local newest = 0
   for _, ms in ipairs(entry[3]) do
-    if rm and rm[ms] and rm[ms] > 0 then rm[ms] = rm[ms] - 1 else
-      times[#times + 1] = ms
-      if ms > newest then newest = ms end
-    end
+    times[#times + 1] = ms
+    if ms > newest then newest = ms end
   end
   if #times > 0 then
     local bucket = math.floor(newest / window)
@@ -270,4 +234,4 @@ end
 for key, ttl in pairs(expire) do redis.call('EXPIRE', key, ttl) end
 redis.call('HSET', marker, 'token', p.token, 'seq', last_seq)
 redis.call('EXPIRE', marker, p.ttl_marker)
-return {'applied', n - nskip, nskip}
+return {'applied', n - #seen_list, #seen_list}

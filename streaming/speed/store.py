@@ -95,7 +95,7 @@ class SpeedStore:
     def _payload(self, tb: TenantBatch, token: int) -> bytes:
         r = self.retention
         body = tb.payload()
-        body.update({
+        body.update({  # settings the script needs, alongside the aggregates
             "pre": keys.tenant_prefix(tb.tenant), "token": token, "rules": self._rules_arg,
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
             "ttl_m": r.minute_s, "ttl_h": r.hour_s, "ttl_d": r.day_s, "ttl_marker": r.marker_s,
@@ -105,29 +105,43 @@ class SpeedStore:
     def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch]) -> ApplyResult:
         """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
 
-        Connection errors propagate: nothing is assumed applied and the caller retries the same batch.
+        A tenant whose events the script finds partly applied (marker) or seen (dedup) is rebuilt
+        without them and sent again in a further round trip. Connection errors propagate: nothing is
+        assumed applied and the caller retries the same batch (a committed tenant is then a no-op).
         """
         result = ApplyResult()
-        if not tenants:
-            return result
-        calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), self._payload(tb, lease_token),
-                  tb.packed_ids()) for tb in tenants]
-        replies = self._run(calls)
-        fenced = []
-        for (tb, *_), reply in zip(calls, replies, strict=True):
-            status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-            if status == "fenced":
-                fenced.append(tb.tenant)
-                continue
-            result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
-            if status == "skipped":
-                result.skipped_batches += 1
-                result.skipped += int(reply[1])
-            else:
-                result.applied += int(reply[1])
-                result.skipped += int(reply[2])
+        pending = list(tenants)
+        fenced: list[str] = []
+        for _ in range(8):
+            if not pending:
+                break
+            calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), self._payload(tb, lease_token),
+                      tb.packed_ids()) for tb in pending]
+            replies = self._run(calls)
+            pending = []
+            for (tb, *_), reply in zip(calls, replies, strict=True):
+                status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
+                if status == "fenced":
+                    fenced.append(tb.tenant)
+                elif status == "straddle":
+                    rest = tb.after(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), self.rules)
+                    result.skipped += len(tb.ids) - (len(rest.ids) if rest else 0)
+                    if rest is not None:
+                        pending.append(rest)
+                elif status == "seen":
+                    pending.append(tb.without({int(i) for i in reply[1]}, self.rules))
+                elif status == "skipped":
+                    result.by_tenant[tb.tenant] = (status, int(reply[1]), 0)
+                    result.skipped_batches += 1
+                    result.skipped += int(reply[1])
+                else:
+                    result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
+                    result.applied += int(reply[1])
+                    result.skipped += int(reply[2])
         if fenced:
             raise Fenced(f"shard {shard_id}: a newer lease owner wrote tenants {sorted(fenced)[:5]}; stop writing")
+        if pending:
+            raise RuntimeError(f"shard {shard_id}: apply did not settle for tenants {[tb.tenant for tb in pending][:5]}")
         return result
 
     def _run(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:

@@ -1,0 +1,286 @@
+"""Speed-layer benchmarks: the apply path, end to end through the emulator, and one consumer's peak.
+
+1. Apply path: records already fetched, one process, one thread: decode, validate, dedup, aggregate,
+   Redis apply (the consumer's own ``process_batch``), against a redis-server started here; also as a
+   ratio to ``redis-benchmark -t incr -P 64`` on the same server, and next to the hand-rolled baseline
+   (``json.loads`` + one pipelined HINCRBY per event).
+2. End to end: a consumer process reading the emulator while this process produces 1,000 events/s for
+   60 s with a 10 s spike at 10x; event-to-counter latency from the consumer's histograms, the time to
+   drain the spike's backlog, and the events missing against the ledger.
+3. Peak: one consumer process draining a backlog, against the emulator's own GetRecords ceiling
+   measured in the same run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench.servers import emulator, redis_server
+from streaming.aws import aws_client
+from streaming.events import EventDecoder
+from streaming.generator import GeneratorConfig, Ledger, Spike, TrafficGenerator
+from streaming.kinesis.processor import ShardContext, StreamRecord
+from streaming.producer import Producer
+from streaming.resources import ensure_lease_table, ensure_stream
+from streaming.segments import load_rules
+from streaming.speed.consumer import SpeedProcessor
+from streaming.speed.fast_kinesis import install_fast_get_records
+from streaming.speed.ops import OpsRecorder, percentile
+from streaming.speed.store import SpeedStore
+from streaming.stack.redis_local import find_redis_server
+
+REGION = "us-east-1"
+BATCH = 10_000  # one GetRecords call's worth
+
+
+def _records(config: GeneratorConfig) -> tuple[list[StreamRecord], Ledger]:
+    gen = TrafficGenerator(config)
+    records = [StreamRecord("shardId-000000000000", str(i + 1), r.partition_key, r.data, 0.0)
+               for i, r in enumerate(gen.records())]
+    return records, gen.ledger
+
+
+def _redis_benchmark_incr(port: int) -> float:
+    binary = shutil.which("redis-benchmark") or str(Path(find_redis_server()[0]).with_name("redis-benchmark"))
+    out = subprocess.run([binary, "-p", str(port), "-t", "incr", "-P", "64", "-n", "3000000", "-q"],
+                         capture_output=True, text=True, check=True, timeout=120).stdout
+    match = re.search(r"INCR: ([\d.]+) requests per second", out.replace("\r", "\n"))
+    if not match:
+        raise RuntimeError(f"unexpected redis-benchmark output: {out[-300:]}")
+    return float(match.group(1))
+
+
+def _baseline(client: redis.Redis, records: list[StreamRecord]) -> float:
+    """The hand-rolled loop the issue compares with: json.loads + one pipelined HINCRBY per event."""
+    started = time.perf_counter()
+    for i in range(0, len(records), BATCH):
+        pipe = client.pipeline(transaction=False)
+        for record in records[i:i + BATCH]:
+            try:
+                doc = json.loads(record.data)
+                minute = doc["received_at"][:16]
+                pipe.hincrby(f"base:{doc['tenant_id']}:{minute}", doc["event_type"], 1)
+            except (ValueError, KeyError, TypeError):
+                continue
+        pipe.execute()
+    return len(records) / (time.perf_counter() - started)
+
+
+def bench_apply() -> dict[str, float]:
+    records, _ = _records(GeneratorConfig(seed=7, tenants=50, duration_s=300, rate_per_s=1000,
+                                          duplicate_rate=0.01, malformed_rate=0.001))
+    with redis_server() as server:
+        client = redis.Redis(port=server.port)
+        rules = load_rules()
+        proc = SpeedProcessor(SpeedStore(client, "bench", rules), EventDecoder(), rules, OpsRecorder(client, "bench"))
+        ctx = ShardContext("bench", "shardId-000000000000", "bench", 1)
+        proc.process_batch(ctx, records[:BATCH], 0)  # load the script, warm caches
+        client.flushall()
+        started = time.perf_counter()
+        for i in range(0, len(records), BATCH):
+            proc.process_batch(ctx, records[i:i + BATCH], 0)
+        rate = len(records) / (time.perf_counter() - started)
+        baseline = _baseline(client, records)
+        incr = _redis_benchmark_incr(server.port)
+    return {
+        "speed_apply_events_per_s": rate,
+        "speed_apply_baseline_events_per_s": baseline,
+        "speed_apply_vs_baseline": rate / baseline,
+        "speed_redis_incr_ops_per_s": incr,
+        "speed_apply_vs_redis_incr": rate / incr,
+    }
+
+
+# -- end to end ---------------------------------------------------------------------------------------
+def _env(endpoint: str, redis_url: str, stream: str, table: str, home: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update({"TALLY_ENV": "local", "TALLY_HOME": home, "TALLY_AWS_ENDPOINT_URL": endpoint,
+                "TALLY_REDIS_URL": redis_url, "TALLY_STREAM_NAME": stream, "TALLY_LEASE_TABLE": table})
+    return env
+
+
+def _consumer(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as fh:
+        return subprocess.Popen([sys.executable, "-m", "streaming.speed.run", "--group", "bench", *extra], env=env,
+                                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _counted(client: redis.Redis) -> int:
+    return sum(int(n) for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000) for n in client.hvals(key))
+
+
+def _histogram_total(client: redis.Redis) -> dict[int, int]:
+    total: dict[int, int] = {}
+    for key in client.scan_iter(match="tally:{_ops}:lat:*", count=1000):
+        for bound, n in client.hgetall(key).items():
+            total[int(bound)] = total.get(int(bound), 0) + int(n)
+    return total
+
+
+def _minus(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    return {k: a.get(k, 0) - b.get(k, 0) for k in a if a.get(k, 0) - b.get(k, 0) > 0}
+
+
+def _lost(client: redis.Redis, ledger: Ledger) -> int:
+    lost = 0
+    for tenant, by_type in ledger.counts.items():
+        for etype, by_minute in by_type.items():
+            for minute_iso, n in by_minute.items():
+                minute = int(dt.datetime.fromisoformat(minute_iso.replace("Z", "+00:00")).timestamp()) // 60
+                got = int(client.hget(f"tally:{{{tenant}}}:cnt:m:{minute}", etype) or 0)
+                lost += max(0, n - got)
+    return lost
+
+
+def bench_end_to_end(endpoint: str, server: Any, workdir: Path) -> dict[str, float]:
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    kinesis = aws_client("kinesis", REGION, endpoint)
+    stream, table = f"bench-e2e-{uuid.uuid4().hex[:6]}", f"bench-leases-{uuid.uuid4().hex[:6]}"
+    ensure_stream(kinesis, stream, 4)
+    ensure_lease_table(aws_client("dynamodb", REGION, endpoint), table)
+    duration, spike_at, spike_len = 60, 25, 10
+    start = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=3)
+    config = GeneratorConfig(seed=99, tenants=50, duration_s=duration, rate_per_s=1000,
+                             spikes=(Spike(spike_at, spike_len, 10.0),),
+                             start=start.isoformat().replace("+00:00", "Z"))
+    gen = TrafficGenerator(config)
+    records = list(gen.records())
+    ledger = gen.ledger
+    proc = _consumer(_env(endpoint, server.url, stream, table, str(workdir)), workdir / "e2e-consumer.log")
+    try:
+        time.sleep(max(0.0, start.timestamp() - time.time()))
+        t0 = start.timestamp()
+        marks: dict[str, dict[int, int]] = {}
+        sent_valid_by_spike_end = sum(1 for r in records if r.emit_ms < (spike_at + spike_len) * 1000)
+
+        def watcher() -> None:
+            # Cumulative latency histograms at the spike's start and end, and when the backlog is gone.
+            time.sleep(max(0.0, t0 + spike_at - time.time()))
+            marks["spike_start"] = _histogram_total(client)
+            time.sleep(max(0.0, t0 + spike_at + spike_len - time.time()))
+            marks["spike_end"] = _histogram_total(client)
+            while _counted(client) < sent_valid_by_spike_end:
+                time.sleep(0.1)
+            marks["drained_at"] = {0: int((time.time() - (t0 + spike_at + spike_len)) * 1000)}
+            marks["after_drain"] = _histogram_total(client)
+
+        watch = threading.Thread(target=watcher, daemon=True)
+        watch.start()
+        with Producer(aws_client("kinesis", REGION, endpoint), stream) as producer:
+            i = 0
+            while i < len(records):
+                now_ms = (time.time() - t0) * 1000
+                while i < len(records) and records[i].emit_ms <= now_ms:
+                    producer.put(records[i].data, records[i].partition_key)
+                    i += 1
+                producer.flush()
+                time.sleep(0.02)
+        watch.join(120)
+        deadline = time.time() + 120
+        while _counted(client) < ledger.valid_events and time.time() < deadline:
+            time.sleep(0.2)
+        time.sleep(1.0)
+        final = _histogram_total(client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(30)
+    before = marks.get("spike_start", {})
+    after = _minus(final, marks.get("after_drain", final))
+    outside = {k: before.get(k, 0) + after.get(k, 0) for k in set(before) | set(after)}
+    return {
+        "speed_e2e_p50_latency_s": percentile(outside, 0.50) or float("nan"),
+        "speed_e2e_p99_latency_s": percentile(outside, 0.99) or float("nan"),
+        "speed_e2e_spike_p99_latency_s": percentile(_minus(marks.get("after_drain", final), before), 0.99) or float("nan"),
+        "speed_spike_drain_s": marks.get("drained_at", {0: -1000})[0] / 1000.0,
+        "speed_e2e_lost_events": float(_lost(client, ledger)),
+    }
+
+
+# -- peak -------------------------------------------------------------------------------------------
+def _emulator_ceiling(kinesis: Any, stream: str, total: int) -> float:
+    """Read every shard from TRIM_HORIZON as fast as the emulator serves (client parsing kept minimal)."""
+    install_fast_get_records(kinesis)
+    shards = [s["ShardId"] for s in kinesis.list_shards(StreamName=stream)["Shards"]]
+    count = 0
+    lock = threading.Lock()
+
+    def read(shard_id: str) -> None:
+        nonlocal count
+        iterator = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        while iterator:
+            page = kinesis.get_records(ShardIterator=iterator, Limit=10_000)
+            with lock:
+                count += len(page["Records"])
+            if not page["Records"] and page.get("MillisBehindLatest", 0) == 0:
+                return
+            iterator = page.get("NextShardIterator")
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=read, args=(s,)) for s in shards]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    assert count == total, (count, total)
+    return count / elapsed
+
+
+def bench_peak(endpoint: str, server: Any, workdir: Path) -> dict[str, float]:
+    client = redis.Redis(port=server.port)
+    client.flushall()
+    kinesis = aws_client("kinesis", REGION, endpoint)
+    stream, table = f"bench-peak-{uuid.uuid4().hex[:6]}", f"bench-leases-{uuid.uuid4().hex[:6]}"
+    ensure_stream(kinesis, stream, 4)
+    ensure_lease_table(aws_client("dynamodb", REGION, endpoint), table)
+    gen = TrafficGenerator(GeneratorConfig(seed=5, tenants=50, duration_s=150, rate_per_s=1000))
+    records = list(gen.records())
+    with Producer(kinesis, stream) as producer:
+        for r in records:
+            producer.put(r.data, r.partition_key)
+    ceiling = _emulator_ceiling(aws_client("kinesis", REGION, endpoint), stream, len(records))
+    proc = _consumer(_env(endpoint, server.url, stream, table, str(workdir)), workdir / "peak-consumer.log",
+                     "--until-caught-up", "--timeout-s", "300")
+    try:
+        while _counted(client) == 0 and proc.poll() is None:
+            time.sleep(0.02)
+        first_at = time.perf_counter()
+        first = _counted(client)
+        while _counted(client) < gen.ledger.valid_events and proc.poll() is None:
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - first_at
+        done = _counted(client)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    peak = (done - first) / elapsed if elapsed > 0 else float("nan")
+    return {
+        "speed_consumer_peak_events_per_s": peak,
+        "speed_emulator_get_records_per_s": ceiling,
+        "speed_consumer_vs_emulator": peak / ceiling,
+    }
+
+
+def run() -> dict[str, float]:
+    figures = bench_apply()
+    with tempfile.TemporaryDirectory() as tmp, emulator() as endpoint, redis_server(appendonly=True) as server:
+        figures.update(bench_end_to_end(endpoint, server, Path(tmp)))
+        figures.update(bench_peak(endpoint, server, Path(tmp)))
+    return figures
