@@ -11,6 +11,10 @@ with its source, the missing numbers and the minutes of its two neighbours, whic
 received. A gap is *explained* (not upstream) when an ``archive_missing`` cell lies inside that bracket
 (the numbers were in an archive object that is gone), and *pending* while its bracket is not closed
 (a late event may still arrive).
+
+The evidence may extend past the judged range (the service reads ``SEQUENCE_MARGIN_MIN`` minutes on
+each side), so a gap across the range's edge is still seen; each finding belongs to the range that
+holds its later neighbour, so adjacent hourly partitions never report the same gap twice.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import duckdb
 import pandas as pd
 
 from streaming.reconcile.model import Verdict
+
+#: Minutes of sequence evidence read on each side of the judged range.
+SEQUENCE_MARGIN_MIN = 15
 
 
 def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_table: str, judged_table: str,
@@ -33,7 +40,7 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_ta
                             event_id::varchar event_id, minute::bigint as minute
             from (select source_id, source_seq, event_id, minute from {seq_table}
                   union all select source_id, source_seq, event_id, minute from {archive_table})
-            where minute >= $lo and minute < $hi and source_id is not null and source_seq is not null
+            where source_id is not null and source_seq is not null
         ),
         numbers as (
             select source_id, source_seq, min(minute) as minute, count(distinct event_id) as ids,
@@ -71,5 +78,6 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_ta
                     then '{Verdict.ARCHIVE_MISSING.value}' end as explained_by,
                f.event_ids
         from findings f
+        where f.max_minute >= $lo and f.max_minute < $hi
         order by f.source_id, f.first_missing
     """, {"lo": lo, "hi": hi, "closed_min": closed_min}).df()

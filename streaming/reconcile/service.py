@@ -20,6 +20,7 @@ from streaming.kinesis.leases import LeaseTable
 from streaming.reconcile.engine import reconcile
 from streaming.reconcile.model import Config, Inputs, Result, Tolerance, Watermarks
 from streaming.reconcile.report import RunInfo, write_report
+from streaming.reconcile.sequences import SEQUENCE_MARGIN_MIN
 from streaming.reconcile.sources.archive import ArchiveReader, ArchiveSnapshot
 from streaming.reconcile.sources.speed import SpeedReader, speed_watermark
 from streaming.reconcile.sources.warehouse import WarehouseReader
@@ -98,7 +99,7 @@ def collect(layers: Layers, start_minute: int, end_minute: int, lateness_s: int)
         speed=speed.counts(start_minute, end_minute),
         watermarks=marks,
         event_ids=LayerEventIds(archive, layers.warehouse),
-        sequences=layers.warehouse.sequences(start_minute, end_minute),
+        sequences=layers.warehouse.sequences(start_minute - SEQUENCE_MARGIN_MIN, end_minute + SEQUENCE_MARGIN_MIN),
         start_minute=start_minute,
         end_minute=end_minute,
     )

@@ -250,3 +250,17 @@ def test_missing_key_column_is_a_clear_error(events: list[Ev]) -> None:
     broken = Inputs(inp.archive.drop(columns=["minute"]), inp.warehouse, inp.speed, inp.watermarks)
     with pytest.raises(ValueError, match="archive table has no `minute`"):
         reconcile(broken)
+
+
+def test_gap_across_a_range_edge_belongs_to_the_range_of_its_later_neighbour(events: list[Ev]) -> None:
+    first_of_hour_two = min((e for e in events if e.minute == BASE_MINUTE + 60), key=lambda e: e.source_seq)
+    lost = next(e for e in events if e.source_id == first_of_hour_two.source_id
+                and e.source_seq == first_of_hour_two.source_seq - 1)
+    assert lost.minute == BASE_MINUTE + 59  # its neighbours straddle the hour boundary
+    inp = inputs(Layers.clean(drop(events, lost)))
+    found = []
+    for start in (BASE_MINUTE, BASE_MINUTE + 60):
+        inp.start_minute, inp.end_minute = start, start + 60
+        found.append(list(reconcile(inp).sequences.itertuples()))
+    assert found[0] == []  # the first hour holds the earlier neighbour only
+    assert [(g.first_missing, g.verdict) for g in found[1]] == [(lost.source_seq, "upstream_gap")]
