@@ -110,6 +110,47 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _snowflake_identifier(name: str, raw: str) -> str:
+    """A Snowflake object name, optionally qualified (``DB.SCHEMA.NAME``): it is put into SQL text."""
+    parts = raw.split(".")
+    ok = 0 < len(parts) <= 3 and all(p and len(p) <= 255 and (p[0].isalpha() or p[0] == "_")
+                                     and all(c.isalnum() or c in "_$" for c in p) for p in parts)
+    if not ok:
+        raise SettingError(
+            name, raw, "is not a Snowflake object name",
+            f"set {name} to letters, digits, '_' or '$' (starting with a letter or '_'), at most DB.SCHEMA.NAME",
+        )
+    return raw
+
+
+def _snowflake_account(name: str, raw: str) -> str:
+    if not raw or not all(c.isalnum() or c in "-_." for c in raw):
+        raise SettingError(name, raw, "is not a Snowflake account identifier",
+                           f"set {name} to your account identifier, e.g. myorg-myaccount")
+    return raw
+
+
+def _existing_file(name: str, raw: str) -> str:
+    if not Path(raw).expanduser().is_file():
+        raise SettingError(name, raw, "is not a readable file",
+                           f"set {name} to the path of the PEM private key file of the Snowflake user")
+    return str(Path(raw).expanduser())
+
+
+def _protocol(name: str, raw: str) -> str:
+    if raw not in ("https", "http"):
+        raise SettingError(name, raw, "is not 'https' or 'http'", f"set {name} to https (http only for the emulator)")
+    return raw
+
+
+def _load_method(name: str, raw: str) -> str:
+    if raw not in ("auto", "copy", "insert"):
+        raise SettingError(name, raw, "is not a load method",
+                           f"set {name} to 'copy' (COPY INTO from the external stage), 'insert' (the client reads "
+                           "S3 and inserts) or 'auto' (copy when TALLY_SNOWFLAKE_STAGE is set)")
+    return raw
+
+
 def _redact_url(url: str) -> str:
     """Hide a password in a URL before it goes into a message or a log."""
     parsed = urlparse(url)
@@ -144,9 +185,111 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_RECONCILE_TOLERANCE_ABS", "0", "reconciliation: a cell whose layers differ by at most this many events is ok (0 = exact)", _non_negative_int),
     Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
+    Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
+    Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
+    Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),
+    Setting("TALLY_SNOWFLAKE_PRIVATE_KEY_PATH", None, "prod: PEM private key file for key-pair authentication (instead of a password)", _existing_file),
+    Setting("TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", None, "prod: passphrase of an encrypted private key (secret; never logged)", _text),
+    Setting("TALLY_SNOWFLAKE_ROLE", None, "prod: role tally uses (needs the grants in README \"Going to production\"); required when TALLY_ENV=prod", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_WAREHOUSE", None, "prod: virtual warehouse for loads, dbt and reconciliation; required when TALLY_ENV=prod", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_DATABASE", "TALLY", "prod: database holding the `RAW`, staging, intermediate, marts and reference schemas", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_SCHEMA", "ANALYTICS", "prod: default schema of the connection and of dbt's target", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_STAGE", None, "prod: external stage on `s3://$TALLY_BUCKET/` (e.g. `RAW.TALLY_ARCHIVE`); set = raw events load by COPY INTO", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_STORAGE_INTEGRATION", None, "prod: storage integration `tally snowflake` uses to create that stage (optional; an admin may create it)", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_LOAD_METHOD", "auto", "`copy` (external stage + COPY INTO), `insert` (tally reads S3, inserts in batches: no S3 access from Snowflake) or `auto`", _load_method),
+    Setting("TALLY_SNOWFLAKE_HOST", None, "Snowflake host override (the emulator's `127.0.0.1`, or a private-link host); unset = from the account", _text),
+    Setting("TALLY_SNOWFLAKE_PORT", None, "Snowflake port override (the emulator's port)", _port),
+    Setting("TALLY_SNOWFLAKE_PROTOCOL", "https", "`https`; `http` only for the emulator on loopback", _protocol),
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+#: Settings whose values are secrets: never in a repr, a log line, an error message or Dagster metadata.
+SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"})
+
+
+@dataclass(frozen=True, repr=False)
+class SnowflakeSettings:
+    """The Snowflake connection and load settings. Its repr shows which secrets are set, never their values."""
+
+    account: str | None = None
+    user: str | None = None
+    password: str | None = None
+    private_key_path: str | None = None
+    private_key_passphrase: str | None = None
+    role: str | None = None
+    warehouse: str | None = None
+    database: str = "TALLY"
+    schema: str = "ANALYTICS"
+    stage: str | None = None
+    storage_integration: str | None = None
+    load_method: str = "auto"
+    host: str | None = None
+    port: int | None = None
+    protocol: str = "https"
+
+    @property
+    def effective_load_method(self) -> str:
+        if self.load_method == "auto":
+            return "copy" if self.stage else "insert"
+        return self.load_method
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if name in ("password", "private_key_passphrase") and value is not None:
+                value = "***"
+            shown.append(f"{name}={value!r}")
+        return f"SnowflakeSettings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def _snowflake_settings(env: Mapping[str, str]) -> SnowflakeSettings:
+    return SnowflakeSettings(
+        account=_get(env, "TALLY_SNOWFLAKE_ACCOUNT"),
+        user=_get(env, "TALLY_SNOWFLAKE_USER"),
+        password=_get(env, "TALLY_SNOWFLAKE_PASSWORD"),
+        private_key_path=_get(env, "TALLY_SNOWFLAKE_PRIVATE_KEY_PATH"),
+        private_key_passphrase=_get(env, "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"),
+        role=_get(env, "TALLY_SNOWFLAKE_ROLE"),
+        warehouse=_get(env, "TALLY_SNOWFLAKE_WAREHOUSE"),
+        database=_get(env, "TALLY_SNOWFLAKE_DATABASE"),
+        schema=_get(env, "TALLY_SNOWFLAKE_SCHEMA"),
+        stage=_get(env, "TALLY_SNOWFLAKE_STAGE"),
+        storage_integration=_get(env, "TALLY_SNOWFLAKE_STORAGE_INTEGRATION"),
+        load_method=_get(env, "TALLY_SNOWFLAKE_LOAD_METHOD"),
+        host=_get(env, "TALLY_SNOWFLAKE_HOST"),
+        port=_get(env, "TALLY_SNOWFLAKE_PORT"),
+        protocol=_get(env, "TALLY_SNOWFLAKE_PROTOCOL"),
+    )
+
+
+def require_snowflake(settings: Settings) -> SnowflakeSettings:
+    """The Snowflake settings, complete enough to connect and load; else a SettingError naming the gap.
+
+    Called where the warehouse is Snowflake (the Dagster definitions when TALLY_ENV=prod, the loader),
+    not by :func:`load_settings`: a speed-layer Lambda in prod needs no Snowflake settings.
+    """
+    sf = settings.snowflake
+    required = [("TALLY_SNOWFLAKE_ACCOUNT", sf.account, "your account identifier, e.g. myorg-myaccount"),
+                ("TALLY_SNOWFLAKE_USER", sf.user, "the Snowflake user tally connects as"),
+                ("TALLY_SNOWFLAKE_ROLE", sf.role, "the role granted tally's privileges (README: Going to production)"),
+                ("TALLY_SNOWFLAKE_WAREHOUSE", sf.warehouse, "the virtual warehouse tally runs queries on")]
+    for name, value, what in required:
+        if not value:
+            raise SettingError(name, None, "is required when the warehouse is Snowflake (TALLY_ENV=prod)",
+                               f"set {name} to {what}")
+    if not sf.password and not sf.private_key_path:
+        raise SettingError("TALLY_SNOWFLAKE_PASSWORD", None,
+                           "is required when the warehouse is Snowflake and no key pair is configured",
+                           "set TALLY_SNOWFLAKE_PASSWORD, or TALLY_SNOWFLAKE_PRIVATE_KEY_PATH to a PEM private key file")
+    if sf.load_method == "copy" and not sf.stage:
+        raise SettingError("TALLY_SNOWFLAKE_STAGE", None, "is required when TALLY_SNOWFLAKE_LOAD_METHOD=copy",
+                           "set TALLY_SNOWFLAKE_STAGE to the external stage on s3://<TALLY_BUCKET>/ (e.g. RAW.TALLY_ARCHIVE), "
+                           "or TALLY_SNOWFLAKE_LOAD_METHOD=insert")
+    return sf
 
 
 @dataclass(frozen=True)
@@ -178,6 +321,7 @@ class Settings:
     speed_ttl_day_s: int = 7_776_000
     reconcile_tolerance_abs: int = 0
     reconcile_tolerance_rel: float = 0.0
+    snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -233,7 +377,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
         reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
         reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),
-        raw={k: v for k, v in env.items() if k.startswith("TALLY_")},
+        snowflake=_snowflake_settings(env),
+        raw={k: v for k, v in env.items() if k.startswith("TALLY_") and k not in SECRET_SETTINGS},
     )
     if settings.env == "prod" and settings.redis_url is None:
         raise SettingError(
