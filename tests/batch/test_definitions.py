@@ -1,0 +1,114 @@
+"""The Definitions are a public surface: asset keys, checks, jobs, schedules and sensors are listed
+here so that a rename is a deliberate change of this test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.dbt.segment_seeds import render_segment_seeds
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ASSET_KEYS = {
+    "stream/kinesis_events",
+    "archive/raw_events_archive",
+    "speed_layer/redis_counters",
+    "warehouse/raw_events",
+    "reference/segment_rules",
+    "reference/segment_rule_conditions",
+    "staging/stg_kinesis__events",
+    "staging/stg_kinesis__dead_letters",
+    "intermediate/int_identities_stitched",
+    "marts/fct_events",
+    "marts/fct_event_counts_minute",
+    "marts/fct_event_counts_hour",
+    "marts/fct_event_counts_day",
+    "marts/fct_unique_visitors",
+    "marts/dim_users",
+    "marts/dim_tenants",
+    "marts/fct_segment_memberships",
+}
+GROUPS = {
+    "stream/kinesis_events": "stream", "archive/raw_events_archive": "archive",
+    "speed_layer/redis_counters": "speed_layer", "warehouse/raw_events": "warehouse_raw",
+    "staging/stg_kinesis__events": "warehouse_staging", "intermediate/int_identities_stitched": "warehouse_intermediate",
+    "marts/fct_events": "marts", "reference/segment_rules": "reference",
+}
+SOME_CHECKS = {
+    "warehouse/raw_events:raw_events_match_manifests",
+    "staging/stg_kinesis__events:unique_stg_kinesis__events_event_id",
+    "marts/fct_events:unique_fct_events_event_id",
+    "marts/fct_event_counts_minute:assert_minute_counts_sum_to_events",
+    "marts/fct_event_counts_day:assert_rollups_match_minutes",
+    "marts/fct_events:assert_every_distinct_event_reaches_fct_events",
+    "marts/fct_events:assert_stitched_events_keep_their_user",
+}
+
+
+@pytest.fixture
+def definitions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Definitions:
+    for key in [k for k in os.environ if k.startswith("TALLY_")]:
+        monkeypatch.delenv(key)
+    monkeypatch.setenv("TALLY_HOME", str(tmp_path / "home"))  # no stack: definitions must still load
+    from orchestration.definitions import build_definitions
+
+    return build_definitions()
+
+
+@pytest.mark.dagster
+def test_definitions_list_every_public_name(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == ASSET_KEYS
+    for key, group in GROUPS.items():
+        assert graph.get(dg.AssetKey.from_user_string(key)).group_name == group
+    checks = {c.to_user_string() for c in graph.asset_check_keys}
+    assert SOME_CHECKS <= checks
+    assert len(checks) == 47
+    jobs = {j.name for j in definitions.resolve_all_job_defs()} - {"__ASSET_JOB"}
+    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job"}
+    assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule"}
+    assert {s.name for s in definitions.sensors or []} == {"late_archive_sensor", "external_layers_observer"}
+    schedule = definitions.resolve_schedule_def("batch_hourly_schedule")
+    assert schedule.cron_schedule == "6 * * * *"  # 300 s lateness + 30 s archiver flush
+    assert set(definitions.resources or {}) >= {"s3", "redis", "warehouse", "dbt", "stream"}
+
+
+@pytest.mark.dagster
+def test_lineage_grows_both_layers_from_one_stream(definitions: dg.Definitions) -> None:
+    graph = definitions.resolve_asset_graph()
+    stream = dg.AssetKey(["stream", "kinesis_events"])
+    assert graph.get(dg.AssetKey(["speed_layer", "redis_counters"])).parent_keys == {stream}
+    assert graph.get(dg.AssetKey(["archive", "raw_events_archive"])).parent_keys == {stream}
+    ancestors, todo = set(), [dg.AssetKey(["marts", "fct_segment_memberships"])]
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in ancestors:
+                ancestors.add(parent)
+                todo.append(parent)
+    assert {stream, dg.AssetKey(["archive", "raw_events_archive"]), dg.AssetKey(["warehouse", "raw_events"])} <= ancestors
+    upstream = graph.get(dg.AssetKey(["staging", "stg_kinesis__events"])).parent_keys
+    assert upstream == {dg.AssetKey(["warehouse", "raw_events"])}
+
+
+@pytest.mark.dagster
+def test_workspace_loads_with_the_dagster_cli(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLY_")}
+    env.update(TALLY_HOME=str(tmp_path / "home"), DAGSTER_HOME=str(tmp_path / "dagster_home"))
+    (tmp_path / "dagster_home").mkdir()
+    result = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.unit
+def test_committed_segment_seeds_are_generated_from_the_speed_layer_rules() -> None:
+    seeds = ROOT / "dbt_project" / "seeds"
+    for name, text in render_segment_seeds().items():
+        assert (seeds / name).read_text() == text, f"{name} drifted from streaming/segments.yaml"
