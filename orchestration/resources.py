@@ -111,9 +111,9 @@ def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[s
         warehouse: Any = DuckDBWarehouse(path=str(settings.duckdb_path.resolve()))
     else:
         warehouse = SnowflakeWarehouse(
-            account=dg.EnvVar("SNOWFLAKE_ACCOUNT"), user=dg.EnvVar("SNOWFLAKE_USER"),
-            password=dg.EnvVar("SNOWFLAKE_PASSWORD"), database=dg.EnvVar("SNOWFLAKE_DATABASE"),
-            warehouse=dg.EnvVar("SNOWFLAKE_WAREHOUSE"),
+            account=dg.EnvVar("TALLY_SNOWFLAKE_ACCOUNT"), user=dg.EnvVar("TALLY_SNOWFLAKE_USER"),
+            password=dg.EnvVar("TALLY_SNOWFLAKE_PASSWORD"), database=dg.EnvVar("TALLY_SNOWFLAKE_DATABASE"),
+            warehouse=dg.EnvVar("TALLY_SNOWFLAKE_WAREHOUSE"),
         )
     return {
         "s3": s3,
