@@ -10,7 +10,10 @@ aggregates without them (rare, so the common path carries no per-event bookkeepi
 
 from __future__ import annotations
 
+import gc
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +90,22 @@ class TenantBatch:
         _add_all(out, out.events, _compile(rules))
         return out
 
-    def payload(self) -> dict[str, Any]:
-        """The aggregate arguments of the apply script (msgpack-encoded by the store)."""
+    def payload(self, windows_ms: list[int] | None = None) -> dict[str, Any]:
+        """The aggregate arguments of the apply script (msgpack-encoded by the store).
+
+        Segment entries are grouped here by (rule, window-long bucket of the visitor's newest hit), the
+        unit the script reads and writes state in, so the script does no per-visitor grouping.
+        """
+        groups: dict[tuple[int, int], list[list[Any]]] = {}
+        for (rule, anon), times in self.segments.items():
+            newest = max(times)
+            bucket = newest // windows_ms[rule] if windows_ms else 0
+            group = groups.get((rule, bucket))
+            if group is None:
+                group = groups[(rule, bucket)] = [[], [], []]
+            group[0].append(anon)
+            group[1].append(times)
+            group[2].append(newest)
         return {
             "first": self.seqs[0],
             "last": self.seqs[-1],
@@ -96,7 +113,7 @@ class TenantBatch:
             "c": [x for (minute, etype), n in self.cells.items() for x in (minute, etype, n)],
             "v": [x for pair in self.visitors for x in pair],
             "p": [x for (hour, path), n in self.pages.items() for x in (hour, path, n)],
-            "s": [[rule + 1, anon, times] for (rule, anon), times in self.segments.items()],
+            "s": [[rule + 1, bucket, *g] for (rule, bucket), g in groups.items()],
         }
 
 
@@ -167,6 +184,33 @@ def aggregate(
     now: float | None = None,
 ) -> Batch:
     """Decode, validate, de-duplicate within the batch and pre-aggregate per tenant."""
+    with paused_gc():
+        return _aggregate(records, decoder, rules, now)
+
+
+@contextmanager
+def paused_gc() -> Iterator[None]:
+    """Pause the cyclic GC while a batch is handled.
+
+    A batch keeps every decoded event alive (to rebuild aggregates without some), and that many live
+    containers made the collector rescan them again and again: it cost more than the decoding. Nothing
+    in the batch path creates reference cycles; plain reference counting frees it all afterwards.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _aggregate(
+    records: list[StreamRecord],
+    decoder: EventDecoder,
+    rules: list[SegmentRule] | tuple[SegmentRule, ...],
+    now: float | None,
+) -> Batch:
     limit = decoder.future_limit(time.time() if now is None else now)
     decode = decoder.decode
     batch = Batch(records=len(records))

@@ -148,27 +148,7 @@ end
 -- 7. Live segment membership. State per (rule, visitor): the newest min_count matching times, in a
 -- hash per rule per window-long bucket (the current and previous bucket hold every live state).
 -- Membership: sorted set visitor -> epoch ms until which the visitor stays a member.
--- Entries are grouped by (rule, bucket) so each group costs a few calls, not a few per visitor.
-local groups = {}
-for e, entry in ipairs(p.s) do
-  local rule = p.rules[entry[1]]
-  local window = rule[3]
-  local times = {}
-  local newest = 0
-  for _, ms in ipairs(entry[3]) do
-    times[#times + 1] = ms
-    if ms > newest then newest = ms end
-  end
-  if #times > 0 then
-    local bucket = math.floor(newest / window)
-    local gk = entry[1] .. ':' .. int(bucket)
-    local g = groups[gk]
-    if not g then g = {rule = rule, bucket = bucket, anons = {}, times = {}, newest = {}}; groups[gk] = g end
-    g.anons[#g.anons + 1] = entry[2]
-    g.times[#g.times + 1] = times
-    g.newest[#g.newest + 1] = newest
-  end
-end
+-- Entries arrive grouped by (rule, bucket) (see TenantBatch.payload), so each group costs a few calls.
 local function hmget_all(key, fields)
   local out = {}
   for c0 = 1, #fields, CHUNK do
@@ -186,8 +166,10 @@ local function chunked(cmd, key, extra, args, width)
     redis.call(cmd, key, unpack(part))
   end
 end
-for _, g in pairs(groups) do
-  local name, k, window = g.rule[1], g.rule[2], g.rule[3]
+for _, grp in ipairs(p.s) do
+  local rule = p.rules[grp[1]]
+  local g = {bucket = grp[2], anons = grp[3], times = grp[4], newest = grp[5]}
+  local name, k, window = rule[1], rule[2], rule[3]
   local cur = pre .. 'segst:' .. name .. ':' .. int(g.bucket)
   local states = hmget_all(cur, g.anons)
   local missing, missing_i = {}, {}

@@ -21,7 +21,7 @@ from streaming.events import EventDecoder
 from streaming.kinesis.leases import LeaseLost as WorkerLeaseLost
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.segments import SegmentRule
-from streaming.speed.aggregate import Batch, aggregate
+from streaming.speed.aggregate import Batch, aggregate, paused_gc
 from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.ops import OpsRecorder
 from streaming.speed.store import Fenced, SpeedStore
@@ -104,8 +104,9 @@ class SpeedProcessor:
         if not records:
             self._record_ops(ctx, millis_behind_latest, [])
             return None
-        batch = aggregate(records, self.decoder, self.rules)
-        self.apply(ctx, batch)
+        with paused_gc():
+            batch = aggregate(records, self.decoder, self.rules)
+            self.apply(ctx, batch)
         self.stats.batches += 1
         self.stats.records += len(records)
         received = [ts for tb in batch.tenants.values() for ts in tb.received]

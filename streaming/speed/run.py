@@ -7,6 +7,7 @@ imports (the crash tests restart it dozens of times).
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import threading
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease-duration-s", type=float, default=10.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Everything imported so far lives as long as the process: keep it out of every later GC scan.
+    gc.freeze()
     options = ConsumerOptions(group=args.group, worker_id=args.worker_id, lease_duration_s=args.lease_duration_s)
     run_consumer(load_settings(), options, args.until_caught_up, args.timeout_s)
 

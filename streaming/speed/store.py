@@ -91,10 +91,11 @@ class SpeedStore:
         self._apply = client.register_script(APPLY_LUA)
         self._dead_letters = client.register_script(DEAD_LETTER_LUA)
         self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
+        self._windows_ms = [r.window_hours * 3_600_000 for r in self.rules]
 
     def _payload(self, tb: TenantBatch, token: int) -> bytes:
         r = self.retention
-        body = tb.payload()
+        body = tb.payload(self._windows_ms)
         body.update({  # settings the script needs, alongside the aggregates
             "pre": keys.tenant_prefix(tb.tenant), "token": token, "rules": self._rules_arg,
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
