@@ -24,6 +24,23 @@ def _range(minutes: int, end: str | None) -> tuple[dt.datetime, dt.datetime]:
     return stop - dt.timedelta(minutes=minutes), stop
 
 
+def query_errors(fn: Any) -> Any:
+    """A bad tenant id, range or segment name is a usage error (exit 2, one line), not a traceback."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from streaming.query.api import QueryError
+        from streaming.speed.keys import BadTenant
+
+        try:
+            return fn(*args, **kwargs)
+        except (QueryError, BadTenant, ValueError) as exc:
+            raise click.UsageError(str(exc)) from None
+
+    return wrapper
+
+
 def register(main: click.Group) -> None:
     """Add this domain's commands to the `tally` group."""
     from orchestration.cli import _settings, console, user_errors
@@ -76,6 +93,7 @@ def register(main: click.Group) -> None:
         for r in sorted(totals):
             table.add_row(r, f"{totals[r]:,}", f"{replayed.get(r, 0):,}")
         console.print(table)
+        console.print(f"{sum(totals.values()):,} dead letters, {sum(totals.values()) - sum(replayed.values()):,} pending")
         rows = Table("entry (shard/sequence)", "reason", "detail", "bytes", "raw (first 60)")
         for e in deadletters.list_pending(client, reason, limit):
             rows.add_row(e.entry_id, e.reason, e.detail[:80], str(len(e.raw)), repr(e.raw[:60]))
@@ -118,6 +136,7 @@ def register(main: click.Group) -> None:
     @click.option("--resolution", type=click.Choice(["m", "h", "d"]), default=None, help="Also print a series.")
     @with_range
     @user_errors
+    @query_errors
     def q_counts(tenant: str, event_type: str | None, resolution: str | None, minutes: int, end: str | None) -> None:
         """Events per type for one tenant over a range."""
         from streaming.query.api import SpeedQueries
@@ -133,6 +152,7 @@ def register(main: click.Group) -> None:
     @click.option("--tenant", required=True)
     @with_range
     @user_errors
+    @query_errors
     def q_uniques(tenant: str, minutes: int, end: str | None) -> None:
         """Unique visitors (HyperLogLog) for one tenant over a range (hour resolution)."""
         from streaming.query.api import SpeedQueries
@@ -145,6 +165,7 @@ def register(main: click.Group) -> None:
     @click.option("--limit", default=10, show_default=True)
     @with_range
     @user_errors
+    @query_errors
     def q_top(tenant: str, limit: int, minutes: int, end: str | None) -> None:
         """Most viewed paths for one tenant over a range (hour resolution)."""
         from streaming.query.api import SpeedQueries
@@ -159,6 +180,7 @@ def register(main: click.Group) -> None:
     @click.option("--at", default=None, help="Membership at this time (ISO-8601); default now.")
     @click.option("--limit", default=100, show_default=True)
     @user_errors
+    @query_errors
     def q_segment(tenant: str, segment: str, at: str | None, limit: int) -> None:
         """Live members of a behavioural segment."""
         from streaming.query.api import SpeedQueries
@@ -178,6 +200,7 @@ def register(main: click.Group) -> None:
     @query.command("latency")
     @with_range
     @user_errors
+    @query_errors
     def q_latency(minutes: int, end: str | None) -> None:
         """Event-to-counter latency percentiles over a range."""
         from streaming.query.api import SpeedQueries
@@ -189,6 +212,7 @@ def register(main: click.Group) -> None:
     @click.option("--top", default=10, show_default=True, help="Tenants to show.")
     @with_range
     @user_errors
+    @query_errors
     def q_live(top: int, minutes: int, end: str | None) -> None:
         """A table of the busiest tenants' counters, uniques and top page over a range (default last hour)."""
         from rich.table import Table
@@ -200,8 +224,10 @@ def register(main: click.Group) -> None:
         client = _redis(_settings())
         q = SpeedQueries(client)
         start, stop = _range(minutes, end)
-        table = Table("tenant", *EVENT_TYPES, "total", "uniques", "top page", "pricing_intent",
-                      title=f"live counters {start:%H:%M}-{stop:%H:%M} UTC")
+        table = Table(title=f"live counters {start:%H:%M}-{stop:%H:%M} UTC")
+        table.add_column("tenant", no_wrap=True, min_width=10)
+        for column in (*EVENT_TYPES, "total", "uniques", "top page", "pricing_intent"):
+            table.add_column(column)
         for tenant in busiest_tenants(client, start, stop, top):
             c = q.counts(tenant, start, stop)
             pages = q.top_pages(tenant, start, stop, 1)
