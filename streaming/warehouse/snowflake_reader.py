@@ -1,0 +1,134 @@
+"""Reconciliation's view of the Snowflake warehouse: the same interface and results as
+:class:`streaming.reconcile.sources.warehouse.WarehouseReader` (DuckDB), in Snowflake SQL.
+
+``RAW.EVENTS`` (rows as delivered) and ``MARTS.FCT_EVENTS`` (de-duplicated), counted per tenant × event
+type × minute of ``received_at``. A minute is ``datediff('minute', epoch, t)``, the floor of the epoch
+seconds over 60 like DuckDB's ``floor(epoch(t) / 60)``. Every value is a bound parameter; only the fixed
+names below appear in SQL text.
+
+``connect`` is a callable returning a context manager that yields a connection (dagster-snowflake's
+``SnowflakeResource.get_connection``, or :func:`streaming.warehouse.snowflake.connect` bound to settings),
+so each call opens and closes its own connection like the DuckDB reader.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Any
+
+import pandas as pd
+
+from streaming.reconcile.model import EVENT_COLUMNS
+
+RAW = "RAW.EVENTS"
+MART = "MARTS.FCT_EVENTS"
+_TABLES = {"raw": RAW, "mart": MART}
+_EPOCH = "'1970-01-01'::timestamp_ntz"
+_RAW_TS = "convert_timezone('UTC', cast(received_at as timestamp_tz))::timestamp_ntz"
+_RAW_MINUTE = f"datediff('minute', {_EPOCH}, {_RAW_TS})"
+_MART_MINUTE = f"datediff('minute', {_EPOCH}, received_at)"
+_RAW_EPOCH_S = f"(datediff('microsecond', {_EPOCH}, {_RAW_TS}) / 1000000)"
+_MART_EPOCH_S = f"(datediff('microsecond', {_EPOCH}, received_at) / 1000000)"
+_COUNT_COLUMNS = ["tenant_id", "event_type", "minute", "rows", "distinct_ids", "mart", "late"]
+
+
+def _marks(n: int) -> str:
+    return ", ".join(["%s"] * n)
+
+
+class SnowflakeWarehouseReader:
+    def __init__(self, connect: Callable[[], AbstractContextManager[Any]]) -> None:
+        self._connect = connect
+
+    def _run(self, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+        with self._connect() as conn:
+            cur = conn.cursor()
+            try:
+                cur.execute(sql, params or None)
+                # ROWS is a reserved word in Snowflake: the SQL says row_count.
+                columns = ["rows" if d[0].lower() == "row_count" else d[0].lower() for d in cur.description]
+                return pd.DataFrame(cur.fetchall(), columns=columns)
+            finally:
+                cur.close()
+
+    def _exists(self, qualified: str) -> bool:
+        schema, table = qualified.split(".")
+        frame = self._run("select count(*) as n from information_schema.tables "
+                          "where table_schema = %s and table_name = %s", [schema, table])
+        return bool(int(frame["n"].iloc[0]))
+
+    @staticmethod
+    def _ints(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+        for c in columns:
+            if c in frame.columns:
+                frame[c] = frame[c].astype("int64")
+        return frame
+
+    def counts(self, start_minute: int, end_minute: int, lateness_s: int) -> pd.DataFrame:
+        """WAREHOUSE_COLUMNS per cell in ``[start_minute, end_minute)``."""
+        parts = []
+        if self._exists(RAW):
+            parts.append(self._run(f"""
+                with ordered as (
+                    select tenant_id, event_type, event_id, {_RAW_MINUTE} as minute,
+                           max({_RAW_EPOCH_S}) over (
+                               partition by _shard_id order by lpad(_sequence_number, 60, '0')
+                               rows between unbounded preceding and 1 preceding) as shard_event_time
+                    from {RAW}
+                )
+                select tenant_id, event_type, minute, count(*) as row_count, count(distinct event_id) as distinct_ids,
+                       0 as mart,
+                       count(distinct case when shard_event_time >= (minute + 1) * 60 + %s then event_id end) as late
+                from ordered where minute >= %s and minute < %s
+                group by tenant_id, event_type, minute
+            """, [lateness_s, start_minute, end_minute]))
+        if self._exists(MART):
+            parts.append(self._run(f"""
+                select tenant_id, event_type, {_MART_MINUTE} as minute, 0 as row_count, 0 as distinct_ids,
+                       count(*) as mart, 0 as late
+                from {MART} where {_MART_MINUTE} >= %s and {_MART_MINUTE} < %s
+                group by tenant_id, event_type, minute
+            """, [start_minute, end_minute]))
+        parts = [p for p in parts if not p.empty]
+        if not parts:
+            return pd.DataFrame(columns=_COUNT_COLUMNS)
+        both = self._ints(pd.concat(parts, ignore_index=True), _COUNT_COLUMNS[2:])
+        return both.groupby(["tenant_id", "event_type", "minute"], as_index=False)[
+            ["rows", "distinct_ids", "mart", "late"]].sum()
+
+    def watermark(self) -> float | None:
+        if not (self._exists(RAW) and self._exists(MART)):
+            return None
+        frame = self._run(f"""
+            select (select max({_RAW_EPOCH_S}) from {RAW}) as raw_mark,
+                   (select max({_MART_EPOCH_S}) from {MART}) as mart_mark
+        """)
+        raw_mark, mart_mark = frame["raw_mark"].iloc[0], frame["mart_mark"].iloc[0]
+        if raw_mark is None or mart_mark is None or pd.isna(raw_mark) or pd.isna(mart_mark):
+            return None
+        return float(min(float(raw_mark), float(mart_mark)))
+
+    def events(self, hours: list[int], table: str) -> pd.DataFrame:
+        """Distinct events of these epoch hours in ``raw`` or ``mart`` (EVENT_COLUMNS)."""
+        qualified = _TABLES[table]
+        if not hours or not self._exists(qualified):
+            return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        minute = _RAW_MINUTE if table == "raw" else _MART_MINUTE
+        frame = self._run(f"""
+            select distinct event_id::varchar as event_id, tenant_id, event_type, {minute} as minute,
+                   source_id, source_seq::bigint as source_seq
+            from {qualified} where floor({minute} / 60) in ({_marks(len(hours))})
+        """, [int(h) for h in hours])
+        return self._ints(frame, ["minute", "source_seq"])
+
+    def sequences(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """Every raw row's (event_id, cell, source_id, source_seq) in the range: the sequence evidence."""
+        if not self._exists(RAW):
+            return pd.DataFrame(columns=list(EVENT_COLUMNS))
+        frame = self._run(f"""
+            select event_id, tenant_id, event_type, {_RAW_MINUTE} as minute, source_id,
+                   source_seq::bigint as source_seq
+            from {RAW} where {_RAW_MINUTE} >= %s and {_RAW_MINUTE} < %s
+        """, [start_minute, end_minute])
+        return self._ints(frame, ["minute", "source_seq"])
