@@ -119,7 +119,8 @@ class _Run:
         events = self._drill()
         self._classify()
         sequences = self._sequences()
-        return self._result(events, sequences)
+        rollups = self._rollups()
+        return self._result(events, sequences, rollups)
 
     # -- stage 1: hour totals and checksums ---------------------------------------------------------
     def _hours(self) -> None:
@@ -223,8 +224,48 @@ class _Run:
         return analyse_sequences(self.con, "seq_in", "ae", "judged", self.params["lo"], self.params["hi"],
                                  self.params["closed_min"])
 
+    def _rollups(self) -> pd.DataFrame:
+        """Served hour/day counters against the sum of the same layer's minutes (closed, whole buckets)."""
+        served = self.inputs.rollups
+        columns = ["layer", "grain", "tenant_id", "event_type", "bucket", "served", "minutes_sum", "verdict"]
+        if served is None:
+            return pd.DataFrame(columns=columns)
+        self.con.register("rollups_in", served)
+        return self._sql(f"""
+            with own as (
+                select 'speed' as layer, 'hour' as grain, tenant_id, event_type, hour as bucket, s as n from hours
+                union all select 'warehouse', 'hour', tenant_id, event_type, hour, wm from hours
+                union all select 'speed', 'day', tenant_id, event_type, hour // 24, sum(s) from hours group by all
+                union all select 'warehouse', 'day', tenant_id, event_type, hour // 24, sum(wm) from hours group by all
+            ),
+            own_sum as (select layer, grain, tenant_id, event_type, bucket, sum(n) as n from own group by all),
+            served as (
+                select layer::varchar as layer, grain::varchar as grain, tenant_id::varchar as tenant_id,
+                       event_type::varchar as event_type, bucket::bigint as bucket, sum(n)::bigint as n
+                from rollups_in group by all
+            ),
+            joined as (
+                select coalesce(s.layer, o.layer) as layer, coalesce(s.grain, o.grain) as grain,
+                       coalesce(s.tenant_id, o.tenant_id) as tenant_id,
+                       coalesce(s.event_type, o.event_type) as event_type, coalesce(s.bucket, o.bucket) as bucket,
+                       coalesce(s.n, 0) as served, coalesce(o.n, 0)::bigint as minutes_sum
+                from served s full join own_sum o
+                  on s.layer = o.layer and s.grain = o.grain and s.tenant_id = o.tenant_id
+                 and s.event_type = o.event_type and s.bucket = o.bucket
+            ),
+            bounded as (
+                select *, case grain when 'hour' then 60 else 1440 end as width from joined
+            )
+            select layer, grain, tenant_id, event_type, bucket, served, minutes_sum,
+                   layer || '_rollup_mismatch' as verdict
+            from bounded
+            where bucket * width >= $lo and (bucket + 1) * width <= $hi and (bucket + 1) * width <= $closed_min
+              and served <> minutes_sum
+            order by layer, grain, tenant_id, event_type, bucket
+        """).df()
+
     # -- results ------------------------------------------------------------------------------------
-    def _result(self, events: pd.DataFrame, sequences: pd.DataFrame) -> Result:
+    def _result(self, events: pd.DataFrame, sequences: pd.DataFrame, rollups: pd.DataFrame) -> Result:
         order = ", ".join(f"'{v.value}'" for v in PRECEDENCE)
         cells = self._sql("""
             select tenant_id, event_type, minute, a as archive, ap as archive_present, wr as warehouse_rows,
@@ -266,8 +307,10 @@ class _Run:
             from warehouse_in where late > 0 and minute >= $lo and minute < $hi group by all order by all
         """).df()
         summary = self._summary(cells, sequences, late)
+        for verdict, n in rollups["verdict"].value_counts().items() if len(rollups) else ():
+            summary[str(verdict)] = int(n)
         return Result(cells=cells, hours=hours, days=days, event_ids=events, sequences=sequences, late=late,
-                      summary=summary, closed_before=self.closed_before)
+                      summary=summary, closed_before=self.closed_before, rollups=rollups)
 
     def _summary(self, cells: pd.DataFrame, sequences: pd.DataFrame, late: pd.DataFrame) -> dict[str, int]:
         summary = {v.value: 0 for v in Verdict}

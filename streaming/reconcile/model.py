@@ -18,6 +18,9 @@ warehouse_extra        ``Wr > A + tol`` or ``Wm > Wd + tol``
 speed_missing          ``S < E - tol``
 speed_extra            ``S > E + (A - Ap) + tol`` (Redis may hold what a deleted object held)
 upstream_gap           a ``source_seq`` held by no layer (separate findings, see :mod:`sequences`)
+*_rollup_mismatch      an hour or day counter a layer serves (Redis ``cnt:h``/``cnt:d``, the warehouse's
+                       hour/day marts) differs from the sum of that layer's own minutes (separate
+                       findings; closed buckets wholly inside the range only)
 ok                     none of the above
 =====================  ==========================================================================
 
@@ -48,6 +51,8 @@ class Verdict(str, enum.Enum):
     SPEED_EXTRA = "speed_extra"
     UPSTREAM_GAP = "upstream_gap"
     UPSTREAM_DUPLICATE = "upstream_duplicate"
+    SPEED_ROLLUP_MISMATCH = "speed_rollup_mismatch"
+    WAREHOUSE_ROLLUP_MISMATCH = "warehouse_rollup_mismatch"
 
 
 #: Primary-verdict order, first wins (data-flow order: the earliest layer that lost something).
@@ -59,7 +64,8 @@ PRECEDENCE: tuple[Verdict, ...] = (
 #: Verdicts that mean data was lost or duplicated somewhere (``tally reconcile`` exits non-zero on them).
 LOSS_VERDICTS: frozenset[str] = frozenset(v.value for v in (
     Verdict.ARCHIVE_MISSING, Verdict.WAREHOUSE_MISSING, Verdict.WAREHOUSE_EXTRA, Verdict.SPEED_MISSING,
-    Verdict.SPEED_EXTRA, Verdict.UPSTREAM_GAP, Verdict.UPSTREAM_DUPLICATE,
+    Verdict.SPEED_EXTRA, Verdict.UPSTREAM_GAP, Verdict.UPSTREAM_DUPLICATE, Verdict.SPEED_ROLLUP_MISMATCH,
+    Verdict.WAREHOUSE_ROLLUP_MISMATCH,
 ))
 
 Table = pd.DataFrame | pa.Table
@@ -68,6 +74,8 @@ Table = pd.DataFrame | pa.Table
 ARCHIVE_COLUMNS = ("tenant_id", "event_type", "minute", "n", "n_present")
 WAREHOUSE_COLUMNS = ("tenant_id", "event_type", "minute", "rows", "distinct_ids", "mart", "late")
 SPEED_COLUMNS = ("tenant_id", "event_type", "minute", "n")
+#: Columns of the served roll-ups (layer speed|warehouse, grain hour|day, bucket = epoch hour|day).
+ROLLUP_COLUMNS = ("layer", "grain", "tenant_id", "event_type", "bucket", "n")
 #: Columns of event-level tables (archive lines, warehouse rows) used for drill-down and sequences.
 EVENT_COLUMNS = ("event_id", "tenant_id", "event_type", "minute", "source_id", "source_seq")
 
@@ -116,6 +124,7 @@ class Inputs:
     watermarks: Watermarks
     event_ids: EventIds | None = None
     sequences: Table | None = None  # EVENT_COLUMNS rows from the warehouse raw table
+    rollups: Table | None = None  # ROLLUP_COLUMNS: the hour and day counters each layer serves
     start_minute: int | None = None
     end_minute: int | None = None  # exclusive
 
@@ -137,6 +146,7 @@ class Result:
     event_ids: pd.DataFrame
     sequences: pd.DataFrame
     late: pd.DataFrame
+    rollups: pd.DataFrame = field(default_factory=pd.DataFrame)
     summary: dict[str, int] = field(default_factory=dict)
     closed_before: float = float("-inf")
 

@@ -93,10 +93,17 @@ def collect(layers: Layers, start_minute: int, end_minute: int, lateness_s: int)
     else:
         speed_mark = snapshot.watermark
     marks = Watermarks(archive=snapshot.watermark, warehouse=layers.warehouse.watermark(), speed=speed_mark)
+    speed_counts = speed.counts(start_minute, end_minute)
+    warehouse_counts = layers.warehouse.counts(start_minute, end_minute, lateness_s)
+    tenants = sorted(set(speed_counts["tenant_id"]) | set(snapshot.counts["tenant_id"])
+                     | set(warehouse_counts["tenant_id"]))
+    rollups = pd.concat([speed.rollups(tenants, start_minute, end_minute),
+                         layers.warehouse.rollups(start_minute, end_minute)], ignore_index=True)
     inputs = Inputs(
         archive=snapshot.counts,
-        warehouse=layers.warehouse.counts(start_minute, end_minute, lateness_s),
-        speed=speed.counts(start_minute, end_minute),
+        warehouse=warehouse_counts,
+        speed=speed_counts,
+        rollups=rollups,
         watermarks=marks,
         event_ids=LayerEventIds(archive, layers.warehouse),
         sequences=layers.warehouse.sequences(start_minute - SEQUENCE_MARGIN_MIN, end_minute + SEQUENCE_MARGIN_MIN),

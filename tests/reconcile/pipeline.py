@@ -128,12 +128,12 @@ def load_warehouse(settings: Settings, s3: Any) -> None:
         con.close()
 
 
-def run_dbt(settings: Settings, target_dir: Path) -> None:
+def run_dbt(settings: Settings, target_dir: Path, select: str = "+fct_events") -> None:
     env = {**os.environ, "TALLY_DUCKDB_PATH": str(settings.duckdb_path), "DBT_LOG_PATH": str(target_dir / "logs")}
     dbt = Path(sys.executable).with_name("dbt")
     proc = subprocess.run(
         [str(dbt), "run", "--project-dir", str(DBT_PROJECT), "--profiles-dir", str(DBT_PROJECT),
-         "--target-path", str(target_dir / "target"), "--select", "+fct_events", "--full-refresh", "--quiet"],
+         "--target-path", str(target_dir / "target"), "--select", select, "--full-refresh", "--quiet"],
         env=env, capture_output=True, text=True, timeout=300,
     )
     if proc.returncode != 0:

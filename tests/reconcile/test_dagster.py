@@ -21,7 +21,7 @@ from tests.reconcile.conftest import Clients, PipelineRun
 from tests.reconcile.helpers import pick_closed_event
 from tests.reconcile.test_faults import CLOSED_BY
 
-PARTITION = "2026-01-05-10:00"
+PARTITION = "2026-01-05-09:00"  # the clean run's closed hour
 
 
 @pytest.mark.dagster
@@ -83,7 +83,7 @@ def test_hour_with_flushed_redis_heals_and_publishes(run_settings: Settings, spe
     heal = instance.get_latest_materialization_event(HEAL_KEY).asset_materialization.metadata
     assert heal["healed_cells"].value == verdicts["cells_speed_missing"].value
     published = clients.s3.list_objects_v2(Bucket=run_settings.bucket, Prefix="reports/published/")["Contents"]
-    assert [o["Key"] for o in published] == ["reports/published/2026-01-05-1000.html"]
+    assert [o["Key"] for o in published] == ["reports/published/2026-01-05-0900.html"]
 
     second = _materialize(run_settings, instance)
     assert _checks(second) == {"batch_layers_agree": True, "speed_layer_agrees": True, "no_upstream_loss": True}

@@ -264,3 +264,44 @@ def test_gap_across_a_range_edge_belongs_to_the_range_of_its_later_neighbour(eve
         found.append(list(reconcile(inp).sequences.itertuples()))
     assert found[0] == []  # the first hour holds the earlier neighbour only
     assert [(g.first_missing, g.verdict) for g in found[1]] == [(lost.source_seq, "upstream_gap")]
+
+
+def _rollups(layers: Layers) -> pd.DataFrame:
+    """The hour and day counters each layer serves, consistent with its minutes."""
+    from collections import Counter
+
+    rows: Counter[tuple[str, str, str, str, int]] = Counter()
+    for layer, evs in (("speed", layers.speed), ("warehouse", layers.mart)):
+        for e in evs:
+            rows[(layer, "hour", e.tenant_id, e.event_type, e.minute // 60)] += 1
+            rows[(layer, "day", e.tenant_id, e.event_type, e.minute // 1440)] += 1
+    return pd.DataFrame([(*k, n) for k, n in rows.items()],
+                        columns=["layer", "grain", "tenant_id", "event_type", "bucket", "n"])
+
+
+def test_served_rollups_that_disagree_with_their_minutes_are_found(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    inp = inputs(layers)
+    inp.rollups = _rollups(layers)
+    assert reconcile(inp).rollups.empty
+    served = _rollups(layers)
+    wrong = (served.layer == "speed") & (served.grain == "hour") & (served.tenant_id == "tenant-2") \
+        & (served.event_type == "click") & (served.bucket == BASE_MINUTE // 60 + 1)
+    served.loc[wrong, "n"] += 5
+    inp.rollups = served
+    result = reconcile(inp)
+    assert list(result.rollups[["layer", "grain", "tenant_id", "event_type", "bucket", "served", "minutes_sum"]]
+                .itertuples(index=False, name=None)) == [
+        ("speed", "hour", "tenant-2", "click", BASE_MINUTE // 60 + 1, 125, 120)]
+    assert result.summary["speed_rollup_mismatch"] == 1 and result.unexplained_loss
+    assert result.findings().empty  # the minutes themselves agree
+
+
+def test_rollups_of_buckets_not_wholly_in_the_range_are_not_judged(events: list[Ev]) -> None:
+    layers = Layers.clean(events)
+    inp = inputs(layers)
+    served = _rollups(layers)
+    served.loc[served.grain == "hour", "n"] += 1
+    inp.rollups = served
+    inp.start_minute, inp.end_minute = BASE_MINUTE + 30, BASE_MINUTE + 90  # no whole hour inside
+    assert reconcile(inp).rollups.empty

@@ -60,9 +60,33 @@ class SpeedReader:
                     rows.append((tenant, etype, minute, int(n)))
         return pd.DataFrame(rows, columns=["tenant_id", "event_type", "minute", "n"])
 
+    def rollups(self, tenants: list[str], start_minute: int, end_minute: int) -> pd.DataFrame:
+        """ROLLUP_COLUMNS for the hour and day counters wholly inside ``[start_minute, end_minute)``."""
+        wanted = [("hour", "h", b) for b in whole_buckets(start_minute, end_minute, 60)]
+        wanted += [("day", "d", b) for b in whole_buckets(start_minute, end_minute, 1440)]
+        todo = [(grain, tenant, bucket, keys.counts(tenant, res, bucket))
+                for tenant in tenants for grain, res, bucket in wanted]
+        rows: list[tuple[str, str, str, str, int, int]] = []
+        for i in range(0, len(todo), self.chunk):
+            part = todo[i:i + self.chunk]
+            pipe = self.client.pipeline(transaction=False)
+            for *_, key in part:
+                pipe.hgetall(key)
+            for (grain, tenant, bucket, _), fields in zip(part, pipe.execute(), strict=True):
+                for etype, n in fields.items():
+                    etype = etype.decode() if isinstance(etype, bytes) else etype
+                    rows.append(("speed", grain, tenant, etype, bucket, int(n)))
+        return pd.DataFrame(rows, columns=["layer", "grain", "tenant_id", "event_type", "bucket", "n"])
+
     def cell(self, tenant: str, event_type: str, minute: int) -> int:
         value = self.client.hget(keys.counts(tenant, "m", minute), event_type)
         return int(value) if value is not None else 0
+
+
+def whole_buckets(start_minute: int, end_minute: int, width: int) -> list[int]:
+    """Buckets of ``width`` minutes that lie wholly inside ``[start_minute, end_minute)``."""
+    first = -(-start_minute // width)
+    return list(range(first, end_minute // width))
 
 
 def speed_watermark(leases: Mapping[str, Lease], shards: Mapping[str, ShardProgress]) -> float | None:

@@ -20,6 +20,8 @@ from streaming.reconcile.model import EVENT_COLUMNS
 
 RAW = "raw.events"
 MART = "marts.fct_events"
+HOUR_MART = "marts.fct_event_counts_hour"
+DAY_MART = "marts.fct_event_counts_day"
 _TABLES = {"raw": RAW, "mart": MART}
 _RAW_MINUTE = "(floor(epoch(received_at::timestamptz) / 60))::bigint"
 _MART_MINUTE = "(floor(epoch(received_at) / 60))::bigint"
@@ -80,6 +82,23 @@ class WarehouseReader:
         both = pd.concat(parts, ignore_index=True)
         return both.groupby(["tenant_id", "event_type", "minute"], as_index=False)[
             ["rows", "distinct_ids", "mart", "late"]].sum()
+
+    def rollups(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """ROLLUP_COLUMNS from the hour and day count marts (buckets starting inside the range)."""
+        parts = [pd.DataFrame(columns=["layer", "grain", "tenant_id", "event_type", "bucket", "n"])]
+        if self._exists(HOUR_MART):
+            parts.append(self._run(f"""
+                select 'warehouse' as layer, 'hour' as grain, tenant_id, event_type,
+                       (floor(epoch(hour_at) / 3600))::bigint as bucket, event_count::bigint as n
+                from {HOUR_MART} where epoch(hour_at) >= $1 * 60 and epoch(hour_at) < $2 * 60
+            """, [start_minute, end_minute]))
+        if self._exists(DAY_MART):
+            parts.append(self._run(f"""
+                select 'warehouse' as layer, 'day' as grain, tenant_id, event_type,
+                       (floor(epoch(day_at::timestamp) / 86400))::bigint as bucket, event_count::bigint as n
+                from {DAY_MART} where epoch(day_at::timestamp) >= $1 * 60 and epoch(day_at::timestamp) < $2 * 60
+            """, [start_minute, end_minute]))
+        return pd.concat(parts, ignore_index=True)
 
     def watermark(self) -> float | None:
         if not (self._exists(RAW) and self._exists(MART)):
