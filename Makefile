@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded-redis]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded-redis,snowflake-emulator]'
 	@touch $(STAMP)
 
 demo: $(STAMP)
