@@ -37,7 +37,7 @@ def print_verdicts(console: Any, run: Any, limit: int = 30) -> None:
     from rich.table import Table
 
     from streaming.reconcile.model import LOSS_VERDICTS
-    from streaming.reconcile.report import findings_table, sequence_table, verdict_line
+    from streaming.reconcile.report import findings_table, rollup_table, sequence_table, verdict_line
 
     result = run.result
     counts = Table("verdict", "cells", title="reconciliation verdicts")
@@ -59,6 +59,12 @@ def print_verdicts(console: Any, run: Any, limit: int = 30) -> None:
     if len(sequences):
         table = Table(*sequences.columns, title="source sequence findings")
         for row in sequences.head(limit).itertuples(index=False):
+            table.add_row(*(str(v) for v in row))
+        console.print(table)
+    rollups = rollup_table(result)
+    if len(rollups):
+        table = Table(*rollups.columns, title="served hour/day counters that disagree with their minutes")
+        for row in rollups.head(limit).itertuples(index=False):
             table.add_row(*(str(v) for v in row))
         console.print(table)
     ids = result.event_ids

@@ -84,6 +84,17 @@ def sequence_table(result: Result) -> pd.DataFrame:
     })
 
 
+def rollup_table(result: Result) -> pd.DataFrame:
+    rows = result.rollups
+    if rows.empty:
+        return pd.DataFrame(columns=["verdict", "layer", "grain", "tenant_id", "event_type", "bucket", "served",
+                                     "minutes_sum"])
+    label = [hour_iso(b) if g == "hour" else hour_iso(b * 24)[:10] for g, b in zip(rows["grain"], rows["bucket"])]
+    return pd.DataFrame({"verdict": rows["verdict"], "layer": rows["layer"], "grain": rows["grain"],
+                         "tenant_id": rows["tenant_id"], "event_type": rows["event_type"], "bucket": label,
+                         "served": rows["served"], "minutes_sum": rows["minutes_sum"]})
+
+
 def _md_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "_none_\n"
@@ -109,6 +120,7 @@ def to_markdown(result: Result, info: RunInfo, report_path: str | None = None) -
         "### Verdicts\n", _md_table(counts),
         f"### Findings (first {MAX_ROWS})\n", _md_table(findings_table(result)),
         "### Source sequence findings\n", _md_table(sequence_table(result)),
+        "### Served hour/day counters that disagree with their minutes\n", _md_table(rollup_table(result).head(MAX_ROWS)),
         f"### Event ids missing or extra in the warehouse (first {MAX_ROWS} of {len(result.event_ids)})\n",
         _md_table(ids[["table", "kind", "event_id", "tenant_id", "event_type", "minute"]] if not ids.empty else ids),
         f"### Late events (counted, not loss): {s.get('late_events', 0):,}\n",
@@ -184,6 +196,7 @@ tr.bad td {{ background: #fde2e2; }} tr.pending td {{ background: #fff4d6; }}
 <h2>Verdicts</h2>{_html_table(counts)}
 <h2>Findings</h2>{_html_table(findings_table(result))}
 <h2>Source sequence findings</h2>{_html_table(sequence_table(result))}
+<h2>Served hour/day counters that disagree with their minutes</h2>{_html_table(rollup_table(result).head(MAX_ROWS))}
 <h2>Event ids missing or extra in the warehouse ({len(result.event_ids)})</h2>{_html_table(ids)}
 <h2>Late events (counted, not loss)</h2>{_html_table(late)}
 </body></html>

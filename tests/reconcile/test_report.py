@@ -40,3 +40,17 @@ def test_clean_report_says_everything_agrees() -> None:
     info = RunInfo(BASE_MINUTE, BASE_MINUTE + 60, dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc), "run-2")
     md = to_markdown(result, info)
     assert "all closed cells agree: 360 ok" in md and "UNEXPLAINED" not in md
+
+
+def test_rollup_findings_are_in_the_report() -> None:
+    from tests.reconcile.test_engine import _rollups
+
+    layers = Layers.clean(traffic(minutes=120))
+    inp = inputs(layers)
+    served = _rollups(layers)
+    served.loc[(served.layer == "warehouse") & (served.grain == "hour"), "n"] -= 1
+    inp.rollups = served
+    result = reconcile(inp)
+    info = RunInfo(BASE_MINUTE, BASE_MINUTE + 120, dt.datetime(2026, 1, 7, tzinfo=dt.timezone.utc), "run-3")
+    md = to_markdown(result, info)
+    assert "| warehouse_rollup_mismatch | warehouse | hour | tenant-0 | click | 2026-01-07T00:00Z | 119 | 120 |" in md
