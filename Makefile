@@ -7,8 +7,10 @@ STAMP := $(VENV)/.installed
 export TALLY_HOME ?= $(CURDIR)/.tally
 export DAGSTER_HOME ?= $(TALLY_HOME)/dagster_home
 PYTEST_ARGS ?=
+UI_PORT ?= 3000
+DOCS_PORT ?= 8580
 
-.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean
+.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium dagster-home
 
 install: $(STAMP)
 
@@ -21,8 +23,27 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/python -m orchestration.demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's chromium for the browser tests (no browser downloads).
+chromium:
+	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+# A persistent Dagster instance under .tally/ (one run at a time: DuckDB has a single writer).
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME)
+	@test -f $(DAGSTER_HOME)/dagster.yaml || cp orchestration/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+# The Dagster UI on loopback (asset lineage, runs, backfills): http://127.0.0.1:$(UI_PORT)
+ui: $(STAMP) dagster-home
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p $(UI_PORT)
+
+# dbt docs on loopback: http://127.0.0.1:$(DOCS_PORT)
+docs: $(STAMP)
+	cd dbt_project && export TALLY_DUCKDB_PATH=$${TALLY_DUCKDB_PATH:-$(TALLY_HOME)/warehouse.duckdb} \
+	  && ../$(BIN)/dbt docs generate --profiles-dir . --quiet \
+	  && ../$(BIN)/dbt docs serve --profiles-dir . --host 127.0.0.1 --port $(DOCS_PORT) --no-browser
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest -m unit $(PYTEST_ARGS)
