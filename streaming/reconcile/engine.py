@@ -69,8 +69,8 @@ def _verdict_sql() -> tuple[str, str]:
     conditions = {
         Verdict.PENDING: "open",
         Verdict.ARCHIVE_MISSING: f"a - ap > {tol.format(x='a')}",
-        Verdict.WAREHOUSE_MISSING: f"(wr < ap - {tol.format(x='ap')}) or (wm < wd - {tol.format(x='wd')})",
-        Verdict.WAREHOUSE_EXTRA: f"(wr > a + {tol.format(x='a')}) or (wm > wd + {tol.format(x='wd')})",
+        Verdict.WAREHOUSE_MISSING: f"(wr < ap - {tol.format(x='ap')}) or (wm < e - {tol.format(x='e')})",
+        Verdict.WAREHOUSE_EXTRA: f"(wr > a + {tol.format(x='a')}) or (wm > e + (a - ap) + {tol.format(x='e')})",
         Verdict.SPEED_MISSING: f"s < e - {tol.format(x='e')}",
         Verdict.SPEED_EXTRA: f"s > e + (a - ap) + {tol.format(x='e')}",
     }

@@ -12,9 +12,9 @@ verdict                rule
 =====================  ==========================================================================
 pending                the window is not closed: min(layer watermarks) < minute end + lateness
 archive_missing        ``A - Ap > tol``: a manifest lists records whose object is gone
-warehouse_missing      ``Wr < Ap - tol`` (load lost rows) or ``Wm < Wd - tol`` (transform lost rows);
-                       the exact event_ids are listed (archive ids not in raw / raw ids not in mart)
-warehouse_extra        ``Wr > A + tol`` or ``Wm > Wd + tol``
+warehouse_missing      ``Wr < Ap - tol`` (load lost rows) or ``Wm < E - tol`` (the mart lacks events);
+                       the exact event_ids are listed (archive ids not in raw / not in the mart)
+warehouse_extra        ``Wr > A + tol`` or ``Wm > E + (A - Ap) + tol``
 speed_missing          ``S < E - tol``
 speed_extra            ``S > E + (A - Ap) + tol`` (Redis may hold what a deleted object held)
 upstream_gap           a ``source_seq`` held by no layer (separate findings, see :mod:`sequences`)

@@ -58,14 +58,15 @@ def findings_table(result: Result, limit: int = MAX_ROWS) -> pd.DataFrame:
                                               Verdict.SPEED_EXTRA, Verdict.PENDING))}
     cells = result.findings().copy()
     if cells.empty:
-        return pd.DataFrame(columns=["verdict", "tenant_id", "event_type", "minute", "archive", "warehouse",
-                                     "speed", "expected", "findings"])
+        return pd.DataFrame(columns=["verdict", "tenant_id", "event_type", "minute", "archive", "warehouse_raw",
+                                     "warehouse", "speed", "expected", "findings"])
     cells["rank"] = cells["verdict"].map(order)
     cells = cells.sort_values(["rank", "tenant_id", "event_type", "minute"]).head(limit)
     return pd.DataFrame({
         "verdict": cells["verdict"], "tenant_id": cells["tenant_id"], "event_type": cells["event_type"],
         "minute": cells["minute"].map(minute_iso), "archive": cells["archive"],
-        "warehouse": cells["warehouse_mart"], "speed": cells["speed"], "expected": cells["expected"],
+        "warehouse_raw": cells["warehouse_rows"], "warehouse": cells["warehouse_mart"], "speed": cells["speed"],
+        "expected": cells["expected"],
         "findings": cells["findings"],
     })
 
@@ -135,9 +136,12 @@ def _html_table(frame: pd.DataFrame) -> str:
         return "<p><em>none</em></p>"
     head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
     rows = []
+    counts = list(frame.columns) == ["verdict", "count"]
     for row in frame.itertuples(index=False):
         verdict = str(row[0])
         cls = "bad" if verdict in LOSS_VERDICTS else ("pending" if verdict == "pending" else "")
+        if counts and not row[1]:
+            cls = ""
         rows.append(f'<tr class="{cls}">' + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 

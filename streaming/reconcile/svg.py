@@ -18,7 +18,7 @@ def line_chart(
     title: str = "",
 ) -> str:
     """Lines per series over ``xs``; x positions in ``marked`` get a red band (a mismatch)."""
-    left, right, top, bottom = 60, 20, 28, 40
+    left, right, top, bottom = 60, 20, 44, 40
     plot_w, plot_h = width - left - right, height - top - bottom
     if not xs:
         return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40"><text x="10" y="25">no data</text></svg>'
@@ -39,7 +39,9 @@ def line_chart(
     marked_set = set(marked)
     for x in xs:
         if x in marked_set:
-            parts.append(f'<rect x="{px(x) - band / 2:.1f}" y="{top}" width="{band:.1f}" height="{plot_h}" '
+            x_lo = max(left, px(x) - band / 2)
+            x_hi = min(left + plot_w, px(x) + band / 2)
+            parts.append(f'<rect x="{x_lo:.1f}" y="{top}" width="{max(2.0, x_hi - x_lo):.1f}" height="{plot_h}" '
                          f'fill="#d62728" fill-opacity="0.18"><title>mismatch at {escape(x_label(x))}</title></rect>')
     for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
         y = py(y_max * frac)
@@ -47,14 +49,15 @@ def line_chart(
         parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{y_max * frac:,.0f}</text>')
     ticks = sorted({xs[0], xs[len(xs) // 2], xs[-1]})
     for x in ticks:
-        parts.append(f'<text x="{px(x):.1f}" y="{height - 12}" text-anchor="middle">{escape(x_label(x))}</text>')
+        anchor = "start" if x == ticks[0] else ("end" if x == ticks[-1] else "middle")
+        parts.append(f'<text x="{px(x):.1f}" y="{height - 12}" text-anchor="{anchor}">{escape(x_label(x))}</text>')
     for i, (name, values) in enumerate(series.items()):
         colour = PALETTE.get(name, "#555")
         dash = ' stroke-dasharray="6 3"' if i == 1 else (' stroke-dasharray="2 2"' if i == 2 else "")
         points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, values, strict=True))
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{points}">'
                      f'<title>{escape(name)}</title></polyline>')
-        parts.append(f'<rect x="{left + 10 + i * 120}" y="{top + 4}" width="12" height="4" fill="{colour}"/>'
-                     f'<text x="{left + 26 + i * 120}" y="{top + 10}">{escape(name)}</text>')
+        parts.append(f'<rect x="{left + i * 120}" y="{top - 14}" width="12" height="4" fill="{colour}"/>'
+                     f'<text x="{left + 16 + i * 120}" y="{top - 8}">{escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
