@@ -23,6 +23,8 @@ from streaming.reconcile.model import EVENT_COLUMNS
 
 RAW = "RAW.EVENTS"
 MART = "MARTS.FCT_EVENTS"
+HOUR_MART = "MARTS.FCT_EVENT_COUNTS_HOUR"
+DAY_MART = "MARTS.FCT_EVENT_COUNTS_DAY"
 _TABLES = {"raw": RAW, "mart": MART}
 _EPOCH = "'1970-01-01'::timestamp_ntz"
 _RAW_TS = "convert_timezone('UTC', cast(received_at as timestamp_tz))::timestamp_ntz"
@@ -96,6 +98,27 @@ class SnowflakeWarehouseReader:
         both = self._ints(pd.concat(parts, ignore_index=True), _COUNT_COLUMNS[2:])
         return both.groupby(["tenant_id", "event_type", "minute"], as_index=False)[
             ["rows", "distinct_ids", "mart", "late"]].sum()
+
+    def rollups(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """ROLLUP_COLUMNS from the hour and day count marts (buckets starting inside the range)."""
+        columns = ["layer", "grain", "tenant_id", "event_type", "bucket", "n"]
+        parts = [pd.DataFrame(columns=columns)]
+        hour = f"datediff('minute', {_EPOCH}, hour_at)"
+        day = f"datediff('minute', {_EPOCH}, day_at::timestamp_ntz)"
+        if self._exists(HOUR_MART):
+            parts.append(self._run(f"""
+                select 'warehouse' as layer, 'hour' as grain, tenant_id, event_type,
+                       floor({hour} / 60)::bigint as bucket, event_count::bigint as n
+                from {HOUR_MART} where {hour} >= %s and {hour} < %s
+            """, [start_minute, end_minute]))
+        if self._exists(DAY_MART):
+            parts.append(self._run(f"""
+                select 'warehouse' as layer, 'day' as grain, tenant_id, event_type,
+                       floor({day} / 1440)::bigint as bucket, event_count::bigint as n
+                from {DAY_MART} where {day} >= %s and {day} < %s
+            """, [start_minute, end_minute]))
+        parts = [p for p in parts if not p.empty] or parts[:1]
+        return self._ints(pd.concat(parts, ignore_index=True), ["bucket", "n"])
 
     def watermark(self) -> float | None:
         if not (self._exists(RAW) and self._exists(MART)):

@@ -3,7 +3,7 @@
     runs, tests/snowflake/). On every other target each macro returns dbt-snowflake's own SQL unchanged
     (`dbt.<name>` is the adapter's implementation), so production never runs emulator shims.
 
-    What the emulator lacks, measured with fakesnow 0.12.1 (4 is tally's own macro, the rest dbt-snowflake's):
+    What the emulator lacks, measured with fakesnow 0.12.1 (4 and 7 override tally's own macros, the rest dbt-snowflake's):
     1. an explicit `begin; <dml>; commit;` around incremental DML;
     2. unqualified column names in MERGE's `insert ... values (...)` (it needs DBT_INTERNAL_SOURCE.col);
     3. temporary tables in a named database/schema (DuckDB keeps them in its own `temp` catalog).
@@ -72,4 +72,16 @@
         {{ return(dbt.snowflake__alter_relation_comment(relation, relation_comment | replace("'", "''"))) }}
     {%- endif -%}
     {{ return(dbt.snowflake__alter_relation_comment(relation, relation_comment)) }}
+{%- endmacro %}
+
+
+{#- 7. `get(variant, key)::varchar` keeps a string's JSON quotes on the emulator ('"pro"' where
+    Snowflake gives 'pro'), so property conditions never match there. json_extract_path_text gives
+    the bare text on the emulator (segment rule properties are plain keys, not paths). -#}
+{% macro snowflake__json_get_string(json_expr, key_expr) -%}
+    {%- if target.name == 'emulator' -%}
+        json_extract_path_text(to_json({{ json_expr }}), {{ key_expr }})
+    {%- else -%}
+        {{ default__json_get_string(json_expr, key_expr) }}
+    {%- endif -%}
 {%- endmacro %}

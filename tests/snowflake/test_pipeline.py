@@ -1,0 +1,183 @@
+"""The whole batch path on the Snowflake emulator, through the real connector and dbt-snowflake:
+load hour by hour, dbt build, load more (and an hour again), dbt build incrementally, dbt source
+freshness, reconciliation through dagster-snowflake's SnowflakeResource. The same input goes through
+the local path (DuckDB loader, dbt-duckdb), and the two warehouses must agree row for row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import pytest
+
+from orchestration.environment import DBT_PROJECT_DIR
+from streaming.archive.loader import load_hours as duckdb_load_hours
+from streaming.reconcile.engine import reconcile
+from streaming.reconcile.service import Layers, collect
+from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.settings import SnowflakeSettings, load_settings
+
+from tests.snowflake.archive import ArchiveFixture
+from tests.snowflake.conftest import emulator_env
+
+pytestmark = [pytest.mark.integration, pytest.mark.dbt, pytest.mark.snowflake, pytest.mark.slow]
+
+DBT_TIMEOUT_S = 300  # an emulator 500 is retried by the connector: bound every dbt command
+# Columns that say when a row was loaded: they differ between any two loads by design.
+_LOAD_TIME_COLUMNS = {"loaded_at", "_loaded_at", "_landed_at", "landed_at"}
+
+
+@dataclass
+class Warehouses:
+    archive: ArchiveFixture
+    sf: SnowflakeSettings
+    sf_env: dict[str, str]
+    duckdb_path: Path
+    builds: dict[str, list[subprocess.CompletedProcess[str]]]
+    dbt_dirs: Path
+
+
+def run_dbt(args: list[str], target: str, env: dict[str, str], work: Path) -> subprocess.CompletedProcess[str]:
+    argv = [str(Path(sys.executable).parent / "dbt"), *args, "--project-dir", str(DBT_PROJECT_DIR),
+            "--profiles-dir", str(DBT_PROJECT_DIR), "--target", target,
+            "--target-path", str(work / f"target-{target}"), "--log-path", str(work / f"logs-{target}")]
+    full_env = {**os.environ, **env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "TALLY_DBT_TARGET": target}
+    proc = subprocess.run(argv, env=full_env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
+                          timeout=DBT_TIMEOUT_S)
+    assert proc.returncode == 0, f"dbt {' '.join(args)} --target {target} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
+    return proc
+
+
+@pytest.fixture
+def warehouses(sf_settings: SnowflakeSettings, sf_conn: Any, archive: ArchiveFixture, tmp_path: Path) -> Warehouses:
+    """Both warehouses after: load hour 0, build; load hours 0 (again) and 1, build incrementally."""
+    from streaming.warehouse.snowflake_load import load_hours
+
+    sf_env = emulator_env(sf_settings.host or "", sf_settings.port or 0, sf_settings.database)
+    duck_path = tmp_path / "warehouse.duckdb"
+    duck_env = {"TALLY_DUCKDB_PATH": str(duck_path)}
+    builds: dict[str, list[subprocess.CompletedProcess[str]]] = {"emulator": [], "local": []}
+    first, second = archive.hours
+    for hours in ([first], [first, second]):
+        load_hours(sf_conn, archive.store, hours)
+        with duckdb.connect(str(duck_path)) as duck:
+            duckdb_load_hours(duck, archive.store, hours)
+        builds["emulator"].append(run_dbt(["build"], "emulator", sf_env, tmp_path))
+        # The reference needs only the models and seeds; dbt's tests run on the emulator.
+        builds["local"].append(run_dbt(["build", "--resource-type", "model", "--resource-type", "seed"],
+                                       "local", duck_env, tmp_path))
+    return Warehouses(archive, sf_settings, sf_env, duck_path, builds, tmp_path)
+
+
+def _normal(value: Any) -> Any:
+    """One representation for a value either warehouse returns (VARIANT text vs DuckDB JSON, Decimal...)."""
+    if isinstance(value, str) and value[:1] in "{[":
+        try:
+            return json.dumps(json.loads(value), sort_keys=True)
+        except ValueError:
+            return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, float):
+        return None if math.isnan(value) else round(value, 9)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, bool):
+        return int(value)
+    return value
+
+
+def _table(rows: list[tuple[Any, ...]], columns: list[str]) -> tuple[list[str], list[tuple[Any, ...]]]:
+    keep = [i for i, c in enumerate(columns) if c not in _LOAD_TIME_COLUMNS]
+    out = [tuple(_normal(r[i]) for i in keep) for r in rows]
+    return [columns[i] for i in keep], sorted(out, key=lambda r: tuple((v is None, str(v)) for v in r))
+
+
+def _emulator_table(conn: Any, schema: str, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    cur = conn.cursor()
+    cur.execute(f"select * from {schema}.{table}")
+    return _table([tuple(r) for r in cur.fetchall()], [d[0].lower() for d in cur.description])
+
+
+def _duckdb_table(duck: Any, schema: str, table: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    rel = duck.execute(f"select * from {schema}.{table}")
+    return _table([tuple(r) for r in rel.fetchall()], [d[0].lower() for d in rel.description])
+
+
+def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_conn: Any, redis_client: Any) -> None:
+    w = warehouses
+    # dbt built twice on each target; the second emulator build ran fct_events incrementally.
+    for target in ("emulator", "local"):
+        assert all("ERROR=0" in b.stdout for b in w.builds[target])
+    assert "incremental model marts.fct_events" in w.builds["emulator"][1].stdout
+
+    # The marts (and every other model dbt built), row for row.
+    with duckdb.connect(str(w.duckdb_path), read_only=True) as duck:
+        tables = duck.execute("select table_schema, table_name from information_schema.tables "
+                              "where table_schema in ('marts', 'intermediate') order by 1, 2").fetchall()
+        assert {t for _, t in tables} >= {"fct_events", "fct_event_counts_minute", "fct_event_counts_hour",
+                                          "fct_event_counts_day", "dim_users", "dim_tenants"}
+        for schema, table in tables:
+            expected_columns, expected = _duckdb_table(duck, schema, table)
+            columns, actual = _emulator_table(sf_conn, schema.upper(), table.upper())
+            assert columns == expected_columns, (schema, table)
+            assert len(actual) == len(expected) and actual == expected, f"{schema}.{table} differs"
+        assert len(_duckdb_table(duck, "marts", "fct_events")[1]) > 3000
+
+    # dbt source freshness: the raw tables were loaded moments ago.
+    fresh = run_dbt(["source", "freshness"], "emulator", w.sf_env, w.dbt_dirs)
+    assert "PASS" in fresh.stdout and "ERROR STALE" not in fresh.stdout
+
+    # Reconciliation reads Snowflake through dagster-snowflake's SnowflakeResource and judges like DuckDB.
+    from assets.warehouse.snowflake import build_snowflake_warehouse
+
+    resource = build_snowflake_warehouse(load_settings(w.sf_env), login_timeout_s=10, network_timeout_s=60)
+    assert resource.kind == "snowflake"
+    reader = resource.reader()
+    local = WarehouseReader(w.duckdb_path)
+    start = min(w.archive.hours)
+    start_minute = int(start.timestamp()) // 60
+    end_minute = start_minute + 3 * 60
+    _same_frame(reader.counts(start_minute, end_minute, 300), local.counts(start_minute, end_minute, 300))
+    _same_frame(reader.rollups(start_minute, end_minute), local.rollups(start_minute, end_minute))
+    _same_frame(reader.sequences(start_minute, end_minute), local.sequences(start_minute, end_minute))
+    hours = [start_minute // 60, start_minute // 60 + 1]
+    for table in ("raw", "mart"):
+        _same_frame(reader.events(hours, table), local.events(hours, table))
+    assert reader.watermark() == pytest.approx(local.watermark(), abs=1e-6)
+
+    results = {}
+    for name, warehouse in (("snowflake", reader), ("duckdb", local)):
+        layers = Layers(s3=w.archive.store.s3, bucket=w.archive.store.bucket, redis=redis_client, warehouse=warehouse)
+        inputs, _ = collect(layers, start_minute, end_minute, 300)
+        results[name] = reconcile(inputs)
+    assert results["snowflake"].summary == results["duckdb"].summary
+    _same_frame(results["snowflake"].cells, results["duckdb"].cells)
+    _same_frame(results["snowflake"].sequences, results["duckdb"].sequences)
+    assert results["snowflake"].summary, "reconciliation judged something"
+
+
+def _same_frame(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
+    assert sorted(actual.columns) == sorted(expected.columns)
+    assert len(actual) == len(expected)
+    columns = sorted(expected.columns)
+    if expected.empty:
+        return
+
+    def rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+        values = [tuple(_normal(v.item() if hasattr(v, "item") else v) for v in row)
+                  for row in frame[columns].itertuples(index=False)]
+        return sorted(values, key=lambda r: tuple((v is None, str(v)) for v in r))
+
+    assert rows(actual) == rows(expected)
