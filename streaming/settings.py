@@ -194,7 +194,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_SNOWFLAKE_WAREHOUSE", None, "prod: virtual warehouse for loads, dbt and reconciliation; required when TALLY_ENV=prod", _snowflake_identifier),
     Setting("TALLY_SNOWFLAKE_DATABASE", "TALLY", "prod: database holding the `RAW`, staging, intermediate, marts and reference schemas", _snowflake_identifier),
     Setting("TALLY_SNOWFLAKE_SCHEMA", "ANALYTICS", "prod: default schema of the connection and of dbt's target", _snowflake_identifier),
-    Setting("TALLY_SNOWFLAKE_STAGE", None, "prod: external stage on `s3://$TALLY_BUCKET/` (e.g. `RAW.TALLY_ARCHIVE`); set = raw events load by COPY INTO", _snowflake_identifier),
+    Setting("TALLY_SNOWFLAKE_STAGE", None, "prod: external stage on `s3://$TALLY_BUCKET/raw/events/` (e.g. `RAW.TALLY_ARCHIVE`); set = raw events load by COPY INTO", _snowflake_identifier),
     Setting("TALLY_SNOWFLAKE_STORAGE_INTEGRATION", None, "prod: storage integration `tally snowflake` uses to create that stage (optional; an admin may create it)", _snowflake_identifier),
     Setting("TALLY_SNOWFLAKE_LOAD_METHOD", "auto", "`copy` (external stage + COPY INTO), `insert` (tally reads S3, inserts in batches: no S3 access from Snowflake) or `auto`", _load_method),
     Setting("TALLY_SNOWFLAKE_HOST", None, "Snowflake host override (the emulator's `127.0.0.1`, or a private-link host); unset = from the account", _text),
@@ -287,7 +287,7 @@ def require_snowflake(settings: Settings) -> SnowflakeSettings:
                            "set TALLY_SNOWFLAKE_PASSWORD, or TALLY_SNOWFLAKE_PRIVATE_KEY_PATH to a PEM private key file")
     if sf.load_method == "copy" and not sf.stage:
         raise SettingError("TALLY_SNOWFLAKE_STAGE", None, "is required when TALLY_SNOWFLAKE_LOAD_METHOD=copy",
-                           "set TALLY_SNOWFLAKE_STAGE to the external stage on s3://<TALLY_BUCKET>/ (e.g. RAW.TALLY_ARCHIVE), "
+                           "set TALLY_SNOWFLAKE_STAGE to the external stage on s3://<TALLY_BUCKET>/raw/events/ (e.g. RAW.TALLY_ARCHIVE), "
                            "or TALLY_SNOWFLAKE_LOAD_METHOD=insert")
     return sf
 

@@ -7,7 +7,7 @@ in one transaction. Snowflake gets there in two steps:
 1. **Land** each committed object of the hours once, line by line, in ``RAW.ARCHIVE_LINES`` (its key in
    ``RAW.ARCHIVE_FILES``). Two ways, one table:
 
-   - ``copy``: ``COPY INTO`` from an external stage on ``s3://<bucket>/`` listing the objects' keys.
+   - ``copy``: ``COPY INTO`` from an external stage on ``s3://<bucket>/raw/events/`` listing the objects.
      Snowflake's load history skips a file it already loaded into the table, so a retried or concurrent
      run never lands an object twice (and ``RAW.ARCHIVE_FILES`` lets tally skip it before asking).
    - ``insert``: tally reads the objects from S3 itself and inserts their lines in batches, in one
@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from streaming.archive.layout import EVENTS_PREFIX
 from streaming.archive.loader import LoadResult
 from streaming.archive.store import ArchiveStore, CommittedObject
 
@@ -117,23 +118,23 @@ def _transaction(conn: Any, statements: Iterable[tuple[str, Sequence[Any] | None
 # -- step 1: land ---------------------------------------------------------------------------------
 
 def land_by_copy(conn: Any, stage: str, objects: Sequence[CommittedObject]) -> None:
-    """COPY INTO the lines of ``objects`` from the external stage (on the bucket's root)."""
+    """COPY INTO the lines of ``objects`` from the external stage on ``s3://<bucket>/raw/events/``."""
     for obj in objects:
         if not _SAFE_KEY.match(obj.key):
             raise ValueError(f"not an archive object key: {obj.key!r}")
     cur = conn.cursor()
     for chunk in _chunks(objects, _COPY_FILES_MAX):
-        # metadata$filename is the path below the stage's URL: the object's key.
+        # metadata$filename is the path below the stage's URL; the stage starts at the events prefix.
         cur.execute(
             f"""copy into {LINES} (shard_id, sequence_number, partition_key, arrival_ts, data, data_b64,
                                     reason, detail, _archive_key, _landed_at)
                 from (select $1:shard_id::varchar, $1:sequence_number::varchar, $1:partition_key::varchar,
                              $1:arrival_ts::double, $1:data::varchar, $1:data_b64::varchar, $1:reason::varchar,
-                             $1:detail::varchar, metadata$filename, sysdate()
+                             $1:detail::varchar, '{EVENTS_PREFIX}' || metadata$filename, sysdate()
                       from @{stage})
                 files = ({_placeholders(len(chunk))})
                 file_format = (type = json, compression = gzip)""",
-            [o.key for o in chunk],
+            [o.key[len(EVENTS_PREFIX):] for o in chunk],
         )
         _register(conn, chunk)
 
@@ -278,10 +279,11 @@ def load_hours(conn: Any, store: ArchiveStore, hours: Sequence[dt.datetime], met
 
 
 def create_stage(conn: Any, stage: str, bucket: str, storage_integration: str) -> None:
-    """The external stage on ``s3://<bucket>/`` that the copy method reads (an operator runs this once)."""
+    """The external stage on ``s3://<bucket>/raw/events/`` that the copy method reads (run once by an
+    operator whose role may use the storage integration)."""
     conn.cursor().execute(
         f"create stage if not exists {stage} url = %s storage_integration = {storage_integration} "
         f"file_format = (type = json, compression = gzip)",
-        [f"s3://{bucket}/"],
+        [f"s3://{bucket}/{EVENTS_PREFIX}"],
     )
 

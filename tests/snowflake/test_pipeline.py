@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from orchestration.environment import DBT_PROJECT_DIR
+
 from streaming.archive.loader import load_hours as duckdb_load_hours
 from streaming.reconcile.engine import reconcile
 from streaming.reconcile.service import Layers, collect
@@ -33,6 +33,7 @@ from tests.snowflake.conftest import emulator_env
 
 pytestmark = [pytest.mark.integration, pytest.mark.dbt, pytest.mark.snowflake, pytest.mark.slow]
 
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 DBT_TIMEOUT_S = 300  # an emulator 500 is retried by the connector: bound every dbt command
 # Columns that say when a row was loaded: they differ between any two loads by design.
 _LOAD_TIME_COLUMNS = {"loaded_at", "_loaded_at", "_landed_at", "landed_at"}

@@ -3,7 +3,9 @@ and its fix, and no secret reaches a repr, a log line, an error or the Dagster r
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import pytest
@@ -110,3 +112,45 @@ def test_insert_pieces_end_at_line_ends() -> None:
     pieces = list(_text_chunks(body, max_bytes=600))
     assert "".join(pieces).encode() == b"\n".join(lines) + b"\n"
     assert all(p.endswith("\n") for p in pieces) and len(pieces) >= 3
+
+
+class _RecordingCursor:
+    """Records what a loader sends (the emulator cannot run COPY from S3; this checks the statement)."""
+
+    def __init__(self, log: list[tuple[str, Any]]) -> None:
+        self.log = log
+
+    def execute(self, sql: str, params: Any = None) -> None:
+        self.log.append((" ".join(sql.split()), params))
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        self.log.append((" ".join(sql.split()), list(rows)))
+
+
+class _RecordingConnection:
+    def __init__(self) -> None:
+        self.log: list[tuple[str, Any]] = []
+
+    def cursor(self) -> _RecordingCursor:
+        return _RecordingCursor(self.log)
+
+
+def test_copy_lists_the_objects_below_the_stage_and_registers_them() -> None:
+    from streaming.archive.layout import BatchRange, object_key
+    from streaming.archive.store import CommittedObject
+    from streaming.warehouse.snowflake_load import land_by_copy
+
+    hour = dt.datetime(2026, 1, 1, 0, tzinfo=dt.timezone.utc)
+    objects = [CommittedObject(object_key("shardId-000000000000", hour, str(i * 10 + 1), str(i * 10 + 10)),
+                               BatchRange("shardId-000000000000", str(i * 10 + 1), str(i * 10 + 10)),
+                               {"hour": "2026-01-01T00:00:00Z", "records": 10}) for i in range(1001)]
+    conn = _RecordingConnection()
+    land_by_copy(conn, "RAW.TALLY_ARCHIVE", objects)
+    copies = [(sql, params) for sql, params in conn.log if sql.startswith("copy into")]
+    assert [len(params) for _, params in copies] == [1000, 1]  # FILES takes at most 1000 names
+    sql, params = copies[0]
+    assert "from @RAW.TALLY_ARCHIVE" in sql and "'raw/events/' || metadata$filename" in sql
+    assert sql.count("%s") == 1000 and params[0].startswith("dt=2026-01-01/hour=00/shardId-000000000000/")
+    assert "file_format = (type = json, compression = gzip)" in sql and "force" not in sql.lower()
+    registered = [rows for sql, rows in conn.log if sql.startswith("insert into RAW.ARCHIVE_FILES")]
+    assert sum(len(rows) for rows in registered) == 1001
