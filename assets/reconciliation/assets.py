@@ -31,7 +31,7 @@ def _reconcile(context: dg.AssetExecutionContext, s3: Any, redis: Any, warehouse
 
     start = partition_hour(context.partition_key)
     layers = reconcile.layers(s3, redis, warehouse)
-    settings = reconcile.settings(s3.bucket, warehouse.path)
+    settings = reconcile.settings(s3.bucket, warehouse)
     return run_reconcile(settings, layers, start, start + dt.timedelta(hours=1), who=f"dagster run {context.run_id[:8]}",
                          run_id=f"{context.partition_key.replace(':', '')}-{context.run_id[:8]}"), layers, settings
 

@@ -31,11 +31,14 @@ class ReconcileResource(dg.ConfigurableResource):
                    tally_local=settings.is_local, allowed_lateness_s=settings.allowed_lateness_s,
                    tolerance_abs=settings.reconcile_tolerance_abs, tolerance_rel=settings.reconcile_tolerance_rel)
 
-    def settings(self, bucket: str, duckdb_path: str) -> Settings:
+    def settings(self, bucket: str, warehouse: Any) -> Settings:
         """Settings for the reconciliation service, with this resource's values."""
+        base = load_settings()
+        path = getattr(warehouse, "path", None)
         return dataclasses.replace(
-            load_settings(), home=Path(self.home), lease_table=self.lease_table, stream_name=self.stream_name,
-            bucket=bucket, duckdb_path=Path(duckdb_path), allowed_lateness_s=self.allowed_lateness_s,
+            base, home=Path(self.home), lease_table=self.lease_table, stream_name=self.stream_name,
+            bucket=bucket, duckdb_path=Path(path) if path else base.duckdb_path,
+            allowed_lateness_s=self.allowed_lateness_s,
             reconcile_tolerance_abs=self.tolerance_abs, reconcile_tolerance_rel=self.tolerance_rel,
         )
 
@@ -52,10 +55,18 @@ class ReconcileResource(dg.ConfigurableResource):
     def layers(self, s3: Any, redis: Any, warehouse: Any) -> Any:
         """The service's view of the layers from the shared resources."""
         from streaming.reconcile.service import Layers
+
+        return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
+                      warehouse=warehouse_reader(warehouse), dynamodb=self.dynamodb(),
+                      lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group)
+
+
+def warehouse_reader(warehouse: Any) -> Any:
+    """The reconciliation reader of the warehouse resource: its own ``reader()`` (Snowflake) or DuckDB's."""
+    if hasattr(warehouse, "reader"):
+        return warehouse.reader()
+    if getattr(warehouse, "kind", "") == "duckdb":
         from streaming.reconcile.sources.warehouse import WarehouseReader
 
-        if getattr(warehouse, "kind", "") != "duckdb":
-            raise NotImplementedError("reconciling against Snowflake needs a Snowflake WarehouseReader (not built yet)")
-        return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
-                      warehouse=WarehouseReader(warehouse.path), dynamodb=self.dynamodb(),
-                      lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group)
+        return WarehouseReader(warehouse.path)
+    raise NotImplementedError(f"no reconciliation reader for a {type(warehouse).__name__} warehouse")

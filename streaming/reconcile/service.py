@@ -38,7 +38,7 @@ class Layers:
     s3: Any
     bucket: str
     redis: Any
-    warehouse: WarehouseReader
+    warehouse: Any  # WarehouseReader (DuckDB) or SnowflakeWarehouseReader: the same interface
     dynamodb: Any | None = None
     lease_table: str | None = None
     stream_name: str | None = None
@@ -55,17 +55,29 @@ class Layers:
             s3=aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url),
             bucket=settings.bucket,
             redis=connect(endpoints.redis_url),
-            warehouse=WarehouseReader(settings.duckdb_path),
+            warehouse=warehouse_reader(settings),
             dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url),
             lease_table=settings.lease_table,
             stream_name=settings.stream_name,
         )
 
 
+def warehouse_reader(settings: Settings) -> Any:
+    """DuckDB locally; in prod, the Snowflake reader (same interface, Snowflake SQL)."""
+    if settings.is_local:
+        return WarehouseReader(settings.duckdb_path)
+    from streaming.settings import require_snowflake
+    from streaming.warehouse.snowflake import connect
+    from streaming.warehouse.snowflake_reader import SnowflakeWarehouseReader
+
+    snowflake = require_snowflake(settings)
+    return SnowflakeWarehouseReader(lambda: connect(snowflake))
+
+
 class LayerEventIds:
     """The core's drill-down protocol over the real archive and warehouse."""
 
-    def __init__(self, archive: ArchiveReader, warehouse: WarehouseReader) -> None:
+    def __init__(self, archive: ArchiveReader, warehouse: Any) -> None:
         self.archive = archive
         self.warehouse = warehouse
 
