@@ -44,6 +44,16 @@ class TallySnowflakeResource(SnowflakeResource):
         with self.connect() as conn:
             return load_hours(conn, store, hours, method=self.load_method, stage=self.stage)
 
+    def raw_counts(self, hours: Sequence[dt.datetime] | None) -> tuple[list[dt.datetime], Any, Any]:
+        """(hours, per-minute rows, per-reason dead letters) of the raw tables, for raw_events_match_manifests;
+        ``hours=None`` means every loaded hour."""
+        from streaming.warehouse.snowflake_load import loaded_hours, raw_counts
+
+        with self.connect() as conn:
+            hours = loaded_hours(conn) if hours is None else list(hours)
+            rows, dead = raw_counts(conn, hours)
+        return hours, rows, dead
+
     def reader(self) -> Any:
         """Reconciliation's WarehouseReader over the Snowflake marts."""
         from streaming.warehouse.snowflake_reader import SnowflakeWarehouseReader

@@ -287,3 +287,29 @@ def create_stage(conn: Any, stage: str, bucket: str, storage_integration: str) -
         [f"s3://{bucket}/{EVENTS_PREFIX}"],
     )
 
+
+
+def loaded_hours(conn: Any) -> list[dt.datetime]:
+    """Every archive hour present in the raw tables (UTC)."""
+    cur = conn.cursor()
+    cur.execute(f"select distinct _archive_hour from {EVENTS} union select distinct _archive_hour from {DEAD_LETTERS}")
+    return sorted(r[0].replace(tzinfo=dt.timezone.utc) for r in cur.fetchall())
+
+
+def raw_counts(conn: Any, hours: Sequence[dt.datetime]) -> tuple[list[tuple[str, str, str, int]], list[tuple[str, int]]]:
+    """What the raw tables hold for ``hours``, in the manifests' terms: (tenant, event type, minute as
+    ``YYYY-MM-DDTHH:MM:00Z``, rows) and (dead-letter reason, rows). For the raw_events check."""
+    if not hours:
+        return [], []
+    values = [_utc_naive(h) for h in hours]
+    marks = _placeholders(len(values))
+    cur = conn.cursor()
+    cur.execute(f"""
+        select tenant_id, event_type,
+               date_trunc('minute', convert_timezone('UTC', cast(received_at as timestamp_tz))::timestamp_ntz) as m,
+               count(*)
+        from {EVENTS} where _archive_hour in ({marks}) group by tenant_id, event_type, m
+    """, values)
+    rows = [(t, e, m.strftime("%Y-%m-%dT%H:%M:00Z"), int(n)) for t, e, m, n in cur.fetchall()]
+    cur.execute(f"select reason, count(*) from {DEAD_LETTERS} where _archive_hour in ({marks}) group by reason", values)
+    return rows, [(r, int(n)) for r, n in cur.fetchall()]

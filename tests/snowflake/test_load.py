@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from streaming.archive.loader import load_hours as duckdb_load_hours
-from streaming.warehouse.snowflake_load import FILES, LINES, land_by_copy, load_hours
+from streaming.warehouse.snowflake_load import FILES, LINES, land_by_copy, load_hours, loaded_hours, raw_counts
 
 from tests.snowflake.archive import ArchiveFixture
 
@@ -49,6 +49,17 @@ def test_load_equals_duckdb_loader_and_rerun_replaces_exactly_the_hour(sf_conn: 
     assert events == sorted(tuple(r) for r in duck.execute(f"select {_KEY_COLUMNS} from raw.events").fetchall())
     dead = _rows(sf_conn, f"select {_DEAD_COLUMNS} from RAW.DEAD_LETTERS")
     assert dead == sorted(tuple(r) for r in duck.execute(f"select {_DEAD_COLUMNS} from raw.dead_letters").fetchall())
+    # What the raw_events check compares with the manifests: the same on both warehouses.
+    assert loaded_hours(sf_conn) == archive.hours
+    rows, dead_rows = raw_counts(sf_conn, archive.hours)
+    naive = [h.replace(tzinfo=None) for h in archive.hours]
+    duck_rows = duck.execute(
+        "select tenant_id, event_type, strftime(date_trunc('minute', cast(cast(received_at as timestamptz) "
+        "at time zone 'UTC' as timestamp)), '%Y-%m-%dT%H:%M:00Z'), count(*) from raw.events "
+        "where _archive_hour in (select unnest($1::timestamp[])) group by all", [naive]).fetchall()
+    duck_dead = duck.execute("select reason, count(*) from raw.dead_letters "
+                             "where _archive_hour in (select unnest($1::timestamp[])) group by all", [naive]).fetchall()
+    assert sorted(rows) == sorted(duck_rows) and sorted(dead_rows) == sorted(duck_dead)
     properties = _rows(sf_conn, "select event_id, parse_json(properties) from RAW.EVENTS limit 5")
     assert all(p is not None for _, p in properties)
 

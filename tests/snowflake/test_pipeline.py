@@ -49,15 +49,30 @@ class Warehouses:
     dbt_dirs: Path
 
 
-def run_dbt(args: list[str], target: str, env: dict[str, str], work: Path) -> subprocess.CompletedProcess[str]:
+def start_dbt(args: list[str], target: str, env: dict[str, str], work: Path) -> tuple[str, subprocess.Popen[str]]:
     argv = [str(Path(sys.executable).parent / "dbt"), *args, "--project-dir", str(DBT_PROJECT_DIR),
             "--profiles-dir", str(DBT_PROJECT_DIR), "--target", target,
             "--target-path", str(work / f"target-{target}"), "--log-path", str(work / f"logs-{target}")]
     full_env = {**os.environ, **env, "DBT_SEND_ANONYMOUS_USAGE_STATS": "false", "TALLY_DBT_TARGET": target}
-    proc = subprocess.run(argv, env=full_env, cwd=DBT_PROJECT_DIR, capture_output=True, text=True,
-                          timeout=DBT_TIMEOUT_S)
-    assert proc.returncode == 0, f"dbt {' '.join(args)} --target {target} failed:\n{proc.stdout[-6000:]}\n{proc.stderr[-2000:]}"
-    return proc
+    proc = subprocess.Popen(argv, env=full_env, cwd=DBT_PROJECT_DIR, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    return f"dbt {' '.join(args)} --target {target}", proc
+
+
+def finish_dbt(started: tuple[str, subprocess.Popen[str]]) -> subprocess.CompletedProcess[str]:
+    what, proc = started
+    try:
+        out, err = proc.communicate(timeout=DBT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        raise AssertionError(f"{what} did not finish in {DBT_TIMEOUT_S}s:\n{out[-6000:]}") from None
+    assert proc.returncode == 0, f"{what} failed:\n{out[-6000:]}\n{err[-2000:]}"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def run_dbt(args: list[str], target: str, env: dict[str, str], work: Path) -> subprocess.CompletedProcess[str]:
+    return finish_dbt(start_dbt(args, target, env, work))
 
 
 @pytest.fixture
@@ -74,10 +89,12 @@ def warehouses(sf_settings: SnowflakeSettings, sf_conn: Any, archive: ArchiveFix
         load_hours(sf_conn, archive.store, hours)
         with duckdb.connect(str(duck_path)) as duck:
             duckdb_load_hours(duck, archive.store, hours)
-        builds["emulator"].append(run_dbt(["build"], "emulator", sf_env, tmp_path))
-        # The reference needs only the models and seeds; dbt's tests run on the emulator.
-        builds["local"].append(run_dbt(["build", "--resource-type", "model", "--resource-type", "seed"],
-                                       "local", duck_env, tmp_path))
+        # Both warehouses build at once; the reference needs only the models and seeds (dbt's tests run
+        # on the emulator).
+        emulator = start_dbt(["build"], "emulator", sf_env, tmp_path)
+        local = start_dbt(["build", "--resource-type", "model", "--resource-type", "seed"], "local", duck_env, tmp_path)
+        builds["local"].append(finish_dbt(local))
+        builds["emulator"].append(finish_dbt(emulator))
     return Warehouses(archive, sf_settings, sf_env, duck_path, builds, tmp_path)
 
 
