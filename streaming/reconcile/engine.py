@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -47,16 +48,18 @@ def _with_columns(table: Table, columns: tuple[str, ...], name: str) -> Table:
         return table
     if isinstance(table, pa.Table):
         for c in missing:
-            table = table.append_column(c, pa.array([0] * table.num_rows, pa.int64()))
+            table = table.append_column(c, pa.array(np.zeros(table.num_rows, dtype=np.int64)))
         return table
     return table.assign(**{c: 0 for c in missing})
 
 
-def _layers_union(filter_sql: str) -> str:
+def _layers_union(filter_sql: str, semi_join: str = "") -> str:
+    """Every layer's rows in the wide shape; ``semi_join`` (a fixed clause) keeps only drilled hours
+    before the rows are widened, so the minute stage never materializes the whole day."""
     parts = []
     for name, projection in _PROJECT.items():
-        parts.append(f"select tenant_id::varchar as tenant_id, event_type::varchar as event_type, "
-                     f"minute::bigint as minute, {projection} from {name}_in {filter_sql}")
+        parts.append(f"select x.tenant_id::varchar as tenant_id, x.event_type::varchar as event_type, "
+                     f"x.minute::bigint as minute, {projection} from {name}_in x {semi_join} {filter_sql}")
     return " union all ".join(parts)
 
 
@@ -133,7 +136,7 @@ class _Run:
                    sum(a * {ck}) a_ck, sum(ap * {ck}) ap_ck, sum(wr * {ck}) wr_ck, sum(wd * {ck}) wd_ck,
                    sum(wm * {ck}) wm_ck, sum(s * {ck}) s_ck,
                    greatest(sum(ca), sum(cw), sum(cs))::bigint as minutes
-            from ({_layers_union('where minute >= $lo and minute < $hi')})
+            from ({_layers_union('where x.minute >= $lo and x.minute < $hi')})
             group by all
         """)
         # An hour is drilled when any equation of the attribution rules fails on its totals or
@@ -147,15 +150,20 @@ class _Run:
 
     # -- stage 2: minutes of the drilled hours -------------------------------------------------------
     def _cells(self) -> None:
-        union = _layers_union("where minute >= $lo and minute < $hi")
+        lo_hour, hi_hour = self._sql("select coalesce(min(hour), 0), coalesce(max(hour), -1) from drill_hours").fetchone()
+        # A numeric range first (cheap, prunes most rows when few hours differ), then the exact keys.
+        self.params.update(drill_lo=int(lo_hour) * 60, drill_hi=(int(hi_hour) + 1) * 60)
+        union = _layers_union(
+            "where x.minute >= $lo and x.minute < $hi and x.minute >= $drill_lo and x.minute < $drill_hi",
+            "semi join drill_hours d on x.tenant_id = d.tenant_id and x.event_type = d.event_type "
+            "and x.minute // 60 = d.hour",
+        )
         self._sql(f"""
             create temp table cells as
             select u.tenant_id, u.event_type, u.minute,
                    sum(a)::bigint a, sum(ap)::bigint ap, sum(wr)::bigint wr, sum(wd)::bigint wd,
                    sum(wm)::bigint wm, sum(late)::bigint late, sum(s)::bigint s
             from ({union}) u
-            semi join drill_hours d
-              on u.tenant_id = d.tenant_id and u.event_type = d.event_type and u.minute // 60 = d.hour
             group by all
         """)
 
