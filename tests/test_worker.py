@@ -191,3 +191,54 @@ def test_concurrent_takes_have_one_winner(aws_endpoint, lease_table) -> None:
     with ThreadPoolExecutor(16) as pool:
         wins = list(pool.map(attempt, range(32)))
     assert wins.count(True) == 1
+
+
+def test_processor_fenced_off_drops_the_shard_at_once(kinesis, dynamodb, stream_name, lease_table) -> None:
+    put(kinesis, stream_name, [f"f{i}".encode() for i in range(20)])
+    lost: list[str] = []
+
+    class Fenced(Collector):
+        def process_batch(self, ctx, records, lag):  # type: ignore[override]
+            if records:
+                raise LeaseLost(ctx.shard_id)
+            return None
+
+        def lease_lost(self, ctx) -> None:
+            lost.append(ctx.shard_id)
+
+    worker = Worker(kinesis, dynamodb, stream_name, lease_table, "test", lambda: Fenced([]),
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05))
+    for _ in range(20):
+        worker.run_once()
+        time.sleep(0.05)
+    worker.shutdown()
+    assert lost, "a fenced processor makes the worker give the shard up"
+    assert all(lease.checkpoint is None for lease in LeaseTable(dynamodb, lease_table, "test", stream_name).leases().values())
+
+
+def test_get_records_errors_back_off_instead_of_stopping(kinesis, dynamodb, stream_name, lease_table) -> None:
+    from botocore.awsrequest import AWSResponse
+
+    items = [f"t{i}".encode() for i in range(300)]
+    put(kinesis, stream_name, items)
+    throttled = {"n": 0}
+
+    def throttle(**_: Any):
+        if throttled["n"] < 20:  # more than botocore's own retries (8 attempts): the worker must see it
+            throttled["n"] += 1
+            return AWSResponse("http://fault", 400, {}, None), {
+                "Error": {"Code": "ProvisionedThroughputExceededException", "Message": "injected"},
+                "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return None
+
+    from streaming.aws import aws_client
+
+    client = aws_client("kinesis", "us-east-1", kinesis.meta.endpoint_url)
+    client.meta.events.register("before-call.kinesis.GetRecords", throttle)
+    sink: list = []
+    worker = Worker(client, dynamodb, stream_name, lease_table, "test", lambda: Collector(sink),
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05, max_backoff_s=0.2))
+    worker.run_until_caught_up(90)
+    assert throttled["n"] == 20
+    assert sum(m.errors for m in worker.metrics.values()) >= 1, "the worker backed off at least once itself"
+    assert Counter(d for _, d, _ in sink) == Counter(items)

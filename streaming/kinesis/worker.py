@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable
 from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
@@ -187,7 +187,13 @@ class Worker:
                 if exc.response["Error"]["Code"] == "ExpiredIteratorException":
                     owned.iterator = self._iterator(shard_id, owned.last_read)
                     return
-                raise
+                # Throttling or a service error that outlasted botocore's retries: back off this shard,
+                # keep the loop (and the other shards' leases) alive.
+                self._backoff(shard_id, owned, now, f"GetRecords ({exc.response['Error']['Code']})")
+                return
+            except (BotoCoreError, OSError):
+                self._backoff(shard_id, owned, now, "GetRecords (connection)")
+                return
             owned.pending = [_to_record(shard_id, r) for r in page["Records"]]
             owned.pending_lag = int(page.get("MillisBehindLatest", 0))
             owned.iterator = page.get("NextShardIterator")
@@ -195,13 +201,10 @@ class Worker:
         records, lag = owned.pending, owned.pending_lag
         try:
             safe = owned.processor.process_batch(owned.ctx, records, lag)
+        except LeaseLost:
+            raise  # the sink fenced us off: a newer owner holds the shard
         except Exception:  # noqa: BLE001 - any sink failure: keep the records, back off, retry them
-            owned.failures += 1
-            metrics.errors += 1
-            backoff = min(self.config.max_backoff_s, 0.1 * 2 ** min(owned.failures, 10))
-            owned.next_poll_at = now + backoff
-            log.exception("shard %s: processing failed (attempt %d); retrying in %.1fs without checkpointing",
-                          shard_id, owned.failures, backoff)
+            self._backoff(shard_id, owned, now, "processing")
             return
         owned.failures = 0
         owned.pending = None
@@ -217,6 +220,14 @@ class Worker:
         full = len(records) >= self.config.max_records or lag > 0
         owned.caught_up = not records and lag == 0
         owned.next_poll_at = now + (MIN_POLL_INTERVAL_S if full or records else self.config.idle_poll_interval_s)
+
+    def _backoff(self, shard_id: str, owned: _Owned, now: float, what: str) -> None:
+        owned.failures += 1
+        self.metrics[shard_id].errors += 1
+        backoff = min(self.config.max_backoff_s, 0.1 * 2 ** min(owned.failures, 10))
+        owned.next_poll_at = now + backoff
+        log.exception("shard %s: %s failed (attempt %d); retrying in %.1fs without checkpointing",
+                      shard_id, what, owned.failures, backoff)
 
     def _end_shard(self, shard_id: str, owned: _Owned) -> None:
         owned.processor.shard_ended(owned.ctx)
