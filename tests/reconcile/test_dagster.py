@@ -105,3 +105,19 @@ def test_warehouse_loss_blocks_publishing_and_healing(clean_run: PipelineRun, ru
     assert materialized == {VERDICTS_KEY}  # the blocking check stopped the report and the heal
     check = [e for e in result.get_asset_check_evaluations() if e.check_name == "batch_layers_agree"][0]
     assert check.metadata["warehouse_missing"].value == 1
+
+
+@pytest.mark.dagster
+@pytest.mark.integration
+def test_progress_sensor_reports_a_layer_only_when_its_watermark_moves(
+        run_settings: Settings, speed: Any, redis_client: redis.Redis) -> None:
+    from assets.reconciliation.progress import layer_progress_sensor
+
+    speed()
+    resources = _resources(run_settings)
+    with dg.build_sensor_context(resources=resources) as context:
+        first = layer_progress_sensor(context)
+    assert {e.asset_key for e in first.asset_events} == set(LAYER_KEYS.values())
+    with dg.build_sensor_context(resources=resources, cursor=first.cursor) as context:
+        second = layer_progress_sensor(context)
+    assert second.asset_events == []  # nothing moved: no materialization, so freshness will go stale
