@@ -197,7 +197,7 @@ def bench_end_to_end(endpoint: str, server: Any, workdir: Path, duration: int = 
                 time.sleep(0.1)
             marks["drained_at"] = {0: int((time.time() - spike_end) * 1000)}
             # Events committed from here on were received after the backlog was gone: "outside the
-            # spike" again (the histograms are by commit time, so the tail of the backlog is skipped).
+            # spike" again (cumulative snapshots: what committed after the drain; the backlog's tail is skipped).
             time.sleep(2.0)
             marks["after_drain"] = _histogram_total(client)
 

@@ -1,7 +1,7 @@
 """Operational figures the query API serves: consumer lag per shard and event-to-counter latency.
 
 Latency is measured from an event's ``received_at`` to the moment its counters were committed, kept as a
-histogram per minute (bucket upper bounds in ms) so percentiles over any range can be read back.
+histogram per minute of ``received_at`` (bucket upper bounds in ms) so percentiles over any range can be read back.
 """
 
 from __future__ import annotations
@@ -61,12 +61,16 @@ class OpsRecorder:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(keys.consumer_lag(), f"{self.group}/{shard_id}",
                   pack({"millis_behind_latest": millis_behind_latest, "at": now, "worker": worker_id}))
-        histogram = latency_histogram(received, now)
-        if histogram:
-            key = keys.latency_histogram(int(now) // 60)
-            for bound, n in histogram.items():
-                pipe.hincrby(key, str(bound), n)
-            pipe.expire(key, HISTOGRAM_TTL_S)
+        if received:
+            # Bucketed by the events' received minute, so a range query answers "how fast did the events
+            # received then reach the counters" (a backfill of old events does not pollute today's figure).
+            arrived = np.asarray(received, dtype=np.float64)
+            minutes = (arrived // 60).astype(np.int64)
+            for minute in np.unique(minutes):
+                key = keys.latency_histogram(int(minute))
+                for bound, n in latency_histogram(arrived[minutes == minute].tolist(), now).items():
+                    pipe.hincrby(key, str(bound), n)
+                pipe.expire(key, HISTOGRAM_TTL_S)
         pipe.execute()
 
 
