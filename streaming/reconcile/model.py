@@ -156,6 +156,7 @@ class Result:
         return any(self.summary.get(v, 0) for v in LOSS_VERDICTS)
 
     def findings(self) -> pd.DataFrame:
-        """Every non-ok cell and sequence finding, one table (what the CLI prints)."""
+        """Every cell whose verdict is not ok (pending included); sequence and roll-up findings are in
+        :attr:`sequences` and :attr:`rollups`."""
         cells = self.cells[self.cells["verdict"] != Verdict.OK.value]
         return cells

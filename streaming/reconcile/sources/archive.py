@@ -38,6 +38,17 @@ def _epoch(iso: str) -> float:
     return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
+def _valid_event_bytes(line: Any) -> bytes | None:
+    """A valid record's bytes from an archive line, None for a rejected record. Lines carry a valid
+    event verbatim in ``event`` (raw JSON) or, in older objects and for multi-line JSON, in ``data``."""
+    if line.reason is not None or line.data_b64 is not None:
+        return None
+    event = getattr(line, "event", None)
+    if event is not None and len(event):
+        return bytes(event)
+    return line.data.encode("utf-8") if line.data is not None else None
+
+
 def _minute(iso: str) -> int:
     return int(_epoch(iso)) // 60
 
@@ -129,9 +140,10 @@ class ArchiveReader:
         rows: dict[str, tuple[str, str, str, int, str, int]] = {}
         for body in bodies:
             for line in decode_lines(body):
-                if line.data is None:
+                raw = _valid_event_bytes(line)
+                if raw is None:
                     continue
-                ev = _envelope.decode(line.data)
+                ev = _envelope.decode(raw)
                 rows.setdefault(ev.event_id, (ev.event_id, ev.tenant_id, ev.event_type, _minute(ev.received_at),
                                               ev.source_id, ev.source_seq))
         return pd.DataFrame(list(rows.values()), columns=list(EVENT_COLUMNS))
