@@ -246,13 +246,14 @@ def register(main: click.Group) -> None:
     @click.option("--host", default="127.0.0.1", show_default=True, help="Loopback by default.")
     @user_errors
     def serve(port: int, host: str) -> None:
-        """Serve the HTTP query API (OpenAPI at /openapi.json)."""
+        """Serve the HTTP query API (OpenAPI at /openapi.json) and the live dashboard (/dashboard)."""
         import uvicorn
 
         from streaming.query.http import create_app
 
         app = create_app(_redis(_settings()))
-        console.print(f"tally query API on http://{host}:{port} (OpenAPI: /openapi.json)")
+        console.print(f"tally query API on http://{host}:{port} (OpenAPI: /openapi.json); live dashboard: "
+                      f"http://{host}:{port}/dashboard#tenant=TENANT&key=KEY (`tally keys create --tenant TENANT`)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
     @main.group()

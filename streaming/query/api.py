@@ -158,6 +158,18 @@ class SpeedQueries:
                                             start=0, num=max(1, limit))
         return sorted(m.decode() for m in members)
 
+    def segment_sizes(self, tenant: str, at: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Every segment rule with its live member count at ``at`` (default now)."""
+        from streaming.segments import load_rules
+
+        keys.check_tenant(tenant)
+        at_ms = int((_epoch(at) if at is not None else time.time()) * 1000)
+        rules = load_rules()
+        pipe = self.client.pipeline(transaction=False)
+        for rule in rules:
+            pipe.zcount(keys.segment_members(tenant, rule.name), f"({at_ms}", "+inf")
+        return [{"name": r.name, "description": r.description, "members": int(n)} for r, n in zip(rules, pipe.execute(), strict=True)]
+
     def consumer_lag(self) -> dict[str, dict[str, Any]]:
         """Per consumer group and shard: MillisBehindLatest at the last batch, and when that was."""
         return read_lag(self.client)

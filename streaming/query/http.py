@@ -2,17 +2,19 @@
 
 Authentication: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A missing or unknown key is
 401; a key for one tenant asking for another tenant's data is 403. Ops endpoints (lag, latency) carry no
-tenant data and accept any valid key. Serve with ``tally serve`` (uvicorn on 127.0.0.1).
+tenant data and accept any valid key. ``/dashboard`` is a live page over these endpoints (the key stays
+in the browser). Serve with ``tally serve`` (uvicorn on 127.0.0.1).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from streaming.events import TENANT_ID_PATTERN
@@ -21,6 +23,7 @@ from streaming.query.apikeys import tenant_for
 from streaming.speed.keys import BadTenant, check_tenant
 
 UTC = dt.timezone.utc
+DASHBOARD_HTML = Path(__file__).with_name("static") / "dashboard.html"
 
 
 class HttpError(Exception):
@@ -126,6 +129,17 @@ async def segment_members(request: Request) -> dict[str, Any]:
             "members": _queries(request).segment_members(tenant, segment, at, limit)}
 
 
+async def segments(request: Request) -> dict[str, Any]:
+    tenant = _tenant(request)
+    at = _time(request, "at", dt.datetime.now(UTC))
+    return {"tenant": tenant, "at": at.isoformat(), "segments": _queries(request).segment_sizes(tenant, at)}
+
+
+async def dashboard(request: Request) -> HTMLResponse:
+    """The live dashboard page; it calls the API above with the key the user gives it."""
+    return HTMLResponse(DASHBOARD_HTML.read_text(encoding="utf-8"))
+
+
 async def lag(request: Request) -> dict[str, Any]:
     _authorize(request, None)
     return {"shards": _queries(request).consumer_lag()}
@@ -183,6 +197,8 @@ def openapi_spec() -> dict[str, Any]:
             "/v1/tenants/{tenant}/uniques": op("Unique visitors in a range (HyperLogLog, hour resolution)", [tenant, start, end]),
             "/v1/tenants/{tenant}/top-pages": op("Most viewed paths in a range", [
                 tenant, start, end, {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}}]),
+            "/v1/tenants/{tenant}/segments": op("Every segment with its live member count", [
+                tenant, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}]),
             "/v1/tenants/{tenant}/segments/{segment}/members": op("Live members of a behavioural segment", [
                 tenant, {"name": "segment", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}},
@@ -203,7 +219,9 @@ def create_app(client: Any) -> Starlette:
         Route("/v1/tenants/{tenant}/counts", _endpoint(counts)),
         Route("/v1/tenants/{tenant}/uniques", _endpoint(uniques)),
         Route("/v1/tenants/{tenant}/top-pages", _endpoint(top_pages)),
+        Route("/v1/tenants/{tenant}/segments", _endpoint(segments)),
         Route("/v1/tenants/{tenant}/segments/{segment}/members", _endpoint(segment_members)),
+        Route("/dashboard", dashboard),
         Route("/v1/ops/lag", _endpoint(lag)),
         Route("/v1/ops/latency", _endpoint(latency)),
     ])
