@@ -5,7 +5,8 @@ and ``RAW.DEAD_LETTERS`` with the same columns, and loading a set of hours repla
 in one transaction. Snowflake gets there in two steps:
 
 1. **Land** each committed object of the hours once, line by line, in ``RAW.ARCHIVE_LINES`` (its key in
-   ``RAW.ARCHIVE_FILES``). Two ways, one table:
+   ``RAW.ARCHIVE_FILES``); a valid record's JSON, whether the line embeds it as an ``event`` object or
+   carries it as ``data`` text, lands as ``data`` text. Two ways, one table:
 
    - ``copy``: ``COPY INTO`` from an external stage on ``s3://<bucket>/raw/events/`` listing the objects.
      Snowflake's load history skips a file it already loaded into the table, so a retried or concurrent
@@ -129,7 +130,8 @@ def land_by_copy(conn: Any, stage: str, objects: Sequence[CommittedObject]) -> N
             f"""copy into {LINES} (shard_id, sequence_number, partition_key, arrival_ts, data, data_b64,
                                     reason, detail, _archive_key, _landed_at)
                 from (select $1:shard_id::varchar, $1:sequence_number::varchar, $1:partition_key::varchar,
-                             $1:arrival_ts::double, $1:data::varchar, $1:data_b64::varchar, $1:reason::varchar,
+                             $1:arrival_ts::double, coalesce($1:data::varchar, to_json($1:event)),
+                             $1:data_b64::varchar, $1:reason::varchar,
                              $1:detail::varchar, '{EVENTS_PREFIX}' || metadata$filename, sysdate()
                       from @{stage})
                 files = ({_placeholders(len(chunk))})
@@ -177,7 +179,8 @@ def land_by_insert(conn: Any, store: ArchiveStore, objects: Sequence[CommittedOb
             where f.value::varchar <> ''
         )
         select j:shard_id::varchar, j:sequence_number::varchar, j:partition_key::varchar, j:arrival_ts::double,
-               j:data::varchar, j:data_b64::varchar, j:reason::varchar, j:detail::varchar, %s, sysdate()
+               coalesce(j:data::varchar, to_json(j:event)), j:data_b64::varchar, j:reason::varchar,
+               j:detail::varchar, %s, sysdate()
         from lines
     """
     cur = conn.cursor()

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import duckdb
 import pandas as pd
 import pytest
 
-
+from assets.warehouse.snowflake import TallySnowflakeResource, build_snowflake_warehouse
 from streaming.archive.loader import load_hours as duckdb_load_hours
 from streaming.reconcile.engine import reconcile
 from streaming.reconcile.service import Layers, collect
@@ -133,7 +134,8 @@ def _duckdb_table(duck: Any, schema: str, table: str) -> tuple[list[str], list[t
     return _table([tuple(r) for r in rel.fetchall()], [d[0].lower() for d in rel.description])
 
 
-def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_conn: Any, redis_client: Any) -> None:
+def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_conn: Any, redis_client: Any,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     w = warehouses
     # dbt built twice on each target; the second emulator build ran fct_events incrementally.
     for target in ("emulator", "local"):
@@ -158,15 +160,19 @@ def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_co
     assert "PASS" in fresh.stdout and "ERROR STALE" not in fresh.stdout
 
     # Reconciliation reads Snowflake through dagster-snowflake's SnowflakeResource and judges like DuckDB.
-    from assets.warehouse.snowflake import build_snowflake_warehouse
-
-    resource = build_snowflake_warehouse(load_settings(w.sf_env), login_timeout_s=10, network_timeout_s=60)
-    assert resource.kind == "snowflake"
-    reader = resource.reader()
-    local = WarehouseReader(w.duckdb_path)
     start = min(w.archive.hours)
     start_minute = int(start.timestamp()) // 60
     end_minute = start_minute + 3 * 60
+    local = WarehouseReader(w.duckdb_path)
+    results = {"duckdb": _reconcile(w, local, redis_client, start_minute, end_minute)}
+    run = _reconcile_in_dagster(w, redis_client, start_minute, end_minute, monkeypatch)
+    results["snowflake"] = run.result
+    assert results["snowflake"].summary == results["duckdb"].summary and results["duckdb"].summary
+    _same_frame(results["snowflake"].cells, results["duckdb"].cells)
+    _same_frame(results["snowflake"].sequences, results["duckdb"].sequences)
+    assert SECRET not in run.everything_dagster_recorded
+
+    reader = run.reader
     _same_frame(reader.counts(start_minute, end_minute, 300), local.counts(start_minute, end_minute, 300))
     _same_frame(reader.rollups(start_minute, end_minute), local.rollups(start_minute, end_minute))
     _same_frame(reader.sequences(start_minute, end_minute), local.sequences(start_minute, end_minute))
@@ -175,15 +181,49 @@ def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_co
         _same_frame(reader.events(hours, table), local.events(hours, table))
     assert reader.watermark() == pytest.approx(local.watermark(), abs=1e-6)
 
-    results = {}
-    for name, warehouse in (("snowflake", reader), ("duckdb", local)):
-        layers = Layers(s3=w.archive.store.s3, bucket=w.archive.store.bucket, redis=redis_client, warehouse=warehouse)
-        inputs, _ = collect(layers, start_minute, end_minute, 300)
-        results[name] = reconcile(inputs)
-    assert results["snowflake"].summary == results["duckdb"].summary
-    _same_frame(results["snowflake"].cells, results["duckdb"].cells)
-    _same_frame(results["snowflake"].sequences, results["duckdb"].sequences)
-    assert results["snowflake"].summary, "reconciliation judged something"
+
+SECRET = "emulator-accepts-any-password-7f3a"
+
+
+def _reconcile(w: Warehouses, reader: Any, redis_client: Any, start_minute: int, end_minute: int) -> Any:
+    layers = Layers(s3=w.archive.store.s3, bucket=w.archive.store.bucket, redis=redis_client, warehouse=reader)
+    inputs, _ = collect(layers, start_minute, end_minute, 300)
+    return reconcile(inputs)
+
+
+@dataclass
+class DagsterRun:
+    result: Any
+    reader: Any
+    everything_dagster_recorded: str
+
+
+def _reconcile_in_dagster(w: Warehouses, redis_client: Any, start_minute: int, end_minute: int,
+                          monkeypatch: pytest.MonkeyPatch) -> DagsterRun:
+    """Reconcile inside a Dagster run whose `warehouse` resource is built for TALLY_ENV=prod (the
+    password held as an EnvVar and resolved by Dagster), as the reconciliation assets use it."""
+    env = {**w.sf_env, "TALLY_ENV": "prod", "TALLY_REDIS_URL": "redis://127.0.0.1:6379/0",
+           "TALLY_SNOWFLAKE_PASSWORD": SECRET}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    captured: dict[str, Any] = {}
+
+    # `context` is left bare: Dagster rejects its string annotation (postponed annotations).
+    @dg.asset
+    def reconciliation_on_snowflake(context, warehouse: TallySnowflakeResource) -> dg.MaterializeResult:  # type: ignore[no-untyped-def]
+        assert warehouse.kind == "snowflake"
+        captured["reader"] = warehouse.reader()
+        captured["result"] = _reconcile(w, captured["reader"], redis_client, start_minute, end_minute)
+        context.log.info(f"reconciled {start_minute}..{end_minute} on {warehouse.database}")
+        return dg.MaterializeResult(metadata={"summary": dg.MetadataValue.json(captured["result"].summary)})
+
+    resource = build_snowflake_warehouse(load_settings(env), login_timeout_s=10, network_timeout_s=60)
+    with dg.instance_for_test() as instance:
+        outcome = dg.materialize([reconciliation_on_snowflake], resources={"warehouse": resource}, instance=instance)
+        assert outcome.success
+        records = instance.get_records_for_run(outcome.run_id).records
+        recorded = repr(outcome.dagster_run) + "".join(repr(r.event_log_entry) for r in records)
+    return DagsterRun(captured["result"], captured["reader"], recorded)
 
 
 def _same_frame(actual: pd.DataFrame, expected: pd.DataFrame) -> None:
