@@ -1,8 +1,11 @@
 """The pure core of the archiver: one shard batch of records -> archive objects + one manifest.
 
-Every record is kept, valid or not. A valid record's line carries its bytes as text (they are valid
-UTF-8 JSON, so the text encodes back to exactly the same bytes); a rejected record's line carries its
-bytes base64-encoded with the rejection reason and detail. Records are split into one object per hour
+Every record is kept, valid or not, with its exact bytes. A valid record's bytes are embedded verbatim
+as the line's ``event`` value (they are one JSON object; msgspec.Raw writes and reads back exactly those
+bytes), so the warehouse parses each event once, straight into typed columns. A valid record whose
+bytes contain a line break (pretty-printed JSON) cannot sit inside a JSON line verbatim: it goes in
+``data`` as a string instead. A rejected record's line carries its bytes base64-encoded with the
+rejection reason and detail. Records are split into one object per hour
 of ``received_at`` (a rejected record has no trustworthy ``received_at``: it goes to the hour it
 arrived on the stream), so a late event lands in its own, older hour's prefix.
 
@@ -36,6 +39,7 @@ class ArchiveLine(msgspec.Struct, omit_defaults=True):
     sequence_number: str
     partition_key: str
     arrival_ts: float
+    event: msgspec.Raw = msgspec.Raw()  # empty = absent (msgspec cannot make Raw optional)
     data: str | None = None
     data_b64: str | None = None
     reason: str | None = None
@@ -103,8 +107,12 @@ def build_batch(
             max_received = received if max_received is None else max(max_received, received)
             part = parts[int(received) // 3600]
             part.counts[(result.tenant_id, result.event_type.value, int(received) // 60)] += 1
-            line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
-                               data=rec.data.decode("utf-8"))
+            if b"\n" in rec.data or b"\r" in rec.data:
+                line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
+                                   data=rec.data.decode("utf-8"))
+            else:
+                line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
+                                   event=msgspec.Raw(rec.data))
         else:
             assert isinstance(result, Rejection)
             part = parts[int(rec.arrival_ts) // 3600]
@@ -153,3 +161,12 @@ def decode_lines(body: bytes) -> list[ArchiveLine]:
     """The lines of one archive object (gzip JSON lines)."""
     text = gzip.decompress(body)
     return [_line_decoder.decode(line) for line in text.split(b"\n") if line]
+
+
+def record_bytes(line: ArchiveLine) -> bytes:
+    """The exact bytes the record had on the stream."""
+    if len(line.event):
+        return bytes(line.event)
+    if line.data is not None:
+        return line.data.encode("utf-8")
+    return base64.b64decode(line.data_b64 or "")

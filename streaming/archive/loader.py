@@ -42,11 +42,16 @@ DDL = (
         _archive_key varchar, _archive_hour timestamp, _loaded_at timestamp)""",
 )
 
-_FIELDS = ("event_id", "tenant_id", "event_type", "anonymous_id", "user_id", "occurred_at", "received_at",
-           "source_id", "source_seq", "schema_version", "properties")
+#: The envelope as DuckDB parses it, straight from the archive line (one parse per event).
+_EVENT_STRUCT = ("STRUCT(event_id VARCHAR, tenant_id VARCHAR, event_type VARCHAR, anonymous_id VARCHAR, "
+                 "user_id VARCHAR, occurred_at VARCHAR, received_at VARCHAR, source_id VARCHAR, source_seq BIGINT, "
+                 "schema_version INTEGER, properties JSON)")
 _LINE_COLUMNS = ("{'shard_id': 'VARCHAR', 'sequence_number': 'VARCHAR', 'partition_key': 'VARCHAR', "
-                 "'arrival_ts': 'DOUBLE', 'data': 'VARCHAR', 'data_b64': 'VARCHAR', 'reason': 'VARCHAR', "
-                 "'detail': 'VARCHAR'}")
+                 f"'arrival_ts': 'DOUBLE', 'event': '{_EVENT_STRUCT}', 'data': 'VARCHAR', 'data_b64': 'VARCHAR', "
+                 "'reason': 'VARCHAR', 'detail': 'VARCHAR'}")
+_JSON_STRUCT = ('{"event_id":"VARCHAR","tenant_id":"VARCHAR","event_type":"VARCHAR","anonymous_id":"VARCHAR",'
+                '"user_id":"VARCHAR","occurred_at":"VARCHAR","received_at":"VARCHAR","source_id":"VARCHAR",'
+                '"source_seq":"BIGINT","schema_version":"INTEGER","properties":"JSON"}')
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,18 @@ def load_hours(conn: Any, store: ArchiveStore, hours: Sequence[dt.datetime], wor
             return _replace(conn, hours, objects, paths)
 
 
+def _overlapping(objects: list[CommittedObject]) -> bool:
+    """Do two committed batches of one shard cover a common sequence number?"""
+    by_shard: dict[str, list[tuple[int, int]]] = {}
+    for obj in {o.batch for o in objects}:
+        by_shard.setdefault(obj.shard_id, []).append((int(obj.first_seq), int(obj.last_seq)))
+    for ranges in by_shard.values():
+        ranges.sort()
+        if any(b[0] <= a[1] for a, b in zip(ranges, ranges[1:])):
+            return True
+    return False
+
+
 def _replace(conn: Any, hours: Sequence[dt.datetime], objects: list[CommittedObject], paths: list[Path]) -> LoadResult:
     hour_values = [_utc_naive(h) for h in hours]
     conn.execute("begin transaction")
@@ -98,24 +115,27 @@ def _replace(conn: Any, hours: Sequence[dt.datetime], objects: list[CommittedObj
             conn.executemany("insert into _load_files values (?, ?, ?)", [
                 (str(p), o.key, dt.datetime.strptime(o.entry["hour"], "%Y-%m-%dT%H:00:00Z")) for p, o in zip(paths, objects)
             ])
+            # Overlapping batches of one shard exist only if two archivers wrote the same range; only
+            # then is the (costly) de-duplication by (shard, sequence number) needed.
+            dedup = ("qualify row_number() over (partition by l.shard_id, l.sequence_number "
+                     "order by f.archive_key) = 1") if _overlapping(objects) else ""
             conn.execute(f"""
                 create or replace temp table _load_lines as
                 select l.*, f.archive_key, f.archive_hour
                 from read_json($1::varchar[], format = 'newline_delimited', compression = 'gzip',
                                filename = true, columns = {_LINE_COLUMNS}) l
                 join _load_files f on f.path = l.filename
-                qualify row_number() over (partition by l.shard_id, l.sequence_number order by f.archive_key) = 1
+                {dedup}
             """, [[str(p) for p in paths]])
-            paths_sql = ", ".join(f"'$.{f}'" for f in _FIELDS)
             events = conn.execute(f"""
                 insert into {RAW_SCHEMA}.events
                 with parsed as (
-                    select *, json_extract_string(data, [{paths_sql}]) as f,
-                           json_extract(data, '$.properties')::varchar as props
-                    from _load_lines where data is not null
+                    select *, coalesce(event, json_transform(data, '{_JSON_STRUCT}')) as e
+                    from _load_lines where data_b64 is null
                 )
-                select f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9]::bigint, f[10]::integer,
-                       coalesce(props, '{{}}'),
+                select e.event_id, e.tenant_id, e.event_type, e.anonymous_id, e.user_id, e.occurred_at,
+                       e.received_at, e.source_id, e.source_seq, e.schema_version,
+                       coalesce(e.properties::varchar, '{{}}'),
                        shard_id, sequence_number, partition_key, to_timestamp(arrival_ts)::timestamp,
                        archive_key, archive_hour, now()::timestamp
                 from parsed
@@ -124,7 +144,7 @@ def _replace(conn: Any, hours: Sequence[dt.datetime], objects: list[CommittedObj
                 insert into {RAW_SCHEMA}.dead_letters
                 select reason, detail, data_b64, shard_id, sequence_number, partition_key,
                        to_timestamp(arrival_ts)::timestamp, archive_key, archive_hour, now()::timestamp
-                from _load_lines where data is null
+                from _load_lines where data_b64 is not null
             """).fetchone()[0]
             conn.execute("drop table _load_lines")
             conn.execute("drop table _load_files")

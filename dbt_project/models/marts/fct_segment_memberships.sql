@@ -45,25 +45,39 @@ candidate_events as (
 
 ),
 
-condition_matches as (
+unconditional_events as (
 
-    select candidate_events.event_id, candidate_events.segment_name, count(*) as matched
+    select tenant_id, anonymous_id, segment_name, min_count, received_at, as_of
+    from candidate_events
+    where condition_count = 0
+
+),
+
+conditional_events as (
+
+    -- an event qualifies when it meets every condition of the rule (no join back to the events)
+    select
+        any_value(candidate_events.tenant_id) as tenant_id,
+        any_value(candidate_events.anonymous_id) as anonymous_id,
+        candidate_events.segment_name,
+        any_value(candidate_events.min_count) as min_count,
+        any_value(candidate_events.received_at) as received_at,
+        any_value(candidate_events.as_of) as as_of
     from candidate_events
     inner join conditions
         on conditions.segment_name = candidate_events.segment_name
         and {{ json_get_string('candidate_events.properties', 'conditions.property') }} = conditions.value
-    group by 1, 2
+    where candidate_events.condition_count > 0
+    group by candidate_events.event_id, candidate_events.segment_name
+    having count(*) = any_value(candidate_events.condition_count)
 
 ),
 
 qualifying_events as (
 
-    select candidate_events.*
-    from candidate_events
-    left join condition_matches
-        on condition_matches.event_id = candidate_events.event_id
-        and condition_matches.segment_name = candidate_events.segment_name
-    where coalesce(condition_matches.matched, 0) = candidate_events.condition_count
+    select * from unconditional_events
+    union all
+    select * from conditional_events
 
 ),
 
