@@ -248,3 +248,18 @@ def test_loader_reads_overlapping_batches_of_two_writers_once(
     assert rows is not None and rows[0] == rows[1]
     assert rows[0] + (dead[0] if dead else 0) == 300
     assert result.manifest_records == 500  # what the manifests list, overlaps included
+
+
+@pytest.mark.integration
+def test_archiver_under_the_lease_worker_archives_everything_once(
+    kinesis: Any, dynamodb: Any, lease_table: str, store: ArchiveStore, loaded_stream: tuple[str, Ledger]
+) -> None:
+    from streaming.archive.processor import GROUP, processor_factory
+    from streaming.kinesis.worker import Worker
+
+    stream, _ = loaded_stream
+    factory = processor_factory(store, EventDecoder(), FlushPolicy(max_records=700))
+    Worker(kinesis, dynamodb, stream, lease_table, GROUP, factory).run_until_caught_up(120)
+    # A second worker finds nothing new: it resumes after the committed manifests.
+    Worker(kinesis, dynamodb, stream, lease_table, GROUP, factory).run_until_caught_up(120)
+    assert sorted(_committed_lines(store)) == sorted(_stream_content(kinesis, stream))
