@@ -269,7 +269,7 @@ def run(settings: Settings, t0: float) -> None:
 
     step(Phase(5, "next"))
     console.print("  [bold]make ui[/]    Dagster UI on http://127.0.0.1:3000 (lineage, the runs above, checks)")
-    console.print("  [bold]make docs[/]  dbt docs on http://127.0.0.1:8080")
+    console.print("  [bold]make docs[/]  dbt docs on http://127.0.0.1:8580")
     console.print("  [bold]tally stack up[/], then [bold]tally query counts --tenant tenant-001 --minutes 240[/] or "
                   "[bold]tally serve[/] for the HTTP API and live dashboard (keys: [bold]tally keys create --tenant T[/])")
     console.print(f"demo finished in {time.time() - t0:.0f} s")
