@@ -141,6 +141,8 @@ def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_co
     for target in ("emulator", "local"):
         assert all("ERROR=0" in b.stdout for b in w.builds[target])
     assert "incremental model marts.fct_events" in w.builds["emulator"][1].stdout
+    second_run = (w.dbt_dirs / "target-emulator" / "run" / "tally" / "models" / "marts" / "fct_events.sql").read_text()
+    assert "delete from" in second_run.lower() and "insert into" in second_run.lower()  # not a rebuild
 
     # The marts (and every other model dbt built), row for row.
     with duckdb.connect(str(w.duckdb_path), read_only=True) as duck:
