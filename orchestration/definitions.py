@@ -12,6 +12,7 @@ from assets.dbt import assets as dbt_domain
 from assets.dbt.project import build_dbt_project
 from assets.ingest import assets as ingest_domain
 from assets.ingest.assets import StreamConfig
+from assets.reconciliation import definitions as reconciliation_domain
 from assets.speed_layer import assets as speed_domain
 from assets.warehouse import assets as warehouse_domain
 from orchestration.environment import DBT_PROJECT_DIR, get_environment
@@ -35,6 +36,7 @@ def build_definitions() -> dg.Definitions:
         warehouse_domain.defs(),
         dbt_domain.defs(project),
         speed_domain.defs(),
+        reconciliation_domain.defs(environment),
         dg.Definitions(jobs=JOBS, schedules=build_schedules(environment), sensors=SENSORS, resources=resources),
     )
 

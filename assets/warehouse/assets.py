@@ -21,18 +21,19 @@ RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
     partitions_def=hourly,
     backfill_policy=dg.BackfillPolicy.single_run(),
     group_name="warehouse_raw",
-    kinds={"duckdb"},
+    kinds={"duckdb", "snowflake"},
     description="raw.events (valid records) and raw.dead_letters, loaded from committed archive objects by hour.",
 )
 def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], warehouse: dg.ResourceParam[Any]) -> dg.MaterializeResult:
     from streaming.archive.loader import load_hours
 
-    if getattr(warehouse, "kind", "") != "duckdb":
-        raise NotImplementedError("loading raw events into Snowflake is not implemented yet (COPY INTO from the archive)")
     hours = [partition_hour(k) for k in context.partition_keys]
     store = s3.archive_store()
-    with warehouse.connect() as conn:
-        result = load_hours(conn, store, hours)
+    if getattr(warehouse, "kind", "") == "snowflake":
+        result = warehouse.load_hours(store, hours)
+    else:
+        with warehouse.connect() as conn:
+            result = load_hours(conn, store, hours)
     context.log.info(f"loaded {result.events} events and {result.dead_letters} dead letters from "
                      f"{result.objects} archive objects for {len(hours)} hour(s)")
     return dg.MaterializeResult(metadata={

@@ -33,12 +33,19 @@ ASSET_KEYS = {
     "marts/dim_users",
     "marts/dim_tenants",
     "marts/fct_segment_memberships",
+    "reconciliation/hourly_verdicts",
+    "reconciliation/published_report",
+    "reconciliation/speed_heal",
+    "reconciliation/archive_progress",
+    "reconciliation/speed_progress",
+    "reconciliation/warehouse_progress",
 }
 GROUPS = {
     "stream/kinesis_events": "stream", "archive/raw_events_archive": "archive",
     "speed_layer/redis_counters": "speed_layer", "warehouse/raw_events": "warehouse_raw",
     "staging/stg_kinesis__events": "warehouse_staging", "intermediate/int_identities_stitched": "warehouse_intermediate",
     "marts/fct_events": "marts", "reference/segment_rules": "reference",
+    "reconciliation/hourly_verdicts": "reconciliation",
 }
 SOME_CHECKS = {
     "warehouse/raw_events:raw_events_match_manifests",
@@ -48,6 +55,9 @@ SOME_CHECKS = {
     "marts/fct_event_counts_day:assert_rollups_match_minutes",
     "marts/fct_events:assert_every_distinct_event_reaches_fct_events",
     "marts/fct_events:assert_stitched_events_keep_their_user",
+    "reconciliation/hourly_verdicts:batch_layers_agree",
+    "reconciliation/hourly_verdicts:speed_layer_agrees",
+    "reconciliation/hourly_verdicts:no_upstream_loss",
 }
 
 
@@ -70,14 +80,17 @@ def test_definitions_list_every_public_name(definitions: dg.Definitions) -> None
         assert graph.get(dg.AssetKey.from_user_string(key)).group_name == group
     checks = {c.to_user_string() for c in graph.asset_check_keys}
     assert SOME_CHECKS <= checks
-    assert len(checks) == 47
+    assert len(checks) == 50
     jobs = {j.name for j in definitions.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job"}
-    assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule"}
-    assert {s.name for s in definitions.sensors or []} == {"late_archive_sensor", "external_layers_observer"}
+    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job", "reconciliation_hourly_job"}
+    batch_assets = definitions.resolve_job_def("batch_hourly_job").asset_layer.executable_asset_keys
+    assert not any(k.path[0] == "reconciliation" for k in batch_assets), "reconciliation runs on its own schedule"
+    assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule", "reconciliation_hourly_schedule"}
+    assert {s.name for s in definitions.sensors or []} == {"late_archive_sensor", "external_layers_observer",
+                                                          "layer_progress_sensor"}
     schedule = definitions.resolve_schedule_def("batch_hourly_schedule")
     assert schedule.cron_schedule == "6 * * * *"  # 300 s lateness + 30 s archiver flush
-    assert set(definitions.resources or {}) >= {"s3", "redis", "warehouse", "dbt", "stream"}
+    assert set(definitions.resources or {}) >= {"s3", "redis", "warehouse", "dbt", "stream", "reconcile"}
 
 
 @pytest.mark.dagster
