@@ -291,8 +291,8 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, now0: float, live_s
     archived = int(run.inputs.archive["n"].sum())
     warehouse = int(run.inputs.warehouse["mart"].sum())
     dead = deadletters.counts(client)
-    first_live_minute = int(live_start) // 60 + 1
-    latency = queries.latency(dt.datetime.fromtimestamp(first_live_minute * 60, tz=UTC),
+    # Latency histograms are kept per received minute: the live minute's events, not the backfilled history.
+    latency = queries.latency(dt.datetime.fromtimestamp(int(live_start) // 60 * 60, tz=UTC),
                               dt.datetime.fromtimestamp(live_end + 60, tz=UTC))
     table = Table("", "generator ledger", "tally", title="summary")
     table.add_row("records sent", f"{ledger.records_total:,}", "")
