@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,24 +24,15 @@ from streaming.archive.processor import GROUP as ARCHIVE_GROUP
 from streaming.archive.processor import FlushPolicy, processor_factory as archive_factory
 from streaming.archive.store import ArchiveStore
 from streaming.events import EventDecoder
-from streaming.generator import GeneratedRecord
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.kinesis.worker import Worker
-from streaming.producer import Producer
 from streaming.settings import Settings
 from streaming.speed.run import processor_factory as speed_factory
+from tests.batch.streams import send  # noqa: F401 - re-exported for the reconciliation tests
 
 ROOT = Path(__file__).resolve().parents[2]
 DBT_PROJECT = ROOT / "dbt_project"
 
-
-def send(kinesis: Any, stream: str, records: Iterable[GeneratedRecord]) -> int:
-    n = 0
-    with Producer(kinesis, stream) as producer:
-        for record in records:
-            producer.put(record.data, record.partition_key)
-            n += 1
-    return n
 
 
 class SkippingProcessor:
