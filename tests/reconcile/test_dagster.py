@@ -12,7 +12,6 @@ import redis
 
 from assets.reconciliation.assets import HEAL_KEY, PUBLISHED_KEY, VERDICTS_KEY, hourly_verdicts, published_report, speed_heal
 from assets.reconciliation.checks import CHECKS
-from assets.reconciliation.definitions import defs
 from assets.reconciliation.progress import LAYER_KEYS, advanced
 from assets.reconciliation.resources import ReconcileResource
 from orchestration.resources import DuckDBWarehouse, RedisResource, TallyS3Resource
@@ -25,11 +24,10 @@ PARTITION = "2026-01-05-09:00"  # the clean run's closed hour
 
 
 @pytest.mark.dagster
-def test_definitions_merge_with_the_root_and_name_every_public_piece() -> None:
+def test_the_root_includes_the_domain_and_names_every_public_piece() -> None:
     from orchestration.definitions import build_definitions
 
-    merged = dg.Definitions.merge(build_definitions(), defs())
-    repo = merged.get_repository_def()
+    repo = build_definitions().get_repository_def()
     keys = {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
     assert {"reconciliation/hourly_verdicts", "reconciliation/published_report", "reconciliation/speed_heal",
             *(k.to_user_string() for k in LAYER_KEYS.values())} <= keys
