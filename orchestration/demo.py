@@ -245,14 +245,14 @@ def run(settings: Settings, t0: float) -> None:
 
     step(Phase(3, "the batch layer through Dagster: raw_events per hour, then dbt build"))
     os.environ.update({k: v for k, v in env.items() if k.startswith("TALLY_")})
-    from orchestration.batch import build_marts
-
     first_hour = dt.datetime.fromtimestamp(now0 - HISTORY_S, tz=UTC).replace(minute=0, second=0, microsecond=0)
     os.environ["TALLY_DUCKDB_PATH"] = str(settings.duckdb_path.resolve())
     batch_log = logs / "demo-batch.log"
     started = time.time()
     with console.status("Dagster: raw_events backfill over the hours, then dbt build (log: " + str(batch_log) + ")"):
         with quiet(batch_log):
+            from orchestration.batch import build_marts  # Dagster's import-time warnings go to the log too
+
             report = build_marts(first_hour, None)
             docs = subprocess.run([str(Path(py).parent / "dbt"), "docs", "generate", "--project-dir", "dbt_project",
                                    "--profiles-dir", "dbt_project", "--quiet"], env={**os.environ})
