@@ -130,18 +130,23 @@ class Worker:
             if self._acquire(shard_id, lease):
                 mine.append(shard_id)
         if len(mine) < share:
-            self._steal(ready, leases, share, now)
+            self._steal(ready, leases, len(mine), now)
 
-    def _steal(self, ready: list[str], leases: dict[str, Lease], share: int, now: float) -> None:
+    def _steal(self, ready: list[str], leases: dict[str, Lease], mine: int, now: float) -> None:
+        """Take one lease from the busiest peer if it holds at least two more than this worker.
+
+        (4 shards over 3 workers gives a share of 2: without the "two more" rule, 2 + 2 + 0 would count
+        as balanced and the third worker would idle.)
+        """
         held: dict[str, list[str]] = {}
         for sid in ready:
             lease = leases.get(sid)
             if lease is not None and not lease.expired(now) and lease.owner != self.worker_id:
                 held.setdefault(lease.owner or "", []).append(sid)
         for owner, sids in sorted(held.items(), key=lambda kv: -len(kv[1])):
-            if len(sids) > share:
+            if len(sids) >= mine + 2:
                 self._acquire(sids[-1], leases[sids[-1]])
-                return
+            return
 
     def _acquire(self, shard_id: str, seen: Lease | None) -> bool:
         try:
