@@ -35,13 +35,19 @@ def archiver_worker(settings: Settings, worker_id: str = "") -> object:
     from streaming.kinesis.worker import Worker
     from streaming.stack.manager import resolve_endpoints
 
-    endpoint = resolve_endpoints(settings).aws_endpoint_url if settings.is_local else settings.aws_endpoint_url
+    from streaming.privacy.suppression import SuppressionCache
+    from streaming.speed.connect import connect
+
+    endpoints = resolve_endpoints(settings)
+    endpoint = endpoints.aws_endpoint_url if settings.is_local else settings.aws_endpoint_url
     store = ArchiveStore(aws_client("s3", settings.aws_region, endpoint), settings.bucket)
+    redis_client = connect(endpoints.redis_url)  # the suppression list (privacy): checked per batch
     policy = FlushPolicy(settings.archive_max_records, settings.archive_max_bytes, settings.archive_flush_s)
     decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew_s)
     return Worker(
         aws_client("kinesis", settings.aws_region, endpoint), aws_client("dynamodb", settings.aws_region, endpoint),
-        settings.stream_name, settings.lease_table, GROUP, processor_factory(store, decoder, policy),
+        settings.stream_name, settings.lease_table, GROUP,
+        processor_factory(store, decoder, policy, lambda: SuppressionCache(redis_client, settings.privacy_salt)),
         worker_id=worker_id,
     )
 

@@ -185,6 +185,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_RECONCILE_TOLERANCE_ABS", "0", "reconciliation: a cell whose layers differ by at most this many events is ok (0 = exact)", _non_negative_int),
     Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
+    Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
     Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
     Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
     Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),
@@ -205,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
 
 #: Settings whose values are secrets: never in a repr, a log line, an error message or Dagster metadata.
-SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE"})
+SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "TALLY_PRIVACY_SALT"})
 
 
 @dataclass(frozen=True, repr=False)
@@ -322,6 +323,7 @@ class Settings:
     reconcile_tolerance_abs: int = 0
     reconcile_tolerance_rel: float = 0.0
     snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
+    privacy_salt: str = field(default="", repr=False)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -378,6 +380,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
         reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),
         snowflake=_snowflake_settings(env),
+        privacy_salt=_get(env, "TALLY_PRIVACY_SALT") or "",
         raw={k: v for k, v in env.items() if k.startswith("TALLY_") and k not in SECRET_SETTINGS},
     )
     if settings.env == "prod" and settings.redis_url is None:

@@ -11,6 +11,11 @@ arrived on the stream), so a late event lands in its own, older hour's prefix.
 
 Manifest counts are of records as delivered: a repeated ``event_id`` is counted each time it was
 delivered (de-duplication is the warehouse's job, and the manifest must describe the objects).
+
+Privacy (``suppressed_since``, see :mod:`streaming.privacy.suppression`): an event of a suppressed
+subject received at or after the suppression started gets no line and is not counted; the manifest
+counts it under ``suppressed``. One received before is counted but gets no line either; its object entry
+counts it under ``forgotten`` (what ``counts`` holds that the object does not), as a deletion does.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import gzip
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -73,14 +78,26 @@ def _iso(epoch_s: float) -> str:
     return dt.datetime.fromtimestamp(epoch_s, tz=dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
+class SuppressedSince(Protocol):
+    """The suppression list as the archiver reads it (:class:`streaming.privacy.suppression.SuppressionCache`)."""
+
+    def begin_batch(self) -> None:
+        """A new batch starts: re-check the list's version before the next answer."""
+
+    def since(self, tenant: str, user_id: str | None, anonymous_id: str | None) -> int | None:
+        """When the subject's suppression started (epoch ms), or None if it is not suppressed."""
+
+
 class _HourPart:
-    __slots__ = ("lines", "counts", "dead_letters", "records")
+    __slots__ = ("lines", "counts", "dead_letters", "records", "forgotten", "suppressed")
 
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.counts: Counter[tuple[str, str, int]] = Counter()
         self.dead_letters: Counter[str] = Counter()
         self.records = 0
+        self.forgotten: Counter[tuple[str, str, int]] = Counter()
+        self.suppressed: Counter[tuple[str, str, int]] = Counter()
 
 
 def build_batch(
@@ -89,6 +106,7 @@ def build_batch(
     decoder: EventDecoder,
     future_limit: dt.datetime | None = None,
     compresslevel: int = 1,
+    suppressed_since: SuppressedSince | None = None,
 ) -> ArchiveBatch:
     """Turn one non-empty, in-order shard batch into its objects and manifest (no I/O)."""
     if not records:
@@ -106,7 +124,17 @@ def build_batch(
             received = result.received_at.timestamp()
             max_received = received if max_received is None else max(max_received, received)
             part = parts[int(received) // 3600]
-            part.counts[(result.tenant_id, result.event_type.value, int(received) // 60)] += 1
+            cell = (result.tenant_id, result.event_type.value, int(received) // 60)
+            since = None if suppressed_since is None else suppressed_since.since(
+                result.tenant_id, result.user_id, result.anonymous_id)
+            if since is not None:
+                if int(received * 1000) >= since:
+                    part.suppressed[cell] += 1
+                else:
+                    part.counts[cell] += 1
+                    part.forgotten[cell] += 1
+                continue
+            part.counts[cell] += 1
             if b"\n" in rec.data or b"\r" in rec.data:
                 line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
                                    data=rec.data.decode("utf-8"))
@@ -125,12 +153,16 @@ def build_batch(
     batch = BatchRange(shard_id, records[0].sequence_number, records[-1].sequence_number)
     objects: list[ArchiveObject] = []
     manifest_objects: list[dict[str, Any]] = []
+    suppressed: Counter[tuple[str, str, int]] = Counter()
     for hour_no in sorted(parts):
         part = parts[hour_no]
+        suppressed.update(part.suppressed)
+        if not part.lines and not part.counts:
+            continue  # only suppressed events: nothing to store for this hour
         hour = hour_start(hour_no * 3600)
         key = object_key(shard_id, hour, batch.first_seq, batch.last_seq)
         # mtime=0: a re-written batch produces the very same bytes.
-        body = gzip.compress(b"\n".join(part.lines) + b"\n", compresslevel=compresslevel, mtime=0)
+        body = gzip.compress(b"".join(line + b"\n" for line in part.lines), compresslevel=compresslevel, mtime=0)
         objects.append(ArchiveObject(key, hour, body))
         manifest_objects.append({
             "key": key,
@@ -138,8 +170,9 @@ def build_batch(
             "records": part.records,
             "valid": sum(part.counts.values()),
             "bytes": len(body),
-            "counts": [[t, e, _minute_iso(m * 60), n] for (t, e, m), n in sorted(part.counts.items())],
+            "counts": _cells(part.counts),
             "dead_letters": dict(sorted(part.dead_letters.items())),
+            **({"forgotten": _cells(part.forgotten)} if part.forgotten else {}),
         })
     manifest = {
         "version": MANIFEST_VERSION,
@@ -149,12 +182,18 @@ def build_batch(
         "records": len(records),
         "objects": manifest_objects,
         "dead_letters": dict(sorted(sum((Counter(o["dead_letters"]) for o in manifest_objects), Counter()).items())),
+        **({"suppressed": _cells(suppressed)} if suppressed else {}),
         "watermark": {
             "max_arrival_at": _iso(max_arrival),
             "max_received_at": None if max_received is None else _iso(max_received),
         },
     }
     return ArchiveBatch(batch, objects, manifest)
+
+
+def _cells(counter: Counter[tuple[str, str, int]]) -> list[list[Any]]:
+    """Manifest form of per-cell counts: [[tenant, event type, minute ISO, n], ...]."""
+    return [[t, e, _minute_iso(m * 60), n] for (t, e, m), n in sorted(counter.items())]
 
 
 def decode_lines(body: bytes) -> list[ArchiveLine]:

@@ -4,6 +4,10 @@ Objects: ``raw/events/dt=YYYY-MM-DD/hour=HH/<shard_id>/<first_seq>-<last_seq>.js
 ``raw/manifests/<shard_id>/<first_seq>-<last_seq>.json``. Sequence numbers are zero-padded to 56 digits
 (real Kinesis sequence numbers have 56; the emulator's are small integers) so that keys sort in stream
 order and a re-written batch (same shard, same range) lands on the same keys.
+
+An object rewritten by an audited deletion request gets a revision suffix
+(``<first_seq>-<last_seq>.r<N>.jsonl.gz``): a new key in the same place, listed by the batch's updated
+manifest, so the old object can be removed after the manifest (the commit point) names the new one.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ EVENTS_PREFIX = "raw/events/"
 MANIFESTS_PREFIX = "raw/manifests/"
 _OBJECT_RE = re.compile(
     r"^raw/events/dt=(?P<day>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/(?P<shard>[^/]+)/"
-    r"(?P<first>\d+)-(?P<last>\d+)\.jsonl\.gz$"
+    r"(?P<first>\d+)-(?P<last>\d+)(?:\.r(?P<rev>\d+))?\.jsonl\.gz$"
 )
 _MANIFEST_RE = re.compile(r"^raw/manifests/(?P<shard>[^/]+)/(?P<first>\d+)-(?P<last>\d+)\.json$")
 
@@ -44,6 +48,20 @@ def hour_prefix(hour: dt.datetime) -> str:
 
 def object_key(shard_id: str, hour: dt.datetime, first_seq: str, last_seq: str) -> str:
     return f"{hour_prefix(hour)}{shard_id}/{pad_seq(first_seq)}-{pad_seq(last_seq)}.jsonl.gz"
+
+
+def revised_object_key(key: str, revision: int) -> str:
+    """The key of revision ``revision`` (>= 1) of the object ``key`` (itself of any revision)."""
+    m = _OBJECT_RE.match(key)
+    if m is None or revision < 1:
+        raise ValueError(f"not an archive object key or revision: {key!r}, {revision}")
+    return f"{key[:m.start('first')]}{m['first']}-{m['last']}.r{revision}.jsonl.gz"
+
+
+def object_revision(key: str) -> int:
+    """0 for an object as the archiver wrote it, N for its N-th rewrite."""
+    m = _OBJECT_RE.match(key)
+    return int(m["rev"]) if m is not None and m["rev"] else 0
 
 
 def manifest_key(shard_id: str, first_seq: str, last_seq: str) -> str:

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from streaming.archive.batch import build_batch
+from streaming.archive.batch import SuppressedSince, build_batch
 from streaming.archive.store import ArchiveStore
 from streaming.events import EventDecoder
 from streaming.kinesis.processor import ShardContext, StreamRecord
@@ -50,8 +50,10 @@ class ArchiveProcessor:
         decoder: EventDecoder,
         policy: FlushPolicy = FlushPolicy(),
         clock: Callable[[], float] = time.monotonic,
+        suppression: SuppressedSince | None = None,
     ) -> None:
         self.store = store
+        self.suppression = suppression  # a streaming.privacy SuppressionCache: re-checked per batch
         self.decoder = decoder
         self.policy = policy
         self.clock = clock
@@ -110,7 +112,9 @@ class ArchiveProcessor:
         if not self._buffer:
             return self._committed
         assert self._shard_id is not None
-        batch = build_batch(self._shard_id, self._buffer, self.decoder)
+        if self.suppression is not None:
+            self.suppression.begin_batch()
+        batch = build_batch(self._shard_id, self._buffer, self.decoder, suppressed_since=self.suppression)
         self.store.write_batch(batch)
         self.stats.batches += 1
         self.stats.records += len(self._buffer)
@@ -120,6 +124,8 @@ class ArchiveProcessor:
         return self._committed
 
 
-def processor_factory(store: ArchiveStore, decoder: EventDecoder, policy: FlushPolicy) -> Callable[[], ArchiveProcessor]:
-    """What the worker calls once per shard it takes."""
-    return lambda: ArchiveProcessor(store, decoder, policy)
+def processor_factory(store: ArchiveStore, decoder: EventDecoder, policy: FlushPolicy,
+                      suppression: Callable[[], SuppressedSince] | None = None) -> Callable[[], ArchiveProcessor]:
+    """What the worker calls once per shard it takes. ``suppression`` makes each processor its own
+    suppression-list reader (see :mod:`streaming.privacy.suppression`)."""
+    return lambda: ArchiveProcessor(store, decoder, policy, suppression=suppression() if suppression else None)

@@ -64,8 +64,9 @@ DDL = (
         _archive_key varchar, _archive_hour timestamp_ntz, _loaded_at timestamp_ntz)""",
 )
 
-# An archive key goes into COPY's FILES list; the archive layout only makes keys like this one.
-_SAFE_KEY = re.compile(r"^raw/events/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/[A-Za-z0-9_.-]+/\d+-\d+\.jsonl\.gz$")
+# An archive key goes into COPY's FILES list; the archive layout only makes keys like this one
+# (``.r<N>``: an object rewritten by a deletion request).
+_SAFE_KEY = re.compile(r"^raw/events/dt=\d{4}-\d{2}-\d{2}/hour=\d{2}/[A-Za-z0-9_.-]+/\d+-\d+(\.r\d+)?\.jsonl\.gz$")
 _COPY_FILES_MAX = 1000  # Snowflake's limit on one COPY's FILES list
 _INSERT_MAX_BYTES = 800_000  # one INSERT's text stays under Snowflake's 1 MB statement limit
 

@@ -1,0 +1,142 @@
+"""The suppression list: subjects (user ids and their stitched anonymous ids) whose new events no layer keeps.
+
+Redis layout (a contract the speed layer and the archiver both read):
+
+- ``tally:{T}:suppress`` hash ``subject_hash -> since_ms`` (epoch ms when the suppression started);
+- ``tally:{T}:suppress:ver`` an integer INCR'd in the same transaction as every change of that hash
+  (add or lift), so a reader re-reads the hash only when the version moved.
+
+Both keys share the tenant's hash tag, so one MULTI covers them on Redis Cluster too.
+
+The counting rule, the same in every layer so the layers keep agreeing: an event whose ``user_id`` or
+``anonymous_id`` is suppressed with ``since_ms`` S is *suppressed* (not counted; counted as suppressed
+per tenant × event type × minute) iff its ``received_at`` >= S. An earlier-received event still counts
+toward aggregates, but no layer keeps personal data about it (the archiver writes no line for it and
+counts it as ``forgotten`` in the manifest; the speed layer writes no per-visitor state for it).
+
+Subjects are stored hashed: ``subject_hash`` is SHA-256 of ``tenant NUL identifier``, keyed (HMAC) with
+the deployment's ``TALLY_PRIVACY_SALT`` when set, so a dump of Redis or of the audit log cannot be
+reversed by hashing guessed e-mail addresses without that secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streaming.speed.keys import tenant_prefix
+
+
+def suppress_key(tenant: str) -> str:
+    """Hash subject_hash -> since_ms."""
+    return f"{tenant_prefix(tenant)}suppress"
+
+
+def suppress_version_key(tenant: str) -> str:
+    """Integer, INCR'd on every change of :func:`suppress_key`."""
+    return f"{tenant_prefix(tenant)}suppress:ver"
+
+
+def subject_hash(tenant: str, identifier: str, salt: str = "") -> str:
+    """Hex digest naming one subject identifier (a user id or an anonymous id) of one tenant."""
+    message = tenant.encode("utf-8") + b"\0" + identifier.encode("utf-8")
+    if salt:
+        return hmac.new(salt.encode("utf-8"), message, hashlib.sha256).hexdigest()
+    return hashlib.sha256(message).hexdigest()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def add(client: Any, tenant: str, hashes: Iterable[str], since_ms: int) -> int:
+    """Suppress ``hashes`` from ``since_ms`` on; an existing entry keeps its earlier start. Returns how
+    many entries are new. Idempotent: a second call changes nothing and does not bump the version."""
+    hashes = sorted(set(hashes))
+    if not hashes:
+        return 0
+    key = suppress_key(tenant)
+    current = client.hmget(key, hashes)
+    todo = {h: since_ms for h, have in zip(hashes, current, strict=True) if have is None or int(have) > since_ms}
+    if not todo:
+        return 0
+    pipe = client.pipeline(transaction=True)
+    pipe.hset(key, mapping=todo)
+    pipe.incr(suppress_version_key(tenant))
+    pipe.execute()
+    return sum(1 for h, have in zip(hashes, current, strict=True) if have is None)
+
+
+def lift(client: Any, tenant: str, hashes: Iterable[str]) -> int:
+    """End the suppression of ``hashes``; returns how many were suppressed."""
+    hashes = sorted(set(hashes))
+    if not hashes:
+        return 0
+    pipe = client.pipeline(transaction=True)
+    pipe.hdel(suppress_key(tenant), *hashes)
+    pipe.incr(suppress_version_key(tenant))
+    removed, _ = pipe.execute()
+    return int(removed)
+
+
+def entries(client: Any, tenant: str) -> dict[str, int]:
+    """Every suppressed subject hash of ``tenant`` with its since_ms."""
+    return {_text(k): int(v) for k, v in client.hgetall(suppress_key(tenant)).items()}
+
+
+@dataclass
+class _TenantList:
+    version: int
+    since: dict[str, int]
+
+
+@dataclass
+class SuppressionCache:
+    """A reader's copy of the suppression lists, checked against ``suppress:ver`` once per batch.
+
+    Call :meth:`begin_batch` at the start of every batch: the first :meth:`since` of a tenant in the
+    batch then reads its version (and the hash only if the version moved). :meth:`refresh` does that
+    for known tenants in one pipelined round trip (what a caller that has grouped by tenant uses).
+    """
+
+    client: Any
+    salt: str = ""
+    _lists: dict[str, _TenantList] = field(default_factory=dict)
+    _checked: set[str] = field(default_factory=set)
+
+    def begin_batch(self) -> None:
+        self._checked = set()
+
+    def refresh(self, tenants: Iterable[str]) -> None:
+        tenants = sorted(set(tenants) - self._checked)
+        if not tenants:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for tenant in tenants:
+            pipe.get(suppress_version_key(tenant))
+        versions = [int(v) if v is not None else 0 for v in pipe.execute()]
+        stale = [(t, v) for t, v in zip(tenants, versions, strict=True)
+                 if t not in self._lists or self._lists[t].version != v]
+        if not stale:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for tenant, _ in stale:
+            pipe.hgetall(suppress_key(tenant))
+        for (tenant, version), found in zip(stale, pipe.execute(), strict=True):
+            self._lists[tenant] = _TenantList(version, {_text(k): int(v) for k, v in found.items()})
+        self._checked.update(tenants)
+
+    def since(self, tenant: str, user_id: str | None, anonymous_id: str | None) -> int | None:
+        """The earliest since_ms of the event's suppressed identifiers, or None if neither is suppressed."""
+        if tenant not in self._checked:
+            self.refresh([tenant])
+        listed = self._lists.get(tenant)
+        if listed is None or not listed.since:
+            return None
+        found = [listed.since.get(subject_hash(tenant, ident, self.salt))
+                 for ident in (user_id, anonymous_id) if ident]
+        marks = [m for m in found if m is not None]
+        return min(marks) if marks else None
