@@ -213,11 +213,12 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, reconcile, speed
+    from orchestration.commands import batch, privacy, reconcile, speed
 
     speed.register(main)
     batch.register(main)
     reconcile.register(main)
+    privacy.register(main)
 
 
 _register_domains()

@@ -29,11 +29,12 @@ _EMPTY_EVENTS = pa.table({
 })
 
 # Every layer projected to one wide row shape, so one UNION ALL + GROUP BY sums them all.
-_WIDE = ("a", "ap", "wr", "wd", "wm", "late", "s", "ca", "cw", "cs")
+_WIDE = ("a", "ap", "wr", "wd", "wm", "late", "s", "ca", "cw", "cs", "f")
 _PROJECT = {
-    "archive": "n as a, n_present as ap, 0 as wr, 0 as wd, 0 as wm, 0 as late, 0 as s, 1 as ca, 0 as cw, 0 as cs",
-    "warehouse": "0, 0, rows, distinct_ids, mart, late, 0, 0, 1, 0",
-    "speed": "0, 0, 0, 0, 0, 0, n, 0, 0, 1",
+    "archive": "n as a, n_present as ap, 0 as wr, 0 as wd, 0 as wm, 0 as late, 0 as s, 1 as ca, 0 as cw, 0 as cs, "
+               "forgotten as f",
+    "warehouse": "0, 0, rows, distinct_ids, mart, late, 0, 0, 1, 0, 0",
+    "speed": "0, 0, 0, 0, 0, 0, n, 0, 0, 1, 0",
 }
 
 
@@ -72,10 +73,10 @@ def _verdict_sql() -> tuple[str, str]:
     conditions = {
         Verdict.PENDING: "open",
         Verdict.ARCHIVE_MISSING: f"a - ap > {tol.format(x='a')}",
-        Verdict.WAREHOUSE_MISSING: f"(wr < ap - {tol.format(x='ap')}) or (wm < e - {tol.format(x='e')})",
-        Verdict.WAREHOUSE_EXTRA: f"(wr > a + {tol.format(x='a')}) or (wm > e + (a - ap) + {tol.format(x='e')})",
+        Verdict.WAREHOUSE_MISSING: f"(wr + f < ap - {tol.format(x='ap')}) or (wm < e - {tol.format(x='e')})",
+        Verdict.WAREHOUSE_EXTRA: f"(wr > a + {tol.format(x='a')}) or (wm > e + f + (a - ap) + {tol.format(x='e')})",
         Verdict.SPEED_MISSING: f"s < e - {tol.format(x='e')}",
-        Verdict.SPEED_EXTRA: f"s > e + (a - ap) + {tol.format(x='e')}",
+        Verdict.SPEED_EXTRA: f"s > e + f + (a - ap) + {tol.format(x='e')}",
     }
     findings = "list_filter([" + ", ".join(
         f"case when {cond} then '{v.value}' end" for v, cond in conditions.items()
@@ -132,7 +133,7 @@ class _Run:
             create temp table hours as
             select tenant_id, event_type, minute // 60 as hour,
                    sum(a)::bigint a, sum(ap)::bigint ap, sum(wr)::bigint wr, sum(wd)::bigint wd,
-                   sum(wm)::bigint wm, sum(late)::bigint late, sum(s)::bigint s,
+                   sum(wm)::bigint wm, sum(late)::bigint late, sum(s)::bigint s, sum(f)::bigint f,
                    sum(a * {ck}) a_ck, sum(ap * {ck}) ap_ck, sum(wr * {ck}) wr_ck, sum(wd * {ck}) wd_ck,
                    sum(wm * {ck}) wm_ck, sum(s * {ck}) s_ck,
                    greatest(sum(ca), sum(cw), sum(cs))::bigint as minutes
@@ -162,7 +163,7 @@ class _Run:
             create temp table cells as
             select u.tenant_id, u.event_type, u.minute,
                    sum(a)::bigint a, sum(ap)::bigint ap, sum(wr)::bigint wr, sum(wd)::bigint wd,
-                   sum(wm)::bigint wm, sum(late)::bigint late, sum(s)::bigint s
+                   sum(wm)::bigint wm, sum(late)::bigint late, sum(s)::bigint s, sum(f)::bigint f
             from ({union}) u
             group by all
         """)
@@ -218,7 +219,7 @@ class _Run:
                        c.minute + 1 > $closed_min as open
                 from cells c left join e_cells e using (tenant_id, event_type, minute)
             )
-            select tenant_id, event_type, minute, a, ap, wr, wd, wm, s, e, late,
+            select tenant_id, event_type, minute, a, ap, wr, wd, wm, s, e, late, f,
                    {primary} as verdict, {findings} as findings
             from x
         """, tol_abs=self.config.tolerance.absolute, tol_rel=float(self.config.tolerance.relative))
@@ -278,7 +279,7 @@ class _Run:
         cells = self._sql("""
             select tenant_id, event_type, minute, a as archive, ap as archive_present, wr as warehouse_rows,
                    wd as warehouse_distinct, wm as warehouse_mart, s as speed, e as expected, late,
-                   verdict, array_to_string(findings, ',') as findings
+                   f as forgotten, verdict, array_to_string(findings, ',') as findings
             from judged order by tenant_id, event_type, minute
         """).df()
         hours = self._sql(f"""

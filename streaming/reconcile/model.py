@@ -5,18 +5,20 @@ Attribution rules (one primary verdict per tenant × event type × minute cell; 
 (duplicates included), ``Ap`` = the part of ``A`` whose archive objects still exist, ``Wr`` = rows in the
 warehouse raw table (duplicates included), ``Wd`` = distinct event_ids among them, ``Wm`` = the mart's
 de-duplicated count, ``S`` = the Redis counter, ``E`` = the expected de-duplicated count (``Wd``, or the
-distinct archive event_ids where the hour was drilled to event level).
+distinct archive event_ids where the hour was drilled to event level), ``F`` = records the manifests
+count as ``forgotten`` (removed by an audited deletion request, or never written for a suppressed
+subject): the speed layer counted them, the warehouse cannot hold them.
 
 =====================  ==========================================================================
 verdict                rule
 =====================  ==========================================================================
 pending                the window is not closed: min(layer watermarks) < minute end + lateness
 archive_missing        ``A - Ap > tol``: a manifest lists records whose object is gone
-warehouse_missing      ``Wr < Ap - tol`` (load lost rows) or ``Wm < E - tol`` (the mart lacks events);
+warehouse_missing      ``Wr + F < Ap - tol`` (load lost rows) or ``Wm < E - tol`` (the mart lacks events);
                        the exact event_ids are listed (archive ids not in raw / not in the mart)
-warehouse_extra        ``Wr > A + tol`` or ``Wm > E + (A - Ap) + tol``
+warehouse_extra        ``Wr > A + tol`` or ``Wm > E + F + (A - Ap) + tol`` (``F``: a deletion half done)
 speed_missing          ``S < E - tol``
-speed_extra            ``S > E + (A - Ap) + tol`` (Redis may hold what a deleted object held)
+speed_extra            ``S > E + F + (A - Ap) + tol`` (Redis may hold what a deleted object held)
 upstream_gap           a ``source_seq`` held by no layer (separate findings, see :mod:`sequences`)
 *_rollup_mismatch      an hour or day counter a layer serves (Redis ``cnt:h``/``cnt:d``, the warehouse's
                        hour/day marts) differs from the sum of that layer's own minutes (separate
@@ -71,7 +73,7 @@ LOSS_VERDICTS: frozenset[str] = frozenset(v.value for v in (
 Table = pd.DataFrame | pa.Table
 
 #: Columns of each layer's count table (minute = epoch minute of ``received_at``).
-ARCHIVE_COLUMNS = ("tenant_id", "event_type", "minute", "n", "n_present")
+ARCHIVE_COLUMNS = ("tenant_id", "event_type", "minute", "n", "n_present", "forgotten")
 WAREHOUSE_COLUMNS = ("tenant_id", "event_type", "minute", "rows", "distinct_ids", "mart", "late")
 SPEED_COLUMNS = ("tenant_id", "event_type", "minute", "n")
 #: Columns of the served roll-ups (layer speed|warehouse, grain hour|day, bucket = epoch hour|day).

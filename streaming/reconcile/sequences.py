@@ -9,7 +9,8 @@ harmless redelivery that de-duplication absorbs, and is not reported here).
 An event that never reached any layer has no tenant or event type anyone can know: a gap is reported
 with its source, the missing numbers and the minutes of its two neighbours, which bracket when it was
 received. A gap is *explained* (not upstream) when an ``archive_missing`` cell lies inside that bracket
-(the numbers were in an archive object that is gone), and *pending* while its bracket is not closed
+(the numbers were in an archive object that is gone) or a cell with ``forgotten`` events (a deletion
+request removed them), and *pending* while its bracket is not closed
 (a late event may still arrive).
 
 The evidence may extend past the judged range (the service reads ``SEQUENCE_MARGIN_MIN`` minutes on
@@ -67,7 +68,7 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_ta
         select f.source_id, f.first_missing, f.last_missing, f.missing, f.min_minute, f.max_minute,
                case when f.kind = '{Verdict.UPSTREAM_GAP.value}' and exists (
                         select 1 from {judged_table} j
-                        where list_contains(j.findings, '{Verdict.ARCHIVE_MISSING.value}')
+                        where (list_contains(j.findings, '{Verdict.ARCHIVE_MISSING.value}') or j.f > 0)
                           and j.minute between f.min_minute and f.max_minute) then 'explained'
                     when f.max_minute + 1 > $closed_min then '{Verdict.PENDING.value}'
                     else f.kind end as verdict,
@@ -75,7 +76,10 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, seq_table: str, archive_ta
                         select 1 from {judged_table} j
                         where list_contains(j.findings, '{Verdict.ARCHIVE_MISSING.value}')
                           and j.minute between f.min_minute and f.max_minute)
-                    then '{Verdict.ARCHIVE_MISSING.value}' end as explained_by,
+                    then '{Verdict.ARCHIVE_MISSING.value}'
+                    when f.kind = '{Verdict.UPSTREAM_GAP.value}' and exists (
+                        select 1 from {judged_table} j where j.f > 0 and j.minute between f.min_minute and f.max_minute)
+                    then 'forgotten' end as explained_by,
                f.event_ids
         from findings f
         where f.max_minute >= $lo and f.max_minute < $hi

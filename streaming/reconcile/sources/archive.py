@@ -1,7 +1,8 @@
 """The archive as the core sees it: counts from committed manifests, and which of their objects exist.
 
 ``n`` is what the manifests say the stream delivered (duplicates included); ``n_present`` the part whose
-archive object is still in S3. The archive watermark is the slowest shard's newest ``max_received_at``.
+archive object is still in S3; ``forgotten`` the part removed from (or never written to) its object for
+privacy (a deletion request, or a suppressed subject's earlier event), which the warehouse cannot hold. The archive watermark is the slowest shard's newest ``max_received_at``.
 Event-level reads (for drill-down) parse the lines of the existing committed objects of an hour.
 """
 
@@ -99,7 +100,7 @@ class ArchiveReader:
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             manifests = list(pool.map(self.store.read_manifest, manifest_keys))
         present = self._object_keys()
-        counts: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
+        counts: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0, 0])
         shards: dict[str, ShardProgress] = defaultdict(ShardProgress)
         dead: dict[str, int] = defaultdict(int)
         missing: list[str] = []
@@ -123,10 +124,15 @@ class ArchiveReader:
                         cell[0] += int(n)
                         if exists:
                             cell[1] += int(n)
+                # Lines a deletion request (or the archiver, for a suppressed subject) left out.
+                for tenant, etype, minute_iso, n in obj.get("forgotten", []):
+                    minute = _minute(minute_iso)
+                    if start_minute <= minute < end_minute:
+                        counts[(tenant, etype, minute)][2] += int(n)
         for progress in shards.values():
             progress.batches.sort()
-        frame = pd.DataFrame([(t, e, m, n, p) for (t, e, m), (n, p) in counts.items()],
-                             columns=["tenant_id", "event_type", "minute", "n", "n_present"])
+        frame = pd.DataFrame([(t, e, m, n, p, f) for (t, e, m), (n, p, f) in counts.items()],
+                             columns=["tenant_id", "event_type", "minute", "n", "n_present", "forgotten"])
         marks = [p.watermark for p in shards.values()]
         watermark = None if not marks or any(m is None for m in marks) else min(m for m in marks if m is not None)
         return ArchiveSnapshot(frame, watermark, dict(shards), dict(dead), sorted(missing))

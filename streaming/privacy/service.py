@@ -1,0 +1,48 @@
+"""Build a deletion :class:`~streaming.privacy.forget.Eraser` for the configured environment
+(what the CLI, the HTTP API and the Dagster job call)."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from streaming.archive.store import ArchiveStore
+from streaming.privacy.forget import Eraser
+from streaming.privacy.requests import RequestStore
+from streaming.privacy.warehouse import DUCKDB, SNOWFLAKE, WarehouseEraser, dbt_rebuild, duckdb_connect
+from streaming.settings import Settings
+
+DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
+
+
+def warehouse_eraser(settings: Settings) -> WarehouseEraser:
+    if settings.is_local:
+        return WarehouseEraser(duckdb_connect(settings.duckdb_path), DUCKDB)
+    from streaming.settings import require_snowflake
+    from streaming.warehouse.snowflake import connect
+
+    snowflake = require_snowflake(settings)
+
+    def open_snowflake() -> AbstractContextManager[Any]:
+        return connect(snowflake)
+
+    return WarehouseEraser(open_snowflake, SNOWFLAKE)
+
+
+def eraser_from_settings(settings: Settings, redis_client: Any | None = None, s3: Any | None = None,
+                         rebuild: bool = True) -> Eraser:
+    from streaming.aws import aws_client
+    from streaming.speed.connect import connect
+    from streaming.stack.manager import resolve_endpoints
+
+    if redis_client is None or s3 is None:
+        endpoints = resolve_endpoints(settings)
+        redis_client = redis_client or connect(endpoints.redis_url)
+        s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url)
+    warehouse = warehouse_eraser(settings)
+    target = "local" if settings.is_local else "prod"
+    env = {"TALLY_DUCKDB_PATH": str(settings.duckdb_path)} if settings.is_local else {}
+    runner = dbt_rebuild(DBT_PROJECT_DIR, target, env, target_path=settings.home / "privacy-dbt-target") if rebuild else None
+    return Eraser(redis=redis_client, store=ArchiveStore(s3, settings.bucket), requests=RequestStore(s3, settings.bucket),
+                  warehouse=warehouse, rebuild=runner, salt=settings.privacy_salt)
