@@ -50,16 +50,19 @@ def register(main: click.Group) -> None:
     @click.option("--resume", is_flag=True, help="Finish every deletion request that did not complete.")
     @click.option("--list", "list_all", is_flag=True, help="List the deletion requests (of --tenant, or all).")
     @click.option("--json", "as_json", is_flag=True, help="Print the audit record as JSON.")
+    @click.option("--queue", is_flag=True, help="Only record the request and print its id (run it with the "
+                  "Dagster forget_job, or `tally forget --resume`).")
     @click.option("--no-rebuild", is_flag=True, help="Skip the dbt rebuild of the derived marts (the next build does it).")
     @user_errors
     def forget(tenant: str | None, user_id: str | None, status_of: str | None, resume: bool, list_all: bool,
-               as_json: bool, no_rebuild: bool) -> None:
+               as_json: bool, queue: bool, no_rebuild: bool) -> None:
         """Forget a person everywhere: Redis segment entries, their lines in the S3 archive (objects
         rewritten, manifests updated), their rows in every warehouse table; suppress their new events.
         Counters keep their totals; reconciliation stays ok. Idempotent: run it again to resume.
 
         \b
         tally forget --tenant T --user U     start (or resume) the deletion of user U of tenant T
+        tally forget --tenant T --user U --queue   record it only (Dagster's forget_job runs it)
         tally forget --status REQUEST        progress and audit record of a request
         tally forget --resume                finish every request that was interrupted
         tally forget --list [--tenant T]     every request (ids, status; no personal data)
@@ -95,6 +98,9 @@ def register(main: click.Group) -> None:
                 return
             if not tenant or user_id is None:
                 raise click.UsageError("give --tenant and --user (or --status REQUEST, --resume, --list)")
+            if queue:
+                _print_request(console, eraser.create(tenant, user_id, requested_by="cli"), as_json)
+                return
             _print_request(console, eraser.forget(tenant, user_id, requested_by="cli"), as_json)
         except (BadRequest, UnknownRequest, DeletionBusy) as exc:
             err_console.print(f"[bold red]tally:[/] {exc}", highlight=False)

@@ -71,19 +71,24 @@ class Eraser:
     after_step: Callable[[str], None] | None = None
 
     # -- entry points ---------------------------------------------------------------------------
-    def forget(self, tenant: str, user_id: str, requested_by: str = "cli") -> Request:
-        """Start (or, for a subject with an unfinished request, resume) the deletion of ``user_id``."""
-        subject = Subject(tenant, user_id)
+    def create(self, tenant: str, user_id: str, requested_by: str = "cli") -> Request:
+        """Record a deletion request (status pending) without running it; for a subject that has an
+        unfinished request, that request. Run it with :meth:`resume` (the HTTP API and Dagster do)."""
+        Subject(tenant, user_id)  # validates both
         subject_id = suppression.subject_hash(tenant, user_id, self.salt)
         for request in self.requests.requests(tenant):
             if request.subject == subject_id and request.status != "done":
-                return self.resume(request)
+                return request
         now_ms = int(time.time() * 1000)
         request = Request(new_request_id(), tenant, subject_id, now_ms + SUPPRESS_MARGIN_MS, now_iso(), requested_by)
         self.requests.save_work(tenant, request.request_id, {"user_id": user_id, "anonymous_ids": []})
         self.requests.save(request)
-        log.info("deletion request %s for tenant %s started", request.request_id, tenant)
-        return self._run(request, subject)
+        log.info("deletion request %s for tenant %s recorded", request.request_id, tenant)
+        return request
+
+    def forget(self, tenant: str, user_id: str, requested_by: str = "cli") -> Request:
+        """Record and run (or, for a subject with an unfinished request, resume) the deletion of ``user_id``."""
+        return self.resume(self.create(tenant, user_id, requested_by))
 
     def resume(self, request: Request) -> Request:
         if request.status == "done":

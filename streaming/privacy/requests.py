@@ -26,12 +26,15 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from streaming.speed.keys import check_tenant
+from streaming.privacy.subject import BadRequest, check_tenant
 
 AUDIT_PREFIX = "audit/forget/"
 WORK_PREFIX = "privacy/work/"
 REQUEST_ID_RE = re.compile(r"^fr_[0-9a-f]{32}$")
 STEPS = ("discover", "suppress", "speed", "archive", "warehouse", "rebuild", "verify")
+
+
+__all__ = ["BadRequest", "Request", "RequestStore", "UnknownRequest"]
 
 
 class UnknownRequest(LookupError):

@@ -4,6 +4,10 @@ Authentication: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. A missi
 401; a key for one tenant asking for another tenant's data is 403. Ops endpoints (lag, latency) carry no
 tenant data and accept any valid key. ``/dashboard`` is a live page over these endpoints (the key stays
 in the browser). Serve with ``tally serve`` (uvicorn on 127.0.0.1).
+
+Deletion requests (``POST /v1/tenants/{t}/forget`` with ``{"user_id": ...}``, then
+``GET /v1/tenants/{t}/forget/{request_id}``) are guarded by the same tenant key; the request runs in the
+background and its status is the audit record, which holds no personal data.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
+from starlette.background import BackgroundTask
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
@@ -151,10 +156,68 @@ async def latency(request: Request) -> dict[str, Any]:
     return {"start": start.isoformat(), "end": end.isoformat(), **_queries(request).latency(start, end)}
 
 
+class Privacy:
+    """Deletion requests for the API: the :class:`streaming.privacy.forget.Eraser` of the configured
+    environment, built on first use (settings are read then, not when the app is made)."""
+
+    def __init__(self, eraser: Any | None = None) -> None:
+        self._eraser = eraser
+
+    @property
+    def eraser(self) -> Any:
+        if self._eraser is None:
+            from streaming.privacy.service import eraser_from_settings
+            from streaming.settings import load_settings
+
+            self._eraser = eraser_from_settings(load_settings())
+        return self._eraser
+
+
+async def forget(request: Request) -> JSONResponse:
+    from streaming.privacy.subject import BadRequest
+
+    tenant = _tenant(request)
+    try:
+        body = await request.json()
+    except ValueError:
+        raise HttpError(400, "the body must be JSON: {\"user_id\": \"...\"}") from None
+    user_id = body.get("user_id") if isinstance(body, dict) else None
+    if not isinstance(user_id, str):
+        raise HttpError(400, "`user_id` (a string) is required")
+    eraser = request.app.state.privacy.eraser
+    try:
+        created = eraser.create(tenant, user_id, requested_by="http")
+    except BadRequest as exc:
+        raise HttpError(400, str(exc)) from None
+    location = f"/v1/tenants/{tenant}/forget/{created.request_id}"
+    return JSONResponse({"request_id": created.request_id, "status": created.status, "status_url": location},
+                        status_code=202, headers={"Location": location},
+                        background=BackgroundTask(_run_quietly, eraser, created))
+
+
+def _run_quietly(eraser: Any, created: Any) -> None:
+    """Run a request after the 202; a failure is in its audit record (status failed, error)."""
+    try:
+        eraser.resume(created)
+    except Exception:  # noqa: BLE001 - recorded in the request's audit record by the eraser
+        pass
+
+
+async def forget_status(request: Request) -> dict[str, Any]:
+    from streaming.privacy.requests import BadRequest, UnknownRequest
+
+    tenant = _tenant(request)
+    try:
+        return request.app.state.privacy.eraser.requests.load(tenant, request.path_params["request_id"]).to_json()
+    except (UnknownRequest, BadRequest):
+        raise HttpError(404, "no such deletion request for this tenant") from None
+
+
 def _endpoint(fn: Any) -> Any:
     async def wrapped(request: Request) -> JSONResponse:
         try:
-            return JSONResponse(await fn(request))
+            answer = await fn(request)
+            return answer if isinstance(answer, JSONResponse) else JSONResponse(answer)
         except HttpError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except QueryError as exc:
@@ -203,6 +266,15 @@ def openapi_spec() -> dict[str, Any]:
                 tenant, {"name": "segment", "in": "path", "required": True, "schema": {"type": "string"}},
                 {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}},
                 {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 1000}}]),
+            "/v1/tenants/{tenant}/forget": {"post": {
+                "summary": "Ask to forget a user of the tenant everywhere (GDPR/CCPA); runs in the background",
+                "parameters": [tenant],
+                "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["user_id"], "properties": {"user_id": {"type": "string"}}}}}},
+                "responses": {"202": {"description": "accepted: request_id and status_url"}, **errors},
+                "security": [{"bearer": []}, {"apiKey": []}]}},
+            "/v1/tenants/{tenant}/forget/{request_id}": op("A deletion request's progress and audit record", [
+                tenant, {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
             "/v1/ops/lag": op("MillisBehindLatest per consumer group and shard", [], tenant_scoped=False),
             "/v1/ops/latency": op("Event-to-counter latency percentiles", [start, end], tenant_scoped=False),
         },
@@ -213,7 +285,7 @@ async def openapi(request: Request) -> JSONResponse:
     return JSONResponse(request.app.state.spec)
 
 
-def create_app(client: Any) -> Starlette:
+def create_app(client: Any, privacy: Privacy | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/openapi.json", openapi),
         Route("/v1/tenants/{tenant}/counts", _endpoint(counts)),
@@ -221,6 +293,8 @@ def create_app(client: Any) -> Starlette:
         Route("/v1/tenants/{tenant}/top-pages", _endpoint(top_pages)),
         Route("/v1/tenants/{tenant}/segments", _endpoint(segments)),
         Route("/v1/tenants/{tenant}/segments/{segment}/members", _endpoint(segment_members)),
+        Route("/v1/tenants/{tenant}/forget", _endpoint(forget), methods=["POST"]),
+        Route("/v1/tenants/{tenant}/forget/{request_id}", _endpoint(forget_status)),
         Route("/dashboard", dashboard),
         Route("/v1/ops/lag", _endpoint(lag)),
         Route("/v1/ops/latency", _endpoint(latency)),
@@ -228,4 +302,5 @@ def create_app(client: Any) -> Starlette:
     app.state.client = client
     app.state.queries = SpeedQueries(client)
     app.state.spec = openapi_spec()
+    app.state.privacy = privacy or Privacy()
     return app

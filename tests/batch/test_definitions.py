@@ -82,7 +82,7 @@ def test_definitions_list_every_public_name(definitions: dg.Definitions) -> None
     assert SOME_CHECKS <= checks
     assert len(checks) == 50
     jobs = {j.name for j in definitions.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job", "reconciliation_hourly_job"}
+    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job", "reconciliation_hourly_job", "forget_job"}
     batch_assets = definitions.resolve_job_def("batch_hourly_job").asset_layer.executable_asset_keys
     assert not any(k.path[0] == "reconciliation" for k in batch_assets), "reconciliation runs on its own schedule"
     assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule", "reconciliation_hourly_schedule"}

@@ -1,0 +1,1 @@
+"""Privacy domain: the forget job (deletion requests run through Dagster)."""
