@@ -6,7 +6,6 @@ recorded first (``tally forget --tenant T --user U --queue``, or ``POST /v1/tena
 keeps the user id only in the request's work object until the request completes.
 """
 
-from __future__ import annotations
 
 from typing import Any
 
