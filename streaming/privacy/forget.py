@@ -22,6 +22,7 @@ manifest. The user id exists in memory and, while the request runs, in its work 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 #: (each layer re-checks the list's version at the start of every batch), and all layers count alike.
 SUPPRESS_MARGIN_MS = 2_000
 LOCK_KEY = "tally:{_privacy}:lock"
-LOCK_TTL_S = 6 * 3600
+#: The lock expires this long after its holder stops renewing it (a killed process), so a re-run can go on.
+LOCK_TTL_S = 30
 ERASING_STEPS = ("speed", "archive", "warehouse", "rebuild")
 
 
@@ -69,6 +71,7 @@ class Eraser:
     salt: str = ""
     #: test hook: called with a step's name after it is recorded (a test kills the run there)
     after_step: Callable[[str], None] | None = None
+    lock_ttl_s: int = LOCK_TTL_S
 
     # -- entry points ---------------------------------------------------------------------------
     def create(self, tenant: str, user_id: str, requested_by: str = "cli") -> Request:
@@ -186,12 +189,26 @@ class Eraser:
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
+        """One deletion at a time; renewed every third of its TTL while held, so a killed holder's lock
+        lapses within ``lock_ttl_s``."""
         token = uuid.uuid4().hex
-        if not self.redis.set(LOCK_KEY, token, nx=True, ex=LOCK_TTL_S):
-            raise DeletionBusy("another deletion request is running in this environment; try again when it ends")
+        if not self.redis.set(LOCK_KEY, token, nx=True, ex=self.lock_ttl_s):
+            raise DeletionBusy("another deletion request is running in this environment; try again "
+                               f"when it ends (or within {self.lock_ttl_s} s if it was killed)")
+        done = threading.Event()
+
+        def renew() -> None:
+            while not done.wait(self.lock_ttl_s / 3):
+                if self.redis.get(LOCK_KEY) in (token, token.encode()):
+                    self.redis.expire(LOCK_KEY, self.lock_ttl_s)
+
+        renewer = threading.Thread(target=renew, name="forget-lock", daemon=True)
+        renewer.start()
         try:
             yield
         finally:
+            done.set()
+            renewer.join()
             if self.redis.get(LOCK_KEY) in (token, token.encode()):
                 self.redis.delete(LOCK_KEY)
 

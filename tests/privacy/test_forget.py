@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -136,33 +140,30 @@ def test_speed_layer_suppresses_new_events(privacy_run: Any, clients: Any, redis
     assert redis_hits(redis_client, person.user_id, person.anonymous_ids) == []
 
 
-class _Killed(BaseException):
-    """Stands for SIGKILL at a step boundary (not an Exception: nothing may catch it)."""
-
-
 def test_a_deletion_killed_half_way_completes_when_run_again(privacy_run: Any, clients: Any,
                                                             redis_client: redis.Redis, speed_lease_table: str,
-                                                            tmp_path: Path) -> None:
+                                                            tmp_path: Path, redis_url: str, aws_endpoint: str) -> None:
     settings = copy_run(privacy_run, clients, tmp_path, speed_lease_table)
     person = stitched_people(privacy_run)[2]
+    env = {**os.environ, "TALLY_ENV": "local", "TALLY_HOME": str(settings.home), "TALLY_REDIS_URL": redis_url,
+           "TALLY_AWS_ENDPOINT_URL": aws_endpoint, "TALLY_BUCKET": settings.bucket,
+           "TALLY_DUCKDB_PATH": str(settings.duckdb_path), "TALLY_STREAM_NAME": settings.stream_name,
+           "TALLY_LEASE_TABLE": settings.lease_table}
+    child = subprocess.run([sys.executable, "-m", "tests.privacy.forget_child", person.tenant, person.user_id, "archive"],
+                           env=env, capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+    assert child.returncode == -signal.SIGKILL, child.stderr
     eraser: Eraser = eraser_from_settings(settings, redis_client, clients.s3, rebuild=False)
-
-    def kill(step: str) -> None:
-        if step == "archive":
-            raise _Killed
-
-    eraser.after_step = kill
-    with pytest.raises(_Killed):
-        eraser.forget(person.tenant, person.user_id)
-    redis_client.delete("tally:{_privacy}:lock")  # a killed process cannot release its lock; it expires
     (pending,) = eraser.requests.requests(person.tenant)
     assert pending.status == "running" and pending.steps["archive"]["status"] == "done"
     assert pending.steps["warehouse"]["status"] == "pending"
     assert warehouse_hits(settings.duckdb_path, person.user_id, person.anonymous_ids)
+    assert archive_hits(clients.s3, settings.bucket, person.user_id, person.anonymous_ids) == [
+        f"privacy/work/{person.tenant}/{pending.request_id}.json"]  # the resumable work record only
 
-    eraser.after_step = None
-    (done,) = eraser.resume_all()
+    time.sleep(3.5)  # the killed process's lock lapses (it can no longer renew it)
+    done = eraser.forget(person.tenant, person.user_id)  # the same command again resumes the request
     assert done.request_id == pending.request_id and done.status == "done"
+    assert done.steps["archive"]["started_at"] == pending.steps["archive"]["started_at"]  # not redone
     assert archive_hits(clients.s3, settings.bucket, person.user_id, person.anonymous_ids) == []
     assert warehouse_hits(settings.duckdb_path, person.user_id, person.anonymous_ids) == {}
     assert eraser.requests.load_work(person.tenant, done.request_id) is None
