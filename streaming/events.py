@@ -31,7 +31,8 @@ DEFAULT_MAX_FUTURE_SKEW_S = 300
 
 #: Tenant ids end up inside Redis hash tags (``{tenant}``) and SQL parameters: no braces, colons,
 #: quotes, spaces or upper case, so a tenant id can never change a key's slot or escape a string.
-TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+#: ``(?!\n)`` because ``$`` alone also matches before a trailing newline (msgspec and ``re.match``).
+TENANT_ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}(?!\n)$"
 _TENANT_RE = re.compile(TENANT_ID_PATTERN)
 _ID_MAX = 128
 
@@ -134,6 +135,9 @@ class EventDecoder:
         self.max_bytes = max_bytes
         self.max_future_skew_s = max_future_skew_s
         self._typed = msgspec.json.Decoder(Event)
+        #: The fast path alone (no size or clock check, raises on anything invalid): for hot loops
+        #: that do those checks themselves and fall back to :meth:`decode` for the reason code.
+        self.typed_decode = self._typed.decode
 
     def future_limit(self, now: float | None = None) -> dt.datetime:
         """The latest acceptable ``received_at`` at time ``now``; compute once per batch."""

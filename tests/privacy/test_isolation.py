@@ -119,8 +119,6 @@ def test_hostile_user_ids_are_bound_parameters_in_the_warehouse(tmp_path: Path) 
     assert eraser.erase(Subject("t1", "'; drop table raw.events; --")).total == 0
 
 
-@pytest.mark.xfail(strict=True, reason="streaming/events.py and streaming/speed/keys.py match TENANT_ID_PATTERN with "
-                   "re.match: its `$` also matches before a trailing newline (fix: fullmatch or \\Z; the lead's files)")
 def test_a_tenant_id_with_a_trailing_newline_is_a_dead_letter() -> None:
     from streaming.events import Rejection
 
