@@ -17,9 +17,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+from msgspec import DecodeError
+
 from streaming.events import Event, EventDecoder, Rejection
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import SegmentRule
+from streaming.speed.suppress import Suppressions
 
 
 @dataclass(frozen=True)
@@ -41,79 +45,119 @@ class DeadLetter:
 
 @dataclass
 class TenantBatch:
-    """One tenant's share of a batch, pre-aggregated, plus its events (kept to rebuild without some)."""
+    """One tenant's share of a batch, pre-aggregated, plus its records (kept to rebuild without some).
+
+    The decoded events are not kept: holding ~2,500 of them alive per chunk cost more in allocation
+    than decoding a record again on the rare rebuild path.
+    """
 
     tenant: str
-    seqs: list[str] = field(default_factory=list)
+    records: list[StreamRecord] = field(default_factory=list)
     ids: list[bytes] = field(default_factory=list)  # event_id, 16 bytes
     received: list[float] = field(default_factory=list)
-    events: list[Event] = field(default_factory=list)
     cells: dict[tuple[int, str], int] = field(default_factory=dict)  # (minute, event_type) -> count
     visitors: set[tuple[int, str]] = field(default_factory=set)  # (hour, anonymous_id)
     pages: dict[tuple[int, str], int] = field(default_factory=dict)  # (hour, path) -> page views
     segments: dict[tuple[int, str], list[int]] = field(default_factory=dict)  # (rule, anon) -> received ms
     #: 1-based indices of events left out of the aggregates, as the script must confirm (see store).
     excluded: tuple[int, ...] = ()
+    #: The tenant's suppression list as aggregated with (see ``streaming/speed/suppress.py``): its version,
+    #: subject_hash -> since_ms (None when empty), and (minute, event_type) -> suppressed events.
+    sup_version: int = 0
+    suppressed: dict[str, int] | None = None
+    suppressions: Suppressions | None = None
+    sup: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def _like(self, records: list[StreamRecord], ids: list[bytes], received: list[float],
+              excluded: tuple[int, ...] = ()) -> TenantBatch:
+        return TenantBatch(self.tenant, records, ids, received, excluded=excluded, sup_version=self.sup_version,
+                           suppressed=self.suppressed, suppressions=self.suppressions)
+
+    def resuppressed(self, rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> TenantBatch:
+        """Rebuilt with the suppression list its ``suppressions`` holds now (the script found a newer one)."""
+        assert self.suppressions is not None
+        out = self._like(self.records, self.ids, self.received, self.excluded)
+        out.sup_version = self.suppressions.version(self.tenant)
+        out.suppressed = self.suppressions.since_map(self.tenant)
+        excluded = set(self.excluded)
+        _add_all(out, [r for i, r in enumerate(self.records, 1) if i not in excluded], _compile(rules))
+        return out
+
+    @property
+    def seqs(self) -> list[str]:
+        return [r.sequence_number for r in self.records]
 
     @property
     def first_seq(self) -> str:
-        return self.seqs[0]
+        return self.records[0].sequence_number
 
     @property
     def last_seq(self) -> str:
-        return self.seqs[-1]
+        return self.records[-1].sequence_number
 
     def totals(self) -> dict[tuple[int, str], int]:
         """(minute, event_type) -> count of the events in the aggregates."""
         return dict(self.cells)
 
-    def packed_ids(self) -> bytes:
-        """Every event_id, 16 bytes each, as one string (the script slices it: no per-id decoding)."""
-        return b"".join(self.ids)
-
     def without(self, excluded: set[int], rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> TenantBatch:
         """The same events with the aggregates rebuilt leaving out ``excluded`` (1-based) ones: those the
         script found already applied (marker) or already seen (dedup). Rare: after crashes or repeats."""
-        out = TenantBatch(self.tenant, self.seqs, self.ids, self.received, self.events, excluded=tuple(sorted(excluded)))
-        kept = [e for i, e in enumerate(self.events, 1) if i not in excluded]
-        _add_all(out, kept, _compile(rules))
+        out = self._like(self.records, self.ids, self.received, tuple(sorted(excluded)))
+        _add_all(out, [r for i, r in enumerate(self.records, 1) if i not in excluded], _compile(rules))
         return out
 
     def after(self, marker_seq: str, rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> TenantBatch | None:
         """Only the events after ``marker_seq`` (a re-read straddling the marker), or None if none are."""
         cut = int(marker_seq)
-        keep = [i for i, seq in enumerate(self.seqs) if int(seq) > cut]
+        keep = [i for i, r in enumerate(self.records) if int(r.sequence_number) > cut]
         if not keep:
             return None
-        out = TenantBatch(self.tenant, [self.seqs[i] for i in keep], [self.ids[i] for i in keep],
-                          [self.received[i] for i in keep], [self.events[i] for i in keep])
-        _add_all(out, out.events, _compile(rules))
+        out = self._like([self.records[i] for i in keep], [self.ids[i] for i in keep], [self.received[i] for i in keep])
+        _add_all(out, out.records, _compile(rules))
         return out
 
-    def payload(self, windows_ms: list[int] | None = None) -> dict[str, Any]:
+    def payload(self, rules: list[tuple[int, int]] | None = None) -> dict[str, Any]:
         """The aggregate arguments of the apply script (msgpack-encoded by the store).
 
-        Segment entries are grouped here by (rule, window-long bucket of the visitor's newest hit), the
-        unit the script reads and writes state in, so the script does no per-visitor grouping.
+        Work that needs no stored state is done here rather than in the script: visitors come grouped
+        by hour; a visitor's segment hits come sorted, cut to the newest ``min_count`` inside the rule's
+        window (epoch ms, ascending: the state, which the script stores msgpack-encoded), grouped by
+        (rule, window-long bucket of the newest hit) — the unit the script reads and writes state in.
+        The script only merges with a stored state when one exists. ``rules`` holds (min_count,
+        window_ms) per rule.
         """
+        by_hour: dict[int, list[str]] = {}
+        for hour, anon in self.visitors:
+            members = by_hour.get(hour)
+            if members is None:
+                by_hour[hour] = [anon]
+            else:
+                members.append(anon)
         groups: dict[tuple[int, int], list[list[Any]]] = {}
         for (rule, anon), times in self.segments.items():
-            newest = max(times)
-            bucket = newest // windows_ms[rule] if windows_ms else 0
-            group = groups.get((rule, bucket))
+            k, window = rules[rule] if rules else (1, 1)
+            if len(times) > 1:
+                times.sort()
+            newest = times[-1]
+            keep = [t for t in times[-k:] if t > newest - window]
+            key = (rule, newest // window)
+            group = groups.get(key)
             if group is None:
-                group = groups[(rule, bucket)] = [[], [], []]
+                group = groups[key] = [[], [], [], []]
             group[0].append(anon)
-            group[1].append(times)
-            group[2].append(newest)
+            group[1].append(keep)
+            group[2].append(keep[0])
+            group[3].append(len(keep))
         return {
-            "first": self.seqs[0],
-            "last": self.seqs[-1],
+            "first": self.first_seq,
+            "last": self.last_seq,
             "excluded": list(self.excluded),
             "c": [x for (minute, etype), n in self.cells.items() for x in (minute, etype, n)],
-            "v": [x for pair in self.visitors for x in pair],
+            "v": list(by_hour.items()),
             "p": [x for (hour, path), n in self.pages.items() for x in (hour, path, n)],
             "s": [[rule + 1, bucket, *g] for (rule, bucket), g in groups.items()],
+            "sv": self.sup_version,
+            "x": [x for (minute, etype), n in self.sup.items() for x in (minute, etype, n)],
         }
 
 
@@ -138,16 +182,23 @@ def _compile(rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> _Compiled:
     return by_type
 
 
-def _add_all(tb: TenantBatch, events: list[Event], rules_by_type: _Compiled) -> None:
-    for event in events:
+#: Re-decodes records that already passed the contract (rebuild path only: no checks needed again).
+_redecode = msgspec.json.Decoder(Event).decode
+
+
+def _add_all(tb: TenantBatch, records: list[StreamRecord], rules_by_type: _Compiled) -> None:
+    for record in records:
+        event = _redecode(record.data)
         _add(tb, event, event.received_at.timestamp(), rules_by_type)
 
 
 def _add(tb: TenantBatch, event: Event, ts: float, rules_by_type: _Compiled) -> None:
     """Fold one event into the aggregates: the hot path, so look-ups are inlined."""
+    if tb.suppressed is not None and _add_forgotten(tb, event, ts):
+        return
     second = int(ts)
     hour = second // 3600
-    etype = event.event_type.value
+    etype = event.event_type._value_
     anon = event.anonymous_id
     cells = tb.cells
     key: Any = (second // 60, etype)
@@ -177,15 +228,46 @@ def _add(tb: TenantBatch, event: Event, ts: float, rules_by_type: _Compiled) -> 
                     times.append(ms)
 
 
+def _add_forgotten(tb: TenantBatch, event: Event, ts: float) -> bool:
+    """Fold an event of a suppressed subject (True), or leave it to the normal path (False).
+
+    The counting rule of ``streaming/privacy/suppression.py``: received at or after the suppression
+    started, it is suppressed (counted apart, per minute x event type); received before, it counts
+    toward the aggregates (counts and page views are not personal data) but leaves no per-visitor
+    state (no unique-visitor entry, no segment state or membership).
+    """
+    assert tb.suppressions is not None and tb.suppressed is not None
+    since = tb.suppressions.subject_since(tb.tenant, tb.suppressed, event.user_id, event.anonymous_id)
+    if since is None:
+        return False
+    etype = event.event_type._value_
+    minute = int(ts) // 60
+    target = tb.sup if ts * 1000 >= since else tb.cells
+    target[(minute, etype)] = target.get((minute, etype), 0) + 1
+    if target is tb.cells and etype == "page_view":
+        path = event.properties.get("path")
+        if path.__class__ is str:
+            key = (int(ts) // 3600, path)
+            tb.pages[key] = tb.pages.get(key, 0) + 1
+    return True
+
+
 def aggregate(
     records: list[StreamRecord],
     decoder: EventDecoder,
     rules: list[SegmentRule] | tuple[SegmentRule, ...] = (),
     now: float | None = None,
+    seen: set[bytes] | None = None,
+    suppressions: Suppressions | None = None,
 ) -> Batch:
-    """Decode, validate, de-duplicate within the batch and pre-aggregate per tenant."""
+    """Decode, validate, de-duplicate within the batch and pre-aggregate per tenant.
+
+    ``seen`` carries the event_ids of earlier chunks of the same batch, so a repeat across chunks is
+    dropped here like one inside a chunk (it is updated in place). ``suppressions`` gives each tenant
+    the suppression list this process knows (the apply script checks its version).
+    """
     with paused_gc():
-        return _aggregate(records, decoder, rules, now)
+        return _aggregate(records, decoder, rules, now, set() if seen is None else seen, suppressions)
 
 
 @contextmanager
@@ -210,35 +292,53 @@ def _aggregate(
     decoder: EventDecoder,
     rules: list[SegmentRule] | tuple[SegmentRule, ...],
     now: float | None,
+    seen: set[bytes],
+    suppressions: Suppressions | None,
 ) -> Batch:
+    """The hot loop: attribute look-ups hoisted, the contract's typed decode called directly (records
+    that fail it, or the size and clock checks, go through ``decoder.decode`` for their reason code)."""
     limit = decoder.future_limit(time.time() if now is None else now)
-    decode = decoder.decode
+    slow_decode = decoder.decode
+    typed_decode = decoder.typed_decode
+    max_bytes = decoder.max_bytes
     batch = Batch(records=len(records))
     tenants = batch.tenants
-    seen: set[bytes] = set()
     rules_by_type = _compile(rules)
     dead_letters = batch.dead_letters
+    seen_add = seen.add
+    decode_errors = (DecodeError, UnicodeDecodeError)
     for record in records:
-        event = decode(record.data, limit)
-        if type(event) is not Event:
-            assert isinstance(event, Rejection)
+        data = record.data
+        event: Any = None
+        if len(data) <= max_bytes:
+            try:
+                event = typed_decode(data)
+            except decode_errors:
+                pass
+        if event is None or event.received_at > limit:
+            rejection = slow_decode(data, limit)
+            assert isinstance(rejection, Rejection)
             dead_letters.append(DeadLetter(
-                record.shard_id, record.sequence_number, event.reason.value, event.detail, event.raw, record.arrival_ts,
+                record.shard_id, record.sequence_number, rejection.reason.value, rejection.detail,
+                rejection.raw, record.arrival_ts,
             ))
             continue
         eid = event.event_id.bytes
         if eid in seen:
             batch.repeats_in_batch += 1
             continue
-        seen.add(eid)
+        seen_add(eid)
         tenant = event.tenant_id
         tb = tenants.get(tenant)
         if tb is None:
             tb = tenants[tenant] = TenantBatch(tenant)
+            if suppressions is not None:
+                tb.suppressions = suppressions
+                tb.sup_version = suppressions.version(tenant)
+                tb.suppressed = suppressions.since_map(tenant)
         ts = event.received_at.timestamp()
-        tb.seqs.append(record.sequence_number)
+        tb.records.append(record)
         tb.ids.append(eid)
         tb.received.append(ts)
-        tb.events.append(event)
         _add(tb, event, ts, rules_by_type)
     return batch

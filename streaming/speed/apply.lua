@@ -1,10 +1,11 @@
 -- Apply one tenant's pre-aggregated share of one batch, atomically, exactly once.
 -- KEYS[1]: the applied marker  tally:{tenant}:applied:<group>:<shard>  (hash: token, seq)
 -- ARGV[1]: msgpack payload built by streaming/speed/store.py (see TenantBatch.payload for the arrays).
--- ARGV[2]: the batch's event_ids, 16 bytes each, concatenated (sliced here, never decoded one by one).
+-- ARGV[2..]: the batch's event_ids, 16 bytes each, one argument per event (in the payload's order).
 -- Every other key is built from payload.pre = "tally:{tenant}:", so all keys are in KEYS[1]'s slot.
 -- Returns {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}
---       | {"straddle", marker_seq} | {"seen", {indices}}: the caller rebuilds its aggregates and calls again.
+--       | {"straddle", marker_seq} | {"seen", {indices}} | {"suppress", version}: the caller rebuilds its
+--         aggregates (without applied or seen events, or with the newer suppression list) and calls again.
 local p = cmsgpack.unpack(ARGV[1])
 local pre = p.pre
 local function int(x) return string.format('%d', x) end
@@ -20,8 +21,7 @@ local stored_token = tonumber(m[1])
 if stored_token and stored_token > p.token then
   return {'fenced', m[1]}
 end
-local packed = ARGV[2]
-local n = #packed / 16
+local n = #ARGV - 1
 local last_seq = p.last
 local mseq = m[2]
 if mseq and not seq_gt(last_seq, mseq) then
@@ -33,10 +33,15 @@ if mseq and not seq_gt(p.first, mseq) then
   return {'straddle', mseq}
 end
 
+-- The suppression list (streaming/privacy/suppression.py) the caller aggregated with must be the current
+-- one: otherwise write nothing and say which version to reload (no event counts against a stale list).
+local sv = tonumber(redis.call('GET', pre .. 'suppress:ver') or '0')
+if sv ~= p.sv then
+  return {'suppress', sv}
+end
+
 -- 2. event_ids seen inside the dedup horizon: sets per time bucket of first sighting (server clock);
 -- the horizon is `buckets` buckets long, so the current bucket and `buckets` before it cover it.
-local ids = {}
-for i = 1, n do ids[i] = string.sub(packed, 16 * i - 15, 16 * i) end
 local now = redis.call('TIME')
 local now_s = tonumber(now[1])
 local L = p.bucket_s
@@ -48,7 +53,7 @@ for k = 0, p.buckets do
   if redis.call('EXISTS', key) == 1 then
     for c0 = 1, n, CHUNK do
       local c1 = math.min(n, c0 + CHUNK - 1)
-      local r = redis.call('SMISMEMBER', key, unpack(ids, c0, c1))
+      local r = redis.call('SMISMEMBER', key, unpack(ARGV, c0 + 1, c1 + 1))
       for j = 1, #r do
         if r[j] == 1 then skip[c0 + j - 1] = true end
       end
@@ -70,7 +75,7 @@ if #seen_list < n then
   local seen_key = pre .. 'seen:' .. int(cur_bucket)
   local fresh = {}
   for i = 1, n do
-    if not skip[i] then fresh[#fresh + 1] = ids[i] end
+    if not skip[i] then fresh[#fresh + 1] = ARGV[i + 1] end
     if #fresh == CHUNK or (i == n and #fresh > 0) then
       redis.call('SADD', seen_key, unpack(fresh))
       fresh = {}
@@ -109,16 +114,19 @@ for dk, by_type in pairs(days) do
   expire[key] = p.ttl_d
 end
 
+-- Events of suppressed subjects received after their suppression started: counted apart, never as events.
+local x = p.x
+for i = 1, #x / 3 do
+  local key = pre .. 'sup:m:' .. int(x[3 * i - 2])
+  redis.call('HINCRBY', key, x[3 * i - 1], x[3 * i])
+  expire[key] = p.ttl_d
+end
+
 -- 5. Unique visitors (HyperLogLog) per hour; a day or any longer range is the union of its hours,
 -- merged by PFCOUNT at query time (one PFADD per visitor instead of two on the hot path).
-local hv = {}
-for i = 1, #v, 2 do
-  local hk = int(v[i])
-  hv[hk] = hv[hk] or {}
-  hv[hk][#hv[hk] + 1] = v[i + 1]
-end
-for hk, members in pairs(hv) do
-  local key = pre .. 'uv:h:' .. hk
+for _, grp in ipairs(v) do
+  local key = pre .. 'uv:h:' .. int(grp[1])
+  local members = grp[2]
   for c0 = 1, #members, CHUNK do
     redis.call('PFADD', key, unpack(members, c0, math.min(#members, c0 + CHUNK - 1)))
   end
@@ -145,10 +153,13 @@ for dk, by_path in pairs(dp) do
   expire[key] = p.ttl_d
 end
 
--- 7. Live segment membership. State per (rule, visitor): the newest min_count matching times, in a
+-- 7. Live segment membership. State per (rule, visitor): the newest min_count matching times (epoch ms,
+-- ascending, msgpack-encoded: cmsgpack decodes it in C, a text list cost more to parse than the rest), in a
 -- hash per rule per window-long bucket (the current and previous bucket hold every live state).
 -- Membership: sorted set visitor -> epoch ms until which the visitor stays a member.
--- Entries arrive grouped by (rule, bucket) (see TenantBatch.payload), so each group costs a few calls.
+-- Entries arrive grouped by (rule, bucket of the newest hit), each with the batch's own state already
+-- cut and formatted (see TenantBatch.payload): a visitor with no stored state costs no Lua work
+-- beyond passing it on; only a stored state is parsed and merged.
 local function hmget_all(key, fields)
   local out = {}
   for c0 = 1, #fields, CHUNK do
@@ -168,40 +179,42 @@ local function chunked(cmd, key, extra, args, width)
 end
 for _, grp in ipairs(p.s) do
   local rule = p.rules[grp[1]]
-  local g = {bucket = grp[2], anons = grp[3], times = grp[4], newest = grp[5]}
+  local bucket, anons, texts, oldest, counts = grp[2], grp[3], grp[4], grp[5], grp[6]  -- texts: the batch's states (arrays)
   local name, k, window = rule[1], rule[2], rule[3]
-  local cur = pre .. 'segst:' .. name .. ':' .. int(g.bucket)
-  local states = hmget_all(cur, g.anons)
+  local cur = pre .. 'segst:' .. name .. ':' .. int(bucket)
+  local states = hmget_all(cur, anons)
   local missing, missing_i = {}, {}
-  for i = 1, #g.anons do
-    if not states[i] then missing[#missing + 1] = g.anons[i]; missing_i[#missing_i + 1] = i end
+  for i = 1, #anons do
+    if not states[i] then missing[#missing + 1] = anons[i]; missing_i[#missing_i + 1] = i end
   end
   if #missing > 0 then
-    local prev = hmget_all(pre .. 'segst:' .. name .. ':' .. int(g.bucket - 1), missing)
+    local prev = hmget_all(pre .. 'segst:' .. name .. ':' .. int(bucket - 1), missing)
     for j = 1, #missing do if prev[j] then states[missing_i[j]] = prev[j] end end
   end
   local hset_args, zadd_args = {}, {}
-  for i = 1, #g.anons do
-    local times, newest = g.times[i], g.newest[i]
+  for i = 1, #anons do
+    local state, first, count = texts[i], oldest[i], counts[i]
     if states[i] then
-      for ms in string.gmatch(states[i], '%d+') do
-        local x = tonumber(ms)
-        times[#times + 1] = x
-        if x > newest then newest = x end
+      -- Merge two ascending lists from their newest end: the newest k inside the window.
+      local a, b = cmsgpack.unpack(states[i]), state
+      local ia, ib = #a, #b
+      local newest = math.max(a[ia] or 0, b[ib] or 0)
+      local rev = {}
+      while #rev < k and (ia > 0 or ib > 0) do
+        local x
+        if ib == 0 or (ia > 0 and a[ia] >= b[ib]) then x = a[ia]; ia = ia - 1 else x = b[ib]; ib = ib - 1 end
+        if x <= newest - window then break end
+        rev[#rev + 1] = x
       end
+      local keep = {}
+      for j = #rev, 1, -1 do keep[#keep + 1] = rev[j] end
+      state, count, first = cmsgpack.pack(keep), #keep, keep[1]
     end
-    table.sort(times)
-    local keep = {}
-    for j = math.max(1, #times - k + 1), #times do
-      if times[j] > newest - window then keep[#keep + 1] = times[j] end
-    end
-    local text = {}
-    for j = 1, #keep do text[j] = int(keep[j]) end
-    hset_args[#hset_args + 1] = g.anons[i]
-    hset_args[#hset_args + 1] = table.concat(text, ',')
-    if #keep >= k then
-      zadd_args[#zadd_args + 1] = keep[#keep - k + 1] + window
-      zadd_args[#zadd_args + 1] = g.anons[i]
+    hset_args[#hset_args + 1] = anons[i]
+    hset_args[#hset_args + 1] = type(state) == 'table' and cmsgpack.pack(state) or state
+    if count >= k then
+      zadd_args[#zadd_args + 1] = first + window
+      zadd_args[#zadd_args + 1] = anons[i]
     end
   end
   chunked('HSET', cur, {}, hset_args, 2)

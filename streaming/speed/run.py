@@ -48,7 +48,8 @@ def processor_factory(settings: Settings, redis_client: Any, group: str, stop: t
                       redis_wait_s: float = 3.0) -> Any:
     """A factory making one :class:`SpeedProcessor` per shard, sharing the Redis client and rules."""
     rules = load_rules()
-    store = SpeedStore(redis_client, group, rules, settings.dedup_horizon_s, retention(settings))
+    store = SpeedStore(redis_client, group, rules, settings.dedup_horizon_s, retention(settings),
+                       settings.privacy_salt)
     ops = OpsRecorder(redis_client, group)
     should_stop = stop.is_set if stop is not None else (lambda: False)
 

@@ -19,6 +19,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from streaming.segments import SegmentRule
 from streaming.speed import keys
 from streaming.speed.connect import TRANSIENT_ERRORS
+from streaming.speed.suppress import Suppressions
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
 APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
@@ -82,8 +83,10 @@ class SpeedStore:
         rules: list[SegmentRule] | tuple[SegmentRule, ...] = (),
         dedup_horizon_s: int = 86_400,
         retention: Retention | None = None,
+        privacy_salt: str = "",
     ) -> None:
         self.client = client
+        self.suppressions = Suppressions(client, privacy_salt)
         self.group = group
         self.rules = list(rules)
         self.retention = retention or Retention()
@@ -91,11 +94,11 @@ class SpeedStore:
         self._apply = client.register_script(APPLY_LUA)
         self._dead_letters = client.register_script(DEAD_LETTER_LUA)
         self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
-        self._windows_ms = [r.window_hours * 3_600_000 for r in self.rules]
+        self._rule_shapes = [(r.min_count, r.window_hours * 3_600_000) for r in self.rules]
 
     def _payload(self, tb: TenantBatch, token: int) -> bytes:
         r = self.retention
-        body = tb.payload(self._windows_ms)
+        body = tb.payload(self._rule_shapes)
         body.update({  # settings the script needs, alongside the aggregates
             "pre": keys.tenant_prefix(tb.tenant), "token": token, "rules": self._rules_arg,
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
@@ -107,7 +110,8 @@ class SpeedStore:
         """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
 
         A tenant whose events the script finds partly applied (marker) or seen (dedup) is rebuilt
-        without them and sent again in a further round trip. Connection errors propagate: nothing is
+        without them, and one aggregated with an outdated suppression list is rebuilt with the current
+        one, and sent again in a further round trip. Connection errors propagate: nothing is
         assumed applied and the caller retries the same batch (a committed tenant is then a no-op).
         """
         result = ApplyResult()
@@ -117,7 +121,7 @@ class SpeedStore:
             if not pending:
                 break
             calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), self._payload(tb, lease_token),
-                      tb.packed_ids()) for tb in pending]
+                      tb.ids) for tb in pending]
             replies = self._run(calls)
             pending = []
             for (tb, *_), reply in zip(calls, replies, strict=True):
@@ -129,6 +133,9 @@ class SpeedStore:
                     result.skipped += len(tb.ids) - (len(rest.ids) if rest else 0)
                     if rest is not None:
                         pending.append(rest)
+                elif status == "suppress":
+                    self.suppressions.reload(tb.tenant)
+                    pending.append(tb.resuppressed(self.rules))
                 elif status == "seen":
                     pending.append(tb.without({int(i) for i in reply[1]}, self.rules))
                 elif status == "skipped":
@@ -145,7 +152,7 @@ class SpeedStore:
             raise RuntimeError(f"shard {shard_id}: apply did not settle for tenants {[tb.tenant for tb in pending][:5]}")
         return result
 
-    def _run(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:
+    def _run(self, calls: list[tuple[TenantBatch, str, bytes, list[bytes]]]) -> list[Any]:
         for attempt in range(3):
             replies = self._send(calls)
             errors = [r for r in replies if isinstance(r, Exception)]
@@ -166,7 +173,7 @@ class SpeedStore:
             raise ResponseError(f"apply script failed: {first}") from first
         raise AssertionError("unreachable")
 
-    def _send(self, calls: list[tuple[TenantBatch, str, bytes, bytes]]) -> list[Any]:
+    def _send(self, calls: list[tuple[TenantBatch, str, bytes, list[bytes]]]) -> list[Any]:
         """One pipelined round trip per Redis node (redis-py's cluster pipeline refuses EVALSHA)."""
         if isinstance(self.client, RedisCluster):
             by_node: dict[str, list[int]] = {}
@@ -180,13 +187,13 @@ class SpeedStore:
                 pipe = nodes[name].redis_connection.pipeline(transaction=False)
                 for i in indices:
                     _, marker, payload, ids = calls[i]
-                    pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
+                    pipe.evalsha(self._apply.sha, 1, marker, payload, *ids)
                 for i, reply in zip(indices, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = reply
             return replies
         pipe = self.client.pipeline(transaction=False)
         for _, marker, payload, ids in calls:
-            pipe.evalsha(self._apply.sha, 1, marker, payload, ids)
+            pipe.evalsha(self._apply.sha, 1, marker, payload, *ids)
         return pipe.execute(raise_on_error=False)
 
     def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:

@@ -1,0 +1,52 @@
+"""The speed layer's copy of the suppression lists (``streaming/privacy/suppression.py`` owns the layout).
+
+Checking the list costs no round trip on the hot path: a tenant's batch carries the list version it was
+aggregated with, and the apply script compares it with ``suppress:ver`` inside the same atomic call. On a
+mismatch the script writes nothing and answers ``suppress``; the store reloads that tenant's list here
+and rebuilds the tenant's aggregates. So no event is counted against a list older than the one in Redis
+when its counters commit, and a tenant that never had a deletion costs one GET inside the script.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from streaming.privacy.suppression import subject_hash, suppress_key, suppress_version_key
+
+
+class Suppressions:
+    """tenant -> (version, subject_hash -> since_ms), loaded on demand."""
+
+    def __init__(self, client: Any, salt: str = "") -> None:
+        self.client = client
+        self.salt = salt
+        self._lists: dict[str, tuple[int, dict[str, int]]] = {}
+
+    def version(self, tenant: str) -> int:
+        """The version this process aggregates ``tenant`` with (0, an empty list, until told otherwise)."""
+        known = self._lists.get(tenant)
+        return known[0] if known else 0
+
+    def since_map(self, tenant: str) -> dict[str, int] | None:
+        """subject_hash -> since_ms for ``tenant``, or None when nothing of it is suppressed."""
+        known = self._lists.get(tenant)
+        return known[1] if known and known[1] else None
+
+    def reload(self, tenant: str) -> None:
+        """Read the version, then the hash (in that order: a change in between only makes the version
+        look older than the list, which the script then refuses once more)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(suppress_version_key(tenant))
+        pipe.hgetall(suppress_key(tenant))
+        version, entries = pipe.execute()
+        since = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in entries.items()}
+        self._lists[tenant] = (int(version or 0), since)
+
+    def subject_since(self, tenant: str, since: dict[str, int], user_id: str | None, anonymous_id: str) -> int | None:
+        """The earliest since_ms of the event's identifiers on ``since``, or None."""
+        found = since.get(subject_hash(tenant, anonymous_id, self.salt))
+        if user_id:
+            other = since.get(subject_hash(tenant, user_id, self.salt))
+            if other is not None and (found is None or other < found):
+                found = other
+        return found
