@@ -27,18 +27,13 @@ from streaming.privacy import suppression
 from streaming.privacy.forget import Eraser
 from streaming.privacy.service import eraser_from_settings
 from streaming.reconcile.sources.speed import SpeedReader
-from tests.privacy.conftest import copy_run, stitched_people
+from tests.privacy.conftest import copy_run, fresh_layers, stitched_people
 from tests.privacy.scan import archive_hits, redis_hits, warehouse_hits
 from tests.reconcile import pipeline
 from tests.reconcile.conftest import WINDOW, reconcile_run
 from tests.reconcile.helpers import losses
 
 pytestmark = [pytest.mark.integration, pytest.mark.dbt]
-
-SPEED_SUPPRESSES = "suppress" in "".join(
-    p.read_text() for p in (Path(__file__).resolve().parents[2] / "streaming" / "speed").glob("*.*")
-    if p.suffix in (".py", ".lua"))
-
 
 def _cells(result: Any) -> int:
     return int(result.summary.get("cells", 0))
@@ -110,33 +105,40 @@ def test_forget_removes_a_stitched_user_from_every_layer(privacy_run: Any, clien
     late = [_event(person.tenant, anon, None, now + dt.timedelta(seconds=5), 1),
             _event(person.tenant, anon, person.user_id, now + dt.timedelta(seconds=6), 2),
             _event(person.tenant, "anon-someone-else", None, now + dt.timedelta(seconds=6), 3)]
-    pipeline.send(clients.kinesis, settings.stream_name, late)
-    _run_archiver(settings, clients, redis_client)
-    store = ArchiveStore(clients.s3, settings.bucket)
+    later = fresh_layers(settings, clients)
+    pipeline.send(clients.kinesis, later.stream_name, late)
+    _run_archiver(later, clients, redis_client)
+    store = ArchiveStore(clients.s3, later.bucket)
     newest = [store.read_manifest(k) for s in store.shard_ids() for k in store.manifest_keys(s)]
     suppressed = sum(n for m in newest if m for *_, n in m.get("suppressed", []))
     assert suppressed == 2
-    assert archive_hits(clients.s3, settings.bucket, person.user_id, person.anonymous_ids) == []
-    assert archive_hits(clients.s3, settings.bucket, "anon-someone-else", set())
+    assert archive_hits(clients.s3, later.bucket, person.user_id, person.anonymous_ids) == []
+    assert archive_hits(clients.s3, later.bucket, "anon-someone-else", set())
 
 
-@pytest.mark.xfail(not SPEED_SUPPRESSES, strict=False,
-                   reason="waits for the lead's speed-layer suppression (tally:{T}:sup:m:<minute> counts)")
 def test_speed_layer_suppresses_new_events(privacy_run: Any, clients: Any, redis_client: redis.Redis,
                                            speed_lease_table: str, tmp_path: Path) -> None:
-    """Depends on the speed layer reading the suppression list (contract in streaming/privacy/suppression.py)."""
-    settings = copy_run(privacy_run, clients, tmp_path, speed_lease_table)
+    """The public speed consumer reads the suppression list (contract in streaming/privacy/suppression.py):
+    a suppressed subject's new event is counted under sup:m, not as an event, and leaves no visitor state."""
+    settings = fresh_layers(privacy_run.settings, clients)
     person = stitched_people(privacy_run)[1]
     anon = sorted(person.anonymous_ids)[0]
     since = int(time.time() * 1000)
     suppression.add(redis_client, person.tenant,
                     [suppression.subject_hash(person.tenant, i) for i in (person.user_id, *person.anonymous_ids)], since)
     received = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=2)
-    pipeline.send(clients.kinesis, settings.stream_name, [_event(person.tenant, anon, None, received, 1)])
+    earlier = dt.datetime.fromtimestamp(since / 1000 - 120, dt.timezone.utc)
+    pipeline.send(clients.kinesis, settings.stream_name, [
+        _event(person.tenant, anon, None, received, 1),  # after the suppression started: suppressed
+        *[_event(person.tenant, anon, person.user_id, earlier, 2 + i) for i in range(3)],  # before: counted
+    ])
     pipeline.run_speed(settings, clients.kinesis, clients.dynamodb, redis_client)
     minute = int(received.timestamp()) // 60
-    key = f"tally:{{{person.tenant}}}:sup:m:{minute}"
-    assert int(redis_client.hget(key, "page_view") or 0) == 1
+    prefix = f"tally:{{{person.tenant}}}:"
+    assert int(redis_client.hget(f"{prefix}sup:m:{minute}", "page_view") or 0) == 1
+    assert int(redis_client.hget(f"{prefix}cnt:m:{minute}", "page_view") or 0) == 0
+    assert int(redis_client.hget(f"{prefix}cnt:m:{int(earlier.timestamp()) // 60}", "page_view") or 0) == 3
+    # Three /pricing views would make a visitor a pricing_intent member: nothing per visitor is kept.
     assert redis_hits(redis_client, person.user_id, person.anonymous_ids) == []
 
 
