@@ -7,6 +7,9 @@ shard was written for unit tests:
   first record, so writes fell from ~5k to ~650 records/s as a shard filled;
 * it never trims records, so a long run grows without bound;
 * it publishes a CloudWatch datapoint per PutRecords call, another unbounded list;
+* every record was a moto ``BaseModel``, which appends each instance to a class-wide list, so even
+  trimmed records were never freed; and building each one cost two datetime conversions;
+* PutRecords and GetRecords answers went through moto's generic serializer (a tenth of the put time);
 * resharding copied a parent's records into its children and a closed shard never reported SHARD_END,
   where Kinesis keeps the records on the parent and ends its iterator (``NextShardIterator`` null);
   and new records could still be routed to a closed parent.
@@ -19,19 +22,46 @@ on threads. Run as ``python -m streaming.stack.emulator --port N``; ``tally stac
 from __future__ import annotations
 
 import argparse
+import base64
+import datetime as dt
 import signal
 import threading
 import time
 from collections import OrderedDict
 from typing import Any
 
+import orjson
+
 _LOCK = threading.RLock()
+
+
+class _Record:
+    """A stream record: moto's ``Record`` interface without its instance tracking (which kept every
+    record ever put alive) or its per-record datetime conversions."""
+
+    __slots__ = ("partition_key", "data", "sequence_number", "explicit_hash_key", "created_at")
+
+    def __init__(self, partition_key: str, data: str, sequence_number: int, explicit_hash_key: str) -> None:
+        self.partition_key = partition_key
+        self.data = data  # base64 text, as PutRecords carried it
+        self.sequence_number = sequence_number
+        self.explicit_hash_key = explicit_hash_key
+        self.created_at = time.time()
+
+    @property
+    def created_at_datetime(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.created_at, dt.timezone.utc).replace(tzinfo=None)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"Data": base64.b64decode(self.data), "PartitionKey": self.partition_key,
+                "SequenceNumber": str(self.sequence_number), "ApproximateArrivalTimestamp": self.created_at_datetime}
 
 
 def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
     """Make moto's Kinesis shard constant-time and bounded. Idempotent."""
     from moto.kinesis import models
-    from moto.kinesis.models import KinesisBackend, Record, Shard, Stream
+    from moto.kinesis.models import KinesisBackend, Shard, Stream
+    from moto.kinesis.responses import KinesisResponse
 
     def get_min_sequence_number(self: Shard) -> int:
         return next(iter(self.records)) if self.records else 0
@@ -42,7 +72,7 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
         return getattr(self, "_tally_last_seq", 0)
 
     def trim(self: Shard) -> None:
-        records: OrderedDict[int, Record] = self.records  # type: ignore[assignment]
+        records: OrderedDict[int, _Record] = self.records  # type: ignore[assignment]
         cutoff = time.time() - retention_s
         while records:
             first = next(iter(records))
@@ -54,13 +84,13 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
     def put_record(self: Shard, partition_key: str, data: str, explicit_hash_key: str) -> str:
         with _LOCK:
             sequence_number = get_max_sequence_number(self) + 1
-            self.records[sequence_number] = Record(partition_key, data, sequence_number, explicit_hash_key)
+            self.records[sequence_number] = _Record(partition_key, data, sequence_number, explicit_hash_key)
             self._tally_last_seq = sequence_number  # type: ignore[attr-defined]
             if len(self.records) > max_records_per_shard or sequence_number % 1000 == 0:
                 trim(self)
             return str(sequence_number)
 
-    def get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list[Record], int, int]:
+    def get_records(self: Shard, last_sequence_id: str, limit: int | None) -> tuple[list[_Record], int, int]:
         with _LOCK:
             records = self.records
             last = int(last_sequence_id)
@@ -69,7 +99,7 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
             newest = next(reversed(records))
             seq = max(last + 1, next(iter(records)))
             limit = limit or 10_000
-            out: list[Record] = []
+            out: list[_Record] = []
             # Sequence numbers are contiguous per shard (trimming only removes a prefix).
             while seq <= newest and len(out) < limit:
                 record = records.get(seq)
@@ -103,12 +133,16 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
 
         return wrapper
 
-    original_get_shard_for_key = Stream.get_shard_for_key
-
     def get_shard_for_key(self: Stream, partition_key: str, explicit_hash_key: str) -> Shard | None:
         """Route to open shards only (moto also matched closed parents after a split)."""
-        original_get_shard_for_key(self, partition_key, explicit_hash_key)  # validation
-        key = int(explicit_hash_key) if explicit_hash_key else int(models.md5_hash(partition_key.encode()).hexdigest(), 16)
+        if not isinstance(partition_key, str) or len(partition_key) > 256:
+            raise models.InvalidArgumentError("partition_key")
+        if explicit_hash_key:
+            if not isinstance(explicit_hash_key, str) or int(explicit_hash_key) >= 2**128:
+                raise models.InvalidArgumentError("explicit_hash_key")
+            key = int(explicit_hash_key)
+        else:
+            key = int(models.md5_hash(partition_key.encode("utf-8")).hexdigest(), 16)
         for shard in self.shards.values():
             if shard.is_open and shard.starting_hash <= key <= shard.ending_hash:
                 return shard
@@ -126,6 +160,26 @@ def patch_moto(retention_s: int, max_records_per_shard: int) -> None:
                 next_iterator = None  # SHARD_END
         return next_iterator, records, behind
 
+    def put_records_response(self: KinesisResponse) -> str:
+        response = self.kinesis_backend.put_records(self._get_param("StreamARN"), self._get_param("StreamName"),
+                                                    self._get_param("Records"))
+        return orjson.dumps(response).decode()
+
+    def get_records_response(self: KinesisResponse) -> str:
+        """The Kinesis JSON answer built directly (Data stays the base64 text it arrived as)."""
+        next_iterator, records, behind = self.kinesis_backend.get_records(
+            self._get_param("StreamARN"), self._get_param("ShardIterator"), self._get_param("Limit"))
+        body: dict[str, Any] = {
+            "Records": [{"Data": r.data, "PartitionKey": r.partition_key, "SequenceNumber": str(r.sequence_number),
+                         "ApproximateArrivalTimestamp": round(r.created_at, 3)} for r in records],
+            "MillisBehindLatest": behind,
+        }
+        if next_iterator is not None:
+            body["NextShardIterator"] = next_iterator
+        return orjson.dumps(body).decode()
+
+    KinesisResponse.put_records = put_records_response  # type: ignore[method-assign]
+    KinesisResponse.get_records = get_records_response  # type: ignore[method-assign]
     Shard.get_min_sequence_number = get_min_sequence_number  # type: ignore[method-assign]
     Shard.get_max_sequence_number = get_max_sequence_number  # type: ignore[method-assign]
     Shard.put_record = put_record  # type: ignore[method-assign]
