@@ -85,3 +85,20 @@ def test_millis_behind_latest_reported(kinesis: Any, stream_name: str) -> None:
     it = kinesis.get_shard_iterator(StreamName=stream_name, ShardId=shard, ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
     page = kinesis.get_records(ShardIterator=it, Limit=5)
     assert page["MillisBehindLatest"] >= 200
+
+
+def test_trimmed_records_are_freed() -> None:
+    """moto's records were BaseModels, tracked in a class-wide list: trimmed ones were never freed."""
+    import gc
+
+    from streaming.stack.emulator import _Record, patch_moto
+
+    patch_moto(retention_s=86_400, max_records_per_shard=100)
+    from moto.kinesis.models import Shard
+
+    shard = Shard(0, 0, 2**128)
+    for _ in range(1_000):
+        shard.put_record("k", "ZGF0YQ==", "")
+    gc.collect()
+    assert len(shard.records) <= 100
+    assert sum(1 for o in gc.get_objects() if isinstance(o, _Record)) <= 100
