@@ -1,5 +1,6 @@
-"""One generated run through the real stream, archiver, loader and dbt for the privacy tests (its own
-stream and bucket); each test works on copies of its bucket and DuckDB file."""
+"""The reconciliation tests' session run (generated traffic through the real stream, archiver, loader and
+dbt) reused: each privacy test works on copies of its bucket and DuckDB file and never writes to its
+stream (new events go to a stream of their own)."""
 
 from __future__ import annotations
 
@@ -10,21 +11,22 @@ from pathlib import Path
 
 import pytest
 
-from streaming.generator import GeneratorConfig
 from tests.reconcile.conftest import (  # noqa: F401 - session fixtures reused
-    Clients, PipelineRun, _name, clients, pipeline_run, speed_lease_table, with_bucket,
+    Clients, PipelineRun, _name, clean_run, clients, prepare, speed_lease_table, with_bucket,
 )
 from tests.reconcile import pipeline
 
-#: Short and small: 3 tenants, 09:50-10:06 (hour 09's windows close; 10:00 onward stay pending).
-PRIVACY = GeneratorConfig(seed=11, tenants=3, start="2026-01-05T09:50:00Z", duration_s=900, rate_per_s=4.0,
-                          duplicate_rate=0.02, malformed_rate=0.01)
-
 
 @pytest.fixture(scope="session")
-def privacy_run(tmp_path_factory: pytest.TempPathFactory, aws_endpoint: str, redis_url: str,
-                clients: Clients) -> PipelineRun:  # noqa: F811
-    return pipeline_run(PRIVACY, tmp_path_factory.mktemp("privacy-run"), aws_endpoint, redis_url, clients)
+def privacy_run(clean_run: PipelineRun) -> PipelineRun:  # noqa: F811
+    return clean_run
+
+
+def fresh_layers(settings, clients: Clients):  # noqa: F811
+    """The settings with a new, empty stream, bucket and lease table (for events sent after a deletion)."""
+    fresh = replace(settings, stream_name=_name("stream"), bucket=_name("bucket"), lease_table=_name("leases"))
+    prepare(fresh, clients)
+    return fresh
 
 
 @dataclass
@@ -56,4 +58,4 @@ def copy_run(run: PipelineRun, clients: Clients, tmp: Path, lease_table: str):  
     return pipeline.clone(settings, tmp, lease_table=lease_table)
 
 
-__all__ = ["Person", "copy_run", "stitched_people", "replace", "_name"]
+__all__ = ["Person", "copy_run", "fresh_layers", "stitched_people"]
