@@ -134,12 +134,16 @@ class TenantBatch:
             else:
                 members.append(anon)
         groups: dict[tuple[int, int], list[list[Any]]] = {}
+        shapes = rules or [(1, 1)] * (1 + max((r for r, _ in self.segments), default=0))
         for (rule, anon), times in self.segments.items():
-            k, window = rules[rule] if rules else (1, 1)
-            if len(times) > 1:
+            k, window = shapes[rule]
+            if len(times) == 1:  # the common case: one hit of the visitor in this batch
+                keep = times
+                newest = times[0]
+            else:
                 times.sort()
-            newest = times[-1]
-            keep = [t for t in times[-k:] if t > newest - window]
+                newest = times[-1]
+                keep = [t for t in times[-k:] if t > newest - window]
             key = (rule, newest // window)
             group = groups.get(key)
             if group is None:
