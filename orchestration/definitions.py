@@ -25,8 +25,10 @@ from orchestration.sensors import SENSORS
 
 def build_definitions() -> dg.Definitions:
     environment = get_environment()
-    project = build_dbt_project(DBT_PROJECT_DIR, dbt_executable(), environment.dbt_target)
     settings = environment.settings
+    # dbt runs against the warehouse resource's file (assets/dbt/assets.py); parse for that profile.
+    profile_env = {"TALLY_DUCKDB_PATH": str(settings.duckdb_path.resolve())} if environment.is_local else None
+    project = build_dbt_project(DBT_PROJECT_DIR, dbt_executable(), environment.dbt_target, profile_env)
     resources = {
         **build_resources(environment, project),
         "stream": StreamConfig(stream_name=settings.stream_name, region=settings.aws_region,
