@@ -11,6 +11,9 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from assets.dbt.translator import TallyDbtTranslator
 
+#: What every scheduled `dbt build` adds: unit tests are code tests on static inputs, run in CI.
+PRODUCTION_BUILD_ARGS = ("--exclude-resource-type", "unit_test")
+
 
 @contextmanager
 def dbt_environment(warehouse: Any) -> Iterator[None]:
@@ -33,9 +36,13 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
     @dbt_assets(manifest=project.manifest_path, project=project, dagster_dbt_translator=TallyDbtTranslator(),
                 name="dbt_models")
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: dg.ResourceParam[Any]) -> Iterator[Any]:
-        """`dbt build` of the selected models: seeds, models, tests (as asset checks), unit tests."""
+        """`dbt build` of the selected models: seeds, models, data tests (as asset checks).
+
+        Unit tests are left out (PRODUCTION_BUILD_ARGS): they check SQL logic on fixed inputs, so they
+        run in CI (tests/batch/test_dbt_unit_tests.py), not on every hourly build.
+        """
         with dbt_environment(warehouse):
-            yield from dbt.cli(["build"], context=context).stream()
+            yield from dbt.cli(["build", *PRODUCTION_BUILD_ARGS], context=context).stream()
 
     return dbt_models
 
