@@ -1,5 +1,17 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['tenant_id', 'anonymous_id'],
+        incremental_strategy='delete+insert',
+        on_schema_change='fail'
+    )
+}}
 -- Identity stitching: every anonymous_id that an identify event linked to a user_id, with the first
 -- such link (by received_at). fct_events applies it to the visitor's earlier anonymous events too.
+--
+-- Incremental: a run recomputes the visitors with an identify event that is new to staging since the
+-- last run (or received in the lookback window), over all of their identify events: a late identify
+-- that is earlier than the one held replaces it, as in a full build.
 with
 
 events as (
@@ -22,10 +34,47 @@ identifies as (
 
 ),
 
+{% if is_incremental() %}
+watermark as (
+
+    select
+        max(loaded_at) as max_loaded_at,
+        {{ dbt.dateadd('hour', -1 * var('tally__lookback_hours') | int, 'max(identified_at)') }} as lookback_from
+    from {{ this }}
+
+),
+
+touched as (
+
+    select distinct identifies.tenant_id, identifies.anonymous_id
+    from identifies
+    cross join watermark
+    where identifies.loaded_at > watermark.max_loaded_at
+       or identifies.identified_at >= watermark.lookback_from
+
+),
+
+candidates as (
+
+    select identifies.*
+    from identifies
+    inner join touched
+        on touched.tenant_id = identifies.tenant_id
+        and touched.anonymous_id = identifies.anonymous_id
+
+),
+{% else %}
+candidates as (
+
+    select * from identifies
+
+),
+{% endif %}
+
 first_link as (
 
     select *
-    from identifies
+    from candidates
     qualify row_number() over (
         partition by tenant_id, anonymous_id
         order by identified_at, user_id
@@ -33,7 +82,7 @@ first_link as (
 
 ),
 
-final as (
+linked as (
 
     select
         tenant_id,
@@ -42,6 +91,12 @@ final as (
         identified_at,
         loaded_at
     from first_link
+
+),
+
+final as (
+
+    {{ changed_rows('linked') }}
 
 )
 

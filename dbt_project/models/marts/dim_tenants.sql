@@ -1,4 +1,14 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key='tenant_id',
+        incremental_strategy='delete+insert',
+        on_schema_change='fail'
+    )
+}}
 -- One row per tenant that sent at least one valid event.
+-- Incremental: recomputes the tenants with events loaded since the last run or received in the
+-- lookback window, and the tenants of visitors stitched since (their users change).
 with
 
 events as (
@@ -7,7 +17,51 @@ events as (
 
 ),
 
-final as (
+identities as (
+
+    select * from {{ ref('int_identities_stitched') }}
+
+),
+
+{% if is_incremental() %}
+watermark as (
+
+    {{ incremental_watermark('last_event_at') }}
+
+),
+
+touched as (
+
+    select events.tenant_id
+    from events
+    cross join watermark
+    where events.loaded_at > watermark.max_loaded_at
+       or events.received_at >= watermark.lookback_from
+
+    union
+
+    select identities.tenant_id
+    from identities
+    cross join watermark
+    where identities.loaded_at > watermark.max_loaded_at
+
+),
+
+tenant_events as (
+
+    select * from events
+    where tenant_id in (select tenant_id from touched)
+
+),
+{% else %}
+tenant_events as (
+
+    select * from events
+
+),
+{% endif %}
+
+tenants as (
 
     select
         tenant_id,
@@ -15,9 +69,16 @@ final as (
         max(received_at) as last_event_at,
         count(*) as event_count,
         count(distinct anonymous_id) as visitors,
-        count(distinct stitched_user_id) as users
-    from events
+        count(distinct stitched_user_id) as users,
+        max(loaded_at) as loaded_at
+    from tenant_events
     group by tenant_id
+
+),
+
+final as (
+
+    {{ changed_rows('tenants') }}
 
 )
 

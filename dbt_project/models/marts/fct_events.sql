@@ -10,7 +10,9 @@
 --
 -- Incremental by hour: a run re-reads every event loaded since the last run (a re-loaded archive hour,
 -- late objects) and the last `tally__lookback_hours` hours of received_at, plus every earlier event of
--- a visitor who identified in that window, so stitching reaches back to their anonymous events.
+-- a visitor who identified in that window, so stitching reaches back to their anonymous events. Of
+-- those, only rows that differ from the row held (new, re-loaded, or stitched to another user) are
+-- written: the lookback re-reads hours that are mostly unchanged.
 with
 
 events as (
@@ -95,6 +97,15 @@ stitched as (
 final as (
 
     select * from stitched
+    {% if is_incremental() %}
+    where not exists (
+        select 1 from {{ this }} held
+        where held.event_id = stitched.event_id
+          and held.loaded_at = stitched.loaded_at
+          and held.received_at = stitched.received_at
+          and held.stitched_user_id is not distinct from stitched.stitched_user_id
+    )
+    {% endif %}
 
 )
 

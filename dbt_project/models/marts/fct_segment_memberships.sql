@@ -2,11 +2,21 @@
 -- turned into the segment_rules / segment_rule_conditions seeds). A visitor is a member when, within
 -- the trailing window_hours ending at the evaluation time, it has at least min_count events of the
 -- rule's event type whose properties equal every condition of the rule.
+--
+-- A table rebuilt on every run, not incremental: the evaluation time moves with the newest event, so
+-- every membership's window moves with it. Only the events of the longest window are read.
 with
 
 events as (
 
     select * from {{ ref('fct_events') }}
+
+),
+
+newest as (
+
+    -- read apart from `events`: a CTE read twice is materialized whole by DuckDB
+    select max(received_at) as received_at from {{ ref('fct_events') }}
 
 ),
 
@@ -28,7 +38,7 @@ evaluation as (
     {%- if var('tally__segments_as_of') %}
         {{ parse_utc_timestamp("'" ~ var('tally__segments_as_of') ~ "'") }} as as_of
     {%- else %}
-        max(received_at) as as_of from events
+        received_at as as_of from newest
     {%- endif %}
 
 ),
@@ -45,39 +55,18 @@ candidate_events as (
 
 ),
 
-unconditional_events as (
-
-    select tenant_id, anonymous_id, segment_name, min_count, received_at, as_of
-    from candidate_events
-    where condition_count = 0
-
-),
-
-conditional_events as (
-
-    -- an event qualifies when it meets every condition of the rule (no join back to the events)
-    select
-        any_value(candidate_events.tenant_id) as tenant_id,
-        any_value(candidate_events.anonymous_id) as anonymous_id,
-        candidate_events.segment_name,
-        any_value(candidate_events.min_count) as min_count,
-        any_value(candidate_events.received_at) as received_at,
-        any_value(candidate_events.as_of) as as_of
-    from candidate_events
-    inner join conditions
-        on conditions.segment_name = candidate_events.segment_name
-        and {{ json_get_string('candidate_events.properties', 'conditions.property') }} = conditions.value
-    where candidate_events.condition_count > 0
-    group by candidate_events.event_id, candidate_events.segment_name
-    having count(*) = any_value(candidate_events.condition_count)
-
-),
-
 qualifying_events as (
 
-    select * from unconditional_events
-    union all
-    select * from conditional_events
+    -- an event qualifies when it meets every condition of its rule (none for an unconditional rule);
+    -- the correlated count reads the few conditions per event, no join back to the events
+    select tenant_id, anonymous_id, segment_name, min_count, received_at, as_of
+    from candidate_events
+    where condition_count = (
+        select count(*)
+        from conditions
+        where conditions.segment_name = candidate_events.segment_name
+          and {{ json_get_string('candidate_events.properties', 'conditions.property') }} = conditions.value
+    )
 
 ),
 
