@@ -8,15 +8,17 @@
 3. One more hour of 50,000 events arrives: load that hour, ``dbt build`` again (fct_events incremental).
    ``batch_incremental_hour_s``. Target ≤ 10 s.
 
-dbt runs with a copy of the project's partial-parse state (as a deployed project would have), so the
-figure is the build, not a cold parse. Timings are noisy on a shared 2-core machine.
+dbt runs with partial-parse state parsed for the bench's own profile (untimed, as a deployed project
+parses once for its warehouse: assets/dbt/project.py), so the figure is the build, not a cold parse;
+dbt's partial parse is void for another DuckDB path. The build is the one Dagster runs: data tests
+included, unit tests left to CI (assets.dbt.assets.PRODUCTION_BUILD_ARGS). Timings are noisy on a
+shared 2-core machine.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -71,12 +73,18 @@ def _write_archive(store: ArchiveStore, records: list[StreamRecord], batch: int 
             store.write_batch(build_batch(shard, recs[i:i + batch], decoder))
 
 
-def _dbt_build(db: Path, target: Path) -> float:
+def _dbt(command: list[str], db: Path, target: Path) -> float:
     env = {**os.environ, "TALLY_DUCKDB_PATH": str(db), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"}
     started = time.perf_counter()
-    subprocess.run([str(Path(sys.executable).parent / "dbt"), "build", "--quiet", "--profiles-dir", ".",
+    subprocess.run([str(Path(sys.executable).parent / "dbt"), *command, "--quiet", "--profiles-dir", ".",
                     "--target", "local", "--target-path", str(target)], cwd=DBT_DIR, env=env, check=True)
     return time.perf_counter() - started
+
+
+def _dbt_build(db: Path, target: Path) -> float:
+    from assets.dbt.assets import PRODUCTION_BUILD_ARGS
+
+    return _dbt(["build", *PRODUCTION_BUILD_ARGS], db, target)
 
 
 def _bench_archiver(store: ArchiveStore) -> float:
@@ -117,10 +125,8 @@ def run() -> dict[str, float]:
 
         target = Path(tmp) / "target"
         target.mkdir()
-        partial = DBT_DIR / "target" / "partial_parse.msgpack"
-        if partial.exists():
-            shutil.copy(partial, target / "partial_parse.msgpack")
         db = Path(tmp) / "warehouse.duckdb"
+        _dbt(["parse"], db, target)  # untimed: the deployed project's parse
         started = time.perf_counter()
         with duckdb.connect(str(db)) as conn:
             loaded = load_hours(conn, store, hours)
