@@ -23,6 +23,7 @@ from msgspec import DecodeError
 from streaming.events import Event, EventDecoder, Rejection
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import SegmentRule
+from streaming.speed.recent import RecentIds
 from streaming.speed.suppress import Suppressions
 
 
@@ -263,15 +264,17 @@ def aggregate(
     now: float | None = None,
     seen: set[bytes] | None = None,
     suppressions: Suppressions | None = None,
+    recent: RecentIds | None = None,
 ) -> Batch:
     """Decode, validate, de-duplicate within the batch and pre-aggregate per tenant.
 
     ``seen`` carries the event_ids of earlier chunks of the same batch, so a repeat across chunks is
     dropped here like one inside a chunk (it is updated in place). ``suppressions`` gives each tenant
-    the suppression list this process knows (the apply script checks its version).
+    the suppression list this process knows (the apply script checks its version); ``recent`` the ids
+    this processor applied a moment ago, whose repeats are dropped here too.
     """
     with paused_gc():
-        return _aggregate(records, decoder, rules, now, set() if seen is None else seen, suppressions)
+        return _aggregate(records, decoder, rules, now, set() if seen is None else seen, suppressions, recent)
 
 
 @contextmanager
@@ -298,10 +301,13 @@ def _aggregate(
     now: float | None,
     seen: set[bytes],
     suppressions: Suppressions | None,
+    recent: RecentIds | None,
 ) -> Batch:
     """The hot loop: attribute look-ups hoisted, the contract's typed decode called directly (records
     that fail it, or the size and clock checks, go through ``decoder.decode`` for their reason code)."""
-    limit = decoder.future_limit(time.time() if now is None else now)
+    now = time.time() if now is None else now
+    limit = decoder.future_limit(now)
+    recently_applied = recent.applied_at if recent is not None else {}
     slow_decode = decoder.decode
     typed_decode = decoder.typed_decode
     max_bytes = decoder.max_bytes
@@ -328,7 +334,7 @@ def _aggregate(
             ))
             continue
         eid = event.event_id.bytes
-        if eid in seen:
+        if eid in seen or (eid in recently_applied and recent.is_repeat(eid, now)):  # type: ignore[union-attr]
             batch.repeats_in_batch += 1
             continue
         seen_add(eid)

@@ -25,6 +25,7 @@ from streaming.segments import SegmentRule
 from streaming.speed.aggregate import Batch, aggregate, paused_gc
 from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.ops import OpsRecorder
+from streaming.speed.recent import RecentIds
 from streaming.speed.store import Fenced, SpeedStore
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ class SpeedProcessor:
         self.stats = ProcessorStats()
         self._lost = threading.Event()
         self._committer: ThreadPoolExecutor | None = None
+        self.recent = RecentIds(store.dedup_horizon_s)
 
     def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
         # The lease table's checkpoint is where to start reading; the per-tenant markers in Redis make
@@ -116,7 +118,7 @@ class SpeedProcessor:
         received: list[float] = []
         with paused_gc():
             if len(records) <= self.chunk_size:
-                batch = aggregate(records, self.decoder, self.rules, suppressions=self.store.suppressions)
+                batch = aggregate(records, self.decoder, self.rules, suppressions=self.store.suppressions, recent=self.recent)
                 self.apply(ctx, batch)
                 _collect_received(batch, received)
             else:
@@ -140,7 +142,8 @@ class SpeedProcessor:
         pending: Future[None] | None = None
         try:
             for chunk in _chunks(records, self.chunk_size):
-                batch = aggregate(chunk, self.decoder, self.rules, seen=seen, suppressions=self.store.suppressions)
+                batch = aggregate(chunk, self.decoder, self.rules, seen=seen, suppressions=self.store.suppressions,
+                                  recent=self.recent)
                 if pending is not None:
                     pending.result()  # raises the chunk's failure: nothing after it is sent
                 pending = self._committer.submit(self.apply, ctx, batch)
@@ -159,6 +162,7 @@ class SpeedProcessor:
                 raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
             self.stats.dead_letters += self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
             result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()))
+            self.recent.add(result.fresh_ids)
             self.stats.applied += result.applied
             self.stats.skipped += result.skipped
 

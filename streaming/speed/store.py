@@ -59,6 +59,8 @@ class ApplyResult:
     skipped: int = 0
     skipped_batches: int = 0
     by_tenant: dict[str, tuple[str, int, int]] = field(default_factory=dict)
+    #: event_ids this call applied for the first time (not replays, not repeats the script found).
+    fresh_ids: list[bytes] = field(default_factory=list)
 
 
 _packer = msgspec.msgpack.Encoder()
@@ -90,6 +92,7 @@ class SpeedStore:
         self.group = group
         self.rules = list(rules)
         self.retention = retention or Retention()
+        self.dedup_horizon_s = dedup_horizon_s
         self.bucket_s = max(1, math.ceil(dedup_horizon_s / DEDUP_BUCKETS))
         self._apply = client.register_script(APPLY_LUA)
         self._dead_letters = client.register_script(DEAD_LETTER_LUA)
@@ -143,6 +146,9 @@ class SpeedStore:
                     result.skipped_batches += 1
                     result.skipped += int(reply[1])
                 else:
+                    excluded = set(tb.excluded)
+                    result.fresh_ids.extend(tb.ids if not excluded else
+                                            [eid for i, eid in enumerate(tb.ids, 1) if i not in excluded])
                     result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
                     result.applied += int(reply[1])
                     result.skipped += int(reply[2])

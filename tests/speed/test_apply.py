@@ -304,3 +304,33 @@ def test_suppressed_subjects_are_counted_apart_and_leave_no_per_visitor_state(re
     proc.process_batch(_ctx(), later, 0)
     assert _total(redis_client) == 3 + 5 + 3
     assert "gone" in q.segment_members("acme", "pricing_intent")
+
+
+def test_a_repeat_of_an_id_applied_here_a_moment_ago_is_dropped_before_redis(redis_client: redis.Redis) -> None:
+    """Producer retries repeat an event seconds later: the processor drops the repeat itself, so the
+    tenant's share is sent once (the script would otherwise refuse it and ask for a rebuild)."""
+    proc = _processor(redis_client)
+    ids = [str(uuid.uuid4()) for _ in range(5)]
+    first = [StreamRecord(SHARD, str(i + 1), "k", _page_view(e, anon=f"v{i}"), 0.0) for i, e in enumerate(ids)]
+    proc.process_batch(_ctx(), first, 0)
+    redis_client.config_resetstat()
+    again = [StreamRecord(SHARD, str(10 + i), "k", _page_view(e, anon=f"v{i}"), 0.0) for i, e in enumerate(ids[:3])]
+    fresh = [StreamRecord(SHARD, "20", "k", _page_view(str(uuid.uuid4()), anon="v9"), 0.0)]
+    proc.process_batch(_ctx(), again + fresh, 0)
+    assert _total(redis_client) == 6
+    assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
+    # A new processor (another lease) knows nothing: the script finds the repeats, and still counts once.
+    other = _processor(redis_client)
+    other.process_batch(_ctx(), [StreamRecord(SHARD, "30", "k", _page_view(ids[4], anon="v4"), 0.0)], 0)
+    assert _total(redis_client) == 6
+
+
+def test_recent_ids_forget_the_oldest_and_stay_inside_the_horizon() -> None:
+    from streaming.speed.recent import RecentIds
+
+    recent = RecentIds(horizon_s=3_600, max_entries=10)
+    recent.add([bytes([i]) * 16 for i in range(25)], now=1_000.0)
+    assert len(recent.applied_at) <= 10 and recent.is_repeat(bytes([24]) * 16, 1_001.0)
+    assert not recent.is_repeat(bytes([0]) * 16, 1_001.0)  # evicted
+    assert not recent.is_repeat(bytes([24]) * 16, 1_000.0 + 3_600)  # beyond the horizon (minus margin)
+    assert not RecentIds(horizon_s=30).is_repeat(b"x" * 16, 0.0)  # a horizon under the margin: disabled
