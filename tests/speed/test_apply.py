@@ -239,7 +239,8 @@ def test_segments_equal_the_rules_evaluated_from_scratch_for_any_batching(redis_
     """Segment state merged over many batches of random sizes, by three processors in turn (each
     restarted one starts from the stored state only), equals the rules evaluated over all the events."""
     datas, _, _ = generated(GeneratorConfig(seed=23, duration_s=600, rate_per_s=40, tenants=3,
-                                            new_visitor_p=0.05, duplicate_rate=0.03, start=recent_start(600)))
+                                            new_visitor_p=0.05, duplicate_rate=0.03, late_rate=0.05, late_delay_s=(60, 900),
+                                            start=recent_start(1500)))
     records = as_stream_records(datas)
     rng = random.Random(5)
     i = 0
