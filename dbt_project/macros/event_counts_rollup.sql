@@ -1,22 +1,23 @@
 {#-
-    fct_event_counts_hour and fct_event_counts_day: a roll-up of the minute counts to `grain` ('hour' or
-    'day'), with the distinct visitors of the period counted from the events (distincts do not add up).
+    fct_event_counts_hour and fct_event_counts_day: a roll-up of the finer counts (`parent`: the minute
+    counts for 'hour', the hour counts for 'day') to `grain`, with the distinct visitors of the period
+    counted from the events (distincts do not add up).
     Incremental: recomputes the periods with events loaded since the mart's last run or received in the
     lookback window, and writes the rows that changed.
 -#}
-{% macro event_counts_rollup(grain) -%}
+{% macro event_counts_rollup(grain, parent, parent_period) -%}
 {%- set period = grain ~ '_at' -%}
 {%- set events_period = {'hour': 'received_hour', 'day': 'received_date'}[grain] -%}
 {%- if grain == 'day' -%}
-    {%- set minutes_period = 'cast(' ~ dbt.date_trunc('day', 'minute_at') ~ ' as date)' -%}
+    {%- set finer_period = 'cast(' ~ dbt.date_trunc('day', 'finer.' ~ parent_period) ~ ' as date)' -%}
 {%- else -%}
-    {%- set minutes_period = dbt.date_trunc(grain, 'minute_at') -%}
+    {%- set finer_period = dbt.date_trunc(grain, 'finer.' ~ parent_period) -%}
 {%- endif -%}
 with
 
-minutes as (
+finer as (
 
-    select * from {{ ref('fct_event_counts_minute') }}
+    select * from {{ ref(parent) }}
 
 ),
 
@@ -47,17 +48,17 @@ touched as (
 counts as (
 
     select
-        minutes.tenant_id,
-        minutes.event_type,
-        {{ minutes_period }} as period_start,
-        sum(minutes.event_count) as event_count,
-        max(minutes.loaded_at) as loaded_at
-    from minutes
+        finer.tenant_id,
+        finer.event_type,
+        {{ finer_period }} as period_start,
+        sum(finer.event_count) as event_count,
+        max(finer.loaded_at) as loaded_at
+    from finer
     {%- if is_incremental() %}
     inner join touched
-        on touched.tenant_id = minutes.tenant_id
-        and touched.event_type = minutes.event_type
-        and touched.period_start = {{ minutes_period }}
+        on touched.tenant_id = finer.tenant_id
+        and touched.event_type = finer.event_type
+        and touched.period_start = {{ finer_period }}
     {%- endif %}
     group by 1, 2, 3
 

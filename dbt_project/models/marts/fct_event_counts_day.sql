@@ -6,5 +6,5 @@
         on_schema_change='fail'
     )
 }}
--- Day roll-up of the minute counts; unique visitors are counted from events (distincts do not add up).
-{{ event_counts_rollup('day') }}
+-- Day roll-up of the hour counts; unique visitors are counted from events (distincts do not add up).
+{{ event_counts_rollup('day', 'fct_event_counts_hour', 'hour_at') }}

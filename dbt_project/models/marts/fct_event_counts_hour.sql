@@ -7,4 +7,4 @@
     )
 }}
 -- Hour roll-up of the minute counts; unique visitors are counted from events (distincts do not add up).
-{{ event_counts_rollup('hour') }}
+{{ event_counts_rollup('hour', 'fct_event_counts_minute', 'minute_at') }}
