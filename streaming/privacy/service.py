@@ -42,7 +42,9 @@ def eraser_from_settings(settings: Settings, redis_client: Any | None = None, s3
         s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url)
     warehouse = warehouse_eraser(settings)
     target = "local" if settings.is_local else "prod"
-    env = {"TALLY_DUCKDB_PATH": str(settings.duckdb_path)} if settings.is_local else {}
+    env = {"DBT_LOG_PATH": str(settings.home / "logs" / "privacy-dbt")}
+    if settings.is_local:
+        env["TALLY_DUCKDB_PATH"] = str(settings.duckdb_path)
     runner = dbt_rebuild(DBT_PROJECT_DIR, target, env, target_path=settings.home / "privacy-dbt-target") if rebuild else None
     return Eraser(redis=redis_client, store=ArchiveStore(s3, settings.bucket), requests=RequestStore(s3, settings.bucket),
                   warehouse=warehouse, rebuild=runner, salt=settings.privacy_salt)

@@ -8,10 +8,11 @@ the rule of :class:`~streaming.privacy.subject.Subject`. All deletes run in one 
 is a bound parameter (only identifiers read from ``information_schema`` and checked against a strict
 pattern appear in SQL text).
 
-Then the derived aggregate tables (counts, unique visitors, users, segments) are rebuilt by dbt from
-what is left, so the warehouse's hour and day marts agree with its minutes again; ``fct_events`` is
-incremental and is *not* rebuilt (its deleted rows must not come back, and a full refresh would only
-re-read raw, which no longer holds them either).
+Then the derived tables (counts, unique visitors, users, identities, segments) are rebuilt by dbt with
+``--full-refresh`` from what is left, so the warehouse's hour and day marts agree with its minutes
+again: their incremental runs recount only windows with newly loaded events, and a deletion loads
+nothing. The event-grain tables (``stg_kinesis__events``, ``fct_events``) are not rebuilt: their rows
+were deleted in place, and an incremental run cannot bring them back (raw holds none of them).
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from streaming.privacy.subject import Subject
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 _SUBJECT_COLUMNS = ("user_id", "stitched_user_id", "anonymous_id")
-#: dbt rebuilds, after a deletion, every model table the warehouse holds except these: the incremental
-#: fct_events (deleted in place) and the raw tables (not dbt's).
-DBT_NOT_REBUILT = frozenset({"fct_events"})
+#: dbt rebuilds (full refresh), after a deletion, every model table the warehouse holds except the raw
+#: tables (not dbt's) and these event-grain tables, deleted in place: rebuilding them would re-read the
+#: whole raw history, and their incremental runs cannot bring deleted rows back (raw has none left).
+DBT_NOT_REBUILT = frozenset({"fct_events", "stg_kinesis__events"})
 RAW_SCHEMAS = frozenset({"raw"})
 
 
@@ -223,7 +225,7 @@ def dbt_rebuild(project_dir: Path, target: str, env: dict[str, str] | None = Non
             return
         dbt = str(Path(sys.executable).with_name("dbt"))
         args = [dbt, "run", "--quiet", "--project-dir", str(project_dir), "--profiles-dir", str(project_dir),
-                "--target", target, "--select", *models]
+                "--target", target, "--full-refresh", "--select", *models]
         if target_path is not None:
             args += ["--target-path", str(target_path)]
         proc = subprocess.run(args, env={**os.environ, **(env or {}), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
