@@ -262,19 +262,16 @@ def aggregate(
     decoder: EventDecoder,
     rules: list[SegmentRule] | tuple[SegmentRule, ...] = (),
     now: float | None = None,
-    seen: set[bytes] | None = None,
     suppressions: Suppressions | None = None,
     recent: RecentIds | None = None,
 ) -> Batch:
     """Decode, validate, de-duplicate within the batch and pre-aggregate per tenant.
 
-    ``seen`` carries the event_ids of earlier chunks of the same batch, so a repeat across chunks is
-    dropped here like one inside a chunk (it is updated in place). ``suppressions`` gives each tenant
-    the suppression list this process knows (the apply script checks its version); ``recent`` the ids
-    this processor applied a moment ago, whose repeats are dropped here too.
+    ``suppressions`` gives each tenant the suppression list this process knows (the apply script checks
+    its version); ``recent`` the ids this processor applied a moment ago, whose repeats are dropped here.
     """
     with paused_gc():
-        return _aggregate(records, decoder, rules, now, set() if seen is None else seen, suppressions, recent)
+        return _aggregate(records, decoder, rules, now, suppressions, recent)
 
 
 @contextmanager
@@ -299,7 +296,6 @@ def _aggregate(
     decoder: EventDecoder,
     rules: list[SegmentRule] | tuple[SegmentRule, ...],
     now: float | None,
-    seen: set[bytes],
     suppressions: Suppressions | None,
     recent: RecentIds | None,
 ) -> Batch:
@@ -315,6 +311,7 @@ def _aggregate(
     tenants = batch.tenants
     rules_by_type = _compile(rules)
     dead_letters = batch.dead_letters
+    seen: set[bytes] = set()
     seen_add = seen.add
     decode_errors = (DecodeError, UnicodeDecodeError)
     for record in records:
