@@ -24,6 +24,7 @@ from tests.speed.conftest import assert_matches_ledger, generated, start_consume
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 KILLS = 22
+PRODUCE_PER_S = 3_000
 
 
 def test_sigkill_storm_ends_with_the_ledger(tally_env: dict[str, str], redis_client: redis.Redis, tmp_path: Path) -> None:
@@ -36,9 +37,14 @@ def test_sigkill_storm_ends_with_the_ledger(tally_env: dict[str, str], redis_cli
     assert ledger.records_total >= 200_000 and ledger.duplicates > 0 and sum(ledger.dead_letters.values()) > 0
 
     def produce() -> None:
+        # Paced (~3,000 records/s, about 70 s in all) so that the kills land while the stream still
+        # grows: a fast machine would otherwise consume everything before the last kill.
+        started = time.monotonic()
         with Producer(aws_client("kinesis", REGION, settings.aws_endpoint_url), settings.stream_name) as producer:
-            for data, key in zip(datas, pkeys, strict=True):
+            for i, (data, key) in enumerate(zip(datas, pkeys, strict=True)):
                 producer.put(data, key)
+                if i % 3_000 == 2_999:
+                    time.sleep(max(0.0, started + (i + 1) / PRODUCE_PER_S - time.monotonic()))
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
