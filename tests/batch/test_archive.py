@@ -198,7 +198,7 @@ def test_sigkill_at_random_points_neither_loses_nor_duplicates(
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
         try:
-            proc.wait(timeout=rng.uniform(0.5, 2.5))  # start-up is ~1 s: some kills land before any work
+            proc.wait(timeout=rng.uniform(0.4, 1.6))  # start-up is ~1 s: some kills land before any work
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
