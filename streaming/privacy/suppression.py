@@ -48,6 +48,14 @@ def subject_hash(tenant: str, identifier: str, salt: str = "") -> str:
     return hashlib.sha256(message).hexdigest()
 
 
+def earliest_since(since: dict[str, int], tenant: str, user_id: str | None, anonymous_id: str | None,
+                   salt: str = "") -> int | None:
+    """The earliest since_ms on ``since`` (subject_hash -> since_ms) of an event's identifiers, or None."""
+    marks = [m for m in (since.get(subject_hash(tenant, ident, salt)) for ident in (user_id, anonymous_id) if ident)
+             if m is not None]
+    return min(marks) if marks else None
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -136,7 +144,4 @@ class SuppressionCache:
         listed = self._lists.get(tenant)
         if listed is None or not listed.since:
             return None
-        found = [listed.since.get(subject_hash(tenant, ident, self.salt))
-                 for ident in (user_id, anonymous_id) if ident]
-        marks = [m for m in found if m is not None]
-        return min(marks) if marks else None
+        return earliest_since(listed.since, tenant, user_id, anonymous_id, self.salt)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streaming.privacy.suppression import subject_hash, suppress_key, suppress_version_key
+from streaming.privacy.suppression import earliest_since, suppress_key, suppress_version_key
 
 
 class Suppressions:
@@ -44,9 +44,4 @@ class Suppressions:
 
     def subject_since(self, tenant: str, since: dict[str, int], user_id: str | None, anonymous_id: str) -> int | None:
         """The earliest since_ms of the event's identifiers on ``since``, or None."""
-        found = since.get(subject_hash(tenant, anonymous_id, self.salt))
-        if user_id:
-            other = since.get(subject_hash(tenant, user_id, self.salt))
-            if other is not None and (found is None or other < found):
-                found = other
-        return found
+        return earliest_since(since, tenant, user_id, anonymous_id, self.salt)
