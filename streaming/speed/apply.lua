@@ -181,19 +181,31 @@ for _, grp in ipairs(p.s) do
   local rule = p.rules[grp[1]]
   local bucket, anons, texts, oldest, counts = grp[2], grp[3], grp[4], grp[5], grp[6]  -- texts: the batch's states (arrays)
   local name, k, window = rule[1], rule[2], rule[3]
-  local cur = pre .. 'segst:' .. name .. ':' .. int(bucket)
-  local states = hmget_all(cur, anons)
+  local function state_key(b) return pre .. 'segst:' .. name .. ':' .. int(b) end
+  -- A visitor's state lives in the bucket of its newest hit, and moves forward only. Look newest bucket
+  -- first: a late batch (newest hit in B) finds the state a later hit already moved to B+1, and a stale
+  -- copy left in B or B-1 by that move is never read while the newer one exists. A state two buckets
+  -- ahead is more than a window newer than every hit here, so none of them could join it.
+  local states = {}
   local missing, missing_i = {}, {}
-  for i = 1, #anons do
-    if not states[i] then missing[#missing + 1] = anons[i]; missing_i[#missing_i + 1] = i end
+  for i = 1, #anons do missing[i] = anons[i]; missing_i[i] = i end
+  for _, b in ipairs({bucket + 1, bucket, bucket - 1}) do
+    if #missing == 0 then break end
+    local key = state_key(b)
+    if b ~= bucket + 1 or redis.call('EXISTS', key) == 1 then
+      local got = hmget_all(key, missing)
+      local still, still_i = {}, {}
+      for j = 1, #missing do
+        if got[j] then states[missing_i[j]] = got[j]
+        else still[#still + 1] = missing[j]; still_i[#still_i + 1] = missing_i[j] end
+      end
+      missing, missing_i = still, still_i
+    end
   end
-  if #missing > 0 then
-    local prev = hmget_all(pre .. 'segst:' .. name .. ':' .. int(bucket - 1), missing)
-    for j = 1, #missing do if prev[j] then states[missing_i[j]] = prev[j] end end
-  end
-  local hset_args, zadd_args = {}, {}
+  local hset_args, moved, zadd_args = {}, {}, {}
   for i = 1, #anons do
     local state, first, count = texts[i], oldest[i], counts[i]
+    local target = bucket
     if states[i] then
       -- Merge two ascending lists from their newest end: the newest k inside the window.
       local a, b = cmsgpack.unpack(states[i]), state
@@ -209,16 +221,28 @@ for _, grp in ipairs(p.s) do
       local keep = {}
       for j = #rev, 1, -1 do keep[#keep + 1] = rev[j] end
       state, count, first = cmsgpack.pack(keep), #keep, keep[1]
+      target = math.floor(newest / window)
     end
-    hset_args[#hset_args + 1] = anons[i]
-    hset_args[#hset_args + 1] = type(state) == 'table' and cmsgpack.pack(state) or state
+    local args = hset_args
+    if target ~= bucket then
+      args = moved[target]
+      if not args then args = {}; moved[target] = args end
+    end
+    args[#args + 1] = anons[i]
+    args[#args + 1] = type(state) == 'table' and cmsgpack.pack(state) or state
     if count >= k then
       zadd_args[#zadd_args + 1] = first + window
       zadd_args[#zadd_args + 1] = anons[i]
     end
   end
-  chunked('HSET', cur, {}, hset_args, 2)
-  expire[cur] = math.floor(2 * window / 1000) + 60
+  moved[bucket] = hset_args
+  for b, args in pairs(moved) do
+    if #args > 0 then
+      local key = state_key(b)
+      chunked('HSET', key, {}, args, 2)
+      expire[key] = math.floor(2 * window / 1000) + 60
+    end
+  end
   if #zadd_args > 0 then
     local seg = pre .. 'seg:' .. name
     chunked('ZADD', seg, {'GT'}, zadd_args, 2)

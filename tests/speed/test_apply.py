@@ -265,6 +265,44 @@ def test_segments_equal_the_rules_evaluated_from_scratch_for_any_batching(redis_
 
 
 
+@pytest.mark.parametrize("rule_name", ["pricing_intent", "engaged_reader"])
+def test_a_late_hit_before_a_bucket_boundary_joins_the_state_a_newer_hit_moved_past_it(
+        redis_client: redis.Redis, rule_name: str) -> None:
+    """Segment state lives in window-long buckets (UTC days for a 24 h rule, hours for a 1 h rule). Hits
+    just after a boundary are applied first; then a late hit just before it, then one more after it: the
+    visitor has ``min_count`` hits inside the window and is a member, as the rules say from scratch."""
+    rule = next(r for r in load_rules() if r.name == rule_name)
+    window_ms = rule.window_hours * 3_600_000
+    boundary_ms = ((int(time.time() * 1000) - 120_000) // window_ms) * window_ms  # a boundary 2+ minutes ago
+
+    def iso(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    after = [boundary_ms + 1_000 * (i + 1) for i in range(rule.min_count - 2)]
+    late, newest = boundary_ms - 2_000, boundary_ms + 60_000
+    proc = _processor(redis_client)
+    seq = 0
+    for times in ([*after], [late], [newest]):  # three batches: the middle one is late
+        records = []
+        for ms in times:
+            seq += 1
+            records.append(StreamRecord(SHARD, str(seq), "k", _page_view(str(uuid.uuid4()), anon="v-late", received=iso(ms)), 0.0))
+        proc.process_batch(_ctx(), records, 0)
+    at = dt.datetime.fromtimestamp((newest + 1) / 1000, dt.timezone.utc)
+    members = set(SpeedQueries(redis_client).segment_members("acme", rule.name, at=at, limit=100))
+    assert members == {"v-late"}
+    # one hit fewer than min_count is not a member: the boundary does not invent hits either
+    proc2 = _processor(redis_client)
+    seq = 100
+    for times in ([*after], [newest]):
+        records = []
+        for ms in times:
+            seq += 1
+            records.append(StreamRecord(SHARD, str(seq), "k", _page_view(str(uuid.uuid4()), anon="v-short", received=iso(ms)), 0.0))
+        proc2.process_batch(_ctx(), records, 0)
+    assert "v-short" not in set(SpeedQueries(redis_client).segment_members("acme", rule.name, at=at, limit=100))
+
+
 def test_suppressed_subjects_are_counted_apart_and_leave_no_per_visitor_state(redis_client: redis.Redis) -> None:
     """The counting rule of streaming/privacy/suppression.py, applied by the speed layer: an event of a
     suppressed subject received at or after the suppression started counts as suppressed, not as an
