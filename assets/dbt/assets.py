@@ -11,8 +11,10 @@ from dagster_dbt import DbtCliResource, DbtProject, dbt_assets
 
 from assets.dbt.translator import TallyDbtTranslator
 
-#: What every scheduled `dbt build` adds: unit tests are code tests on static inputs, run in CI.
-PRODUCTION_BUILD_ARGS = ("--exclude-resource-type", "unit_test")
+#: What every scheduled `dbt build` adds: unit tests are code tests on static inputs, run in CI; no
+#: manifest.json / run_results.json rewritten per run (Dagster reads dbt's event stream, and the
+#: manifest it loads is the one parsed once at deploy: assets/dbt/project.py).
+PRODUCTION_BUILD_ARGS = ("--exclude-resource-type", "unit_test", "--no-write-json")
 
 
 @contextmanager

@@ -122,7 +122,8 @@ def test_incremental_marts_equal_a_full_rebuild(tmp_path: Path) -> None:
     raw.load(first, loaded_at=h[2])
     _dbt(["build", *PRODUCTION_BUILD_ARGS], db, target)
 
-    # Load 2: a new hour; late events inside the lookback (hour 0) and long before it (the day before);
+    # Load 2: a new hour; late events in hours already built (hour 0, and the day before: both before the
+    # lookback, so only the loaded_at watermark finds them);
     # a late identify of a1 (-> u2) before its anonymous events; a late identify of a2 -> u3 that is
     # earlier than its identify as u1 (u1 loses the visitor); a retried copy of a built event.
     late_identify_a1 = raw.row("t1", "a1", "identify", h[0] + 1 * minute, user="u2")
