@@ -1,10 +1,16 @@
 """The speed layer's RecordProcessor: the thin I/O shell around :func:`aggregate` and the apply script.
 
 A batch is applied completely or not at all as far as the checkpoint is concerned: ``process_batch``
-returns the sequence number to checkpoint only after every tenant's call has committed. While Redis is
-down it waits and retries the same batch (never logs and skips); after ``max_wait_s`` it raises so the
-worker backs off and re-delivers the same records. Replays after a crash are safe because every tenant
-call carries the batch's last sequence number and lease token (see ``apply.lua``).
+returns a sequence number to checkpoint only after every tenant's call of that batch has committed.
+While Redis is down it waits and retries the same batch (never logs and skips); after ``max_wait_s`` it
+raises so the worker backs off and re-delivers the same records. Replays after a crash are safe because
+every tenant call carries the batch's last sequence number and lease token (see ``apply.lua``).
+
+With ``overlap`` (the consumer's mode), a batch's calls are sent from a background thread and Redis runs
+them while this thread aggregates the next batch; the next ``process_batch`` (or an empty tick,
+``shard_ended``, ``shutdown``) settles them first, so the checkpoint it returns lags one batch. An
+in-flight batch that fails is re-sent from here, with the same retries, before anything later is sent:
+batches commit in order, and a crash replays from the lagging checkpoint, which the markers make safe.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +32,7 @@ from streaming.speed.aggregate import Batch, aggregate, paused_gc
 from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.ops import OpsRecorder
 from streaming.speed.recent import RecentIds
-from streaming.speed.store import Fenced, SpeedStore
+from streaming.speed.store import ApplyResult, Fenced, SpeedStore
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +81,16 @@ def call_with_retry(fn: Callable[[], Any], policy: RetryPolicy, on_retry: Callab
             attempt += 1
 
 
+@dataclass
+class _InFlight:
+    """A batch sent but not yet settled; ``future`` None means it must be sent again."""
+
+    batch: Batch
+    last_seq: str
+    millis_behind_latest: int
+    future: Future[tuple[ApplyResult, float]] | None
+
+
 class SpeedProcessor:
     """One shard's processor (the worker makes one per shard with ``processor_factory()``)."""
 
@@ -84,8 +101,12 @@ class SpeedProcessor:
         rules: list[SegmentRule] | tuple[SegmentRule, ...] = (),
         ops: OpsRecorder | None = None,
         retry: RetryPolicy | None = None,
+        overlap: bool = False,
     ) -> None:
         self.store = store
+        self.overlap = overlap
+        self._inflight: _InFlight | None = None
+        self._pool: ThreadPoolExecutor | None = None
         self.decoder = decoder
         self.rules = list(rules)
         self.ops = ops
@@ -103,56 +124,126 @@ class SpeedProcessor:
     def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
         if self._lost.is_set():
             raise LeaseLost(f"shard {ctx.shard_id}: lease lost, refusing to write")
-        if not records:
+        if not records:  # a tick: settle what is in flight, report the lag
+            safe = self._settle(ctx)
             self._record_ops(ctx, millis_behind_latest, [])
-            return None
+            return safe
         with paused_gc():
             # One aggregation per batch (a GetRecords page, up to 10,000 records): the larger the batch,
             # the fewer script calls and keys per event. Cutting it into chunks applied while the next
-            # was aggregated was measured slower: the calls' fixed cost outweighed the overlap.
+            # was aggregated was measured slower: the calls' fixed cost outweighed the overlap. Whole
+            # batches overlap instead (``overlap``): this aggregation runs while Redis applies the last.
             batch = aggregate(records, self.decoder, self.rules, suppressions=self.store.suppressions, recent=self.recent)
+        if not self.overlap:
             self.apply(ctx, batch)
-        self.stats.batches += 1
+            self._done(ctx, batch, len(records), millis_behind_latest, time.time())
+            return records[-1].sequence_number
+        safe = self._settle(ctx)  # raises if the batch before cannot commit: this one is offered again
+        # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
+        # later batch is sent, and a processor that gives up is dropped with its map (RecentIds).
+        self.recent.add(eid for tb in batch.tenants.values() for eid in tb.ids)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"speed-apply-{ctx.shard_id}")
+        future = self._pool.submit(self._commit, ctx, batch)
+        self._inflight = _InFlight(batch, records[-1].sequence_number, millis_behind_latest, future)
         self.stats.records += len(records)
-        self._record_ops(ctx, millis_behind_latest, [ts for tb in batch.tenants.values() for ts in tb.received])
-        return records[-1].sequence_number
+        return safe
+
+    def _settle(self, ctx: ShardContext) -> str | None:
+        """Wait for the in-flight batch (sending it again if it failed); its last sequence number."""
+        inflight = self._inflight
+        if inflight is None:
+            return None
+        try:
+            if inflight.future is None:
+                raise RuntimeError("sent again")
+            result, committed_at = inflight.future.result()
+        except Fenced as exc:
+            self._inflight = None
+            self._lost.set()
+            raise LeaseLost(str(exc)) from exc
+        except LeaseLost:
+            self._inflight = None
+            raise
+        except Exception as exc:  # noqa: BLE001 - nothing of it may be assumed applied: send it again
+            if inflight.future is not None:
+                log.warning("shard %s: in-flight batch failed (%s); sending it again before the next",
+                            ctx.shard_id, type(exc).__name__)
+            inflight.future = None
+            result, committed_at = self._commit_with_retry(ctx, inflight.batch)
+        self._inflight = None
+        self._count(result)
+        self._done(ctx, inflight.batch, 0, inflight.millis_behind_latest, committed_at)
+        return inflight.last_seq
+
+    def _done(self, ctx: ShardContext, batch: Batch, records: int, millis_behind_latest: int, committed_at: float) -> None:
+        self.stats.batches += 1
+        self.stats.records += records
+        self._record_ops(ctx, millis_behind_latest, [ts for tb in batch.tenants.values() for ts in tb.received],
+                         committed_at)
 
     def apply(self, ctx: ShardContext, batch: Batch) -> None:
         """Dead letters first (idempotent), then every tenant's call; retried as a whole on Redis errors."""
+        result, _ = self._commit_with_retry(ctx, batch)
+        self.recent.add(result.fresh_ids)
+        self._count(result)
 
-        def attempt() -> None:
-            if self._lost.is_set():
-                raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
-            self.stats.dead_letters += self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
-            result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()))
-            self.recent.add(result.fresh_ids)
-            self.stats.applied += result.applied
-            self.stats.skipped += result.skipped
-
+    def _commit_with_retry(self, ctx: ShardContext, batch: Batch) -> tuple[ApplyResult, float]:
         try:
-            call_with_retry(attempt, self.retry, self._on_retry)
+            return call_with_retry(lambda: self._commit(ctx, batch), self.retry, self._on_retry)
         except Fenced as exc:
             self._lost.set()
             raise LeaseLost(str(exc)) from exc
+
+    def _commit(self, ctx: ShardContext, batch: Batch) -> tuple[ApplyResult, float]:
+        """One attempt: dead letters, then every tenant's call; the result and when it committed."""
+        if self._lost.is_set():
+            raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
+        dead = self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
+        result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()))
+        result.dead_letters = dead
+        return result, time.time()
+
+    def _count(self, result: ApplyResult) -> None:
+        self.stats.dead_letters += result.dead_letters
+        self.stats.applied += result.applied
+        self.stats.skipped += result.skipped
 
     def _on_retry(self, exc: BaseException) -> None:
         self.stats.redis_retries += 1
         log.warning("Redis not available (%s); retrying the same batch, checkpoint not advanced", type(exc).__name__)
 
-    def _record_ops(self, ctx: ShardContext, millis_behind_latest: int, received: list[float]) -> None:
+    def _record_ops(self, ctx: ShardContext, millis_behind_latest: int, received: list[float],
+                    committed_at: float | None = None) -> None:
         if self.ops is None:
             return
         try:
-            self.ops.record(ctx.shard_id, ctx.worker_id, millis_behind_latest, received)
+            self.ops.record(ctx.shard_id, ctx.worker_id, millis_behind_latest, received, committed_at)
         except TRANSIENT_ERRORS as exc:
             # Lag and latency figures are observability, not counters: the batch is already committed.
             log.warning("could not record lag/latency (%s)", type(exc).__name__)
 
     def lease_lost(self, ctx: ShardContext) -> None:
+        """Write nothing more; a call still in flight carries the old token, which the script fences."""
         self._lost.set()
+        self._inflight = None
+        self._close()
 
     def shard_ended(self, ctx: ShardContext) -> None:
-        """Nothing is buffered: every batch is committed before ``process_batch`` returns."""
+        """The in-flight batch commits before this returns (the worker then checkpoints SHARD_END)."""
+        self._settle(ctx)
+        self._close()
 
     def shutdown(self, ctx: ShardContext) -> None:
-        """Nothing is buffered: every batch is committed before ``process_batch`` returns."""
+        """Settle the in-flight batch if Redis lets us; if not, nothing is lost: it was never checkpointed."""
+        try:
+            self._settle(ctx)
+        except Exception as exc:  # noqa: BLE001 - stopping: the re-read after restart applies it
+            log.warning("shard %s: in-flight batch not settled at shutdown (%s); it will be re-read",
+                        ctx.shard_id, type(exc).__name__)
+        self._close()
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None

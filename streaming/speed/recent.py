@@ -4,9 +4,11 @@ Producer retries repeat an event within seconds, usually in a later batch of the
 script would catch the repeat too, but then the tenant's whole share has to be rebuilt without it and
 sent again, one more round trip. This bounded map (first-in first-out) catches most repeats in Python.
 
-It only ever holds ids whose apply committed here (so Redis's seen-sets hold them) and it drops a
-repeat only while it is well inside the dedup horizon (Redis keeps an id for at least the horizon), so
-it never decides differently from the script; a processor is made per lease, so the map starts empty.
+It only holds ids whose apply committed here (so Redis's seen-sets hold them), or is in flight here (an
+overlapped batch, which the processor settles, sending it again until it commits, before it sends any
+later batch), and it drops a repeat only while it is well inside the dedup horizon (Redis keeps an id for
+at least the horizon), so it never decides differently from the script; a processor is made per lease,
+so the map starts empty, and one that gives up is dropped with its map.
 """
 
 from __future__ import annotations

@@ -55,7 +55,8 @@ def processor_factory(settings: Settings, redis_client: Any, group: str, stop: t
 
     def make() -> SpeedProcessor:
         decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew_s)
-        return SpeedProcessor(store, decoder, rules, ops, RetryPolicy(max_wait_s=redis_wait_s, should_stop=should_stop))
+        return SpeedProcessor(store, decoder, rules, ops, RetryPolicy(max_wait_s=redis_wait_s, should_stop=should_stop),
+                              overlap=True)
 
     return make
 

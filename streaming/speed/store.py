@@ -61,6 +61,8 @@ class ApplyResult:
     by_tenant: dict[str, tuple[str, int, int]] = field(default_factory=dict)
     #: event_ids this call applied for the first time (not replays, not repeats the script found).
     fresh_ids: list[bytes] = field(default_factory=list)
+    #: dead letters written for the first time with this batch (set by the processor).
+    dead_letters: int = 0
 
 
 _packer = msgspec.msgpack.Encoder()

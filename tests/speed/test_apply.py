@@ -24,7 +24,7 @@ from streaming.query.api import SpeedQueries
 from streaming.segments import load_rules
 from streaming.speed import deadletters
 from streaming.speed.aggregate import aggregate
-from streaming.speed.consumer import LeaseLost, RetryPolicy, SpeedProcessor
+from streaming.speed.consumer import LeaseLost, RedisUnavailable, RetryPolicy, SpeedProcessor
 from streaming.speed.ops import OpsRecorder
 from streaming.speed.store import SpeedStore
 from streaming.stack.redis_local import RedisServer
@@ -34,10 +34,10 @@ pytestmark = pytest.mark.integration
 SHARD = "shardId-000000000000"
 
 
-def _processor(client: Any, horizon_s: int = 86_400, retry: RetryPolicy | None = None) -> SpeedProcessor:
+def _processor(client: Any, horizon_s: int = 86_400, retry: RetryPolicy | None = None, overlap: bool = False) -> SpeedProcessor:
     rules = load_rules()
     return SpeedProcessor(SpeedStore(client, "speed", rules, horizon_s), EventDecoder(), rules,
-                          OpsRecorder(client, "speed"), retry)
+                          OpsRecorder(client, "speed"), retry, overlap=overlap)
 
 
 def _ctx(token: int = 1, shard: str = SHARD) -> ShardContext:
@@ -45,8 +45,15 @@ def _ctx(token: int = 1, shard: str = SHARD) -> ShardContext:
 
 
 def _feed(proc: SpeedProcessor, records: list[StreamRecord], size: int, token: int = 1) -> None:
+    """Feed ``records`` in batches of ``size``; each call returns what is safe to checkpoint: its own batch,
+    or with ``overlap`` the batch before (the last one is settled by an empty tick)."""
+    previous = None
     for i in range(0, len(records), size):
-        assert proc.process_batch(_ctx(token), records[i:i + size], 0) == records[min(i + size, len(records)) - 1].sequence_number
+        last = records[min(i + size, len(records)) - 1].sequence_number
+        assert proc.process_batch(_ctx(token), records[i:i + size], 0) == (previous if proc.overlap else last)
+        previous = last
+    if proc.overlap:
+        assert proc.process_batch(_ctx(token), [], 0) == previous
 
 
 @pytest.fixture(scope="module")
@@ -187,6 +194,36 @@ def test_redis_down_waits_and_retries_without_returning_a_checkpoint(tmp_path: P
         server.stop()
 
 
+def test_overlapped_batch_that_fails_is_sent_again_before_the_next_and_nothing_is_lost(tmp_path: Path, run: Any) -> None:
+    """Overlapped: Redis dies with a batch in flight. The next call sends that batch again first, waits, and
+    gives up with RedisUnavailable (the worker then offers the same records again); once Redis is back the
+    retried call commits both in order and the checkpoint only ever names committed batches."""
+    records, ledger = run
+    server = RedisServer(workdir=tmp_path, appendonly=True, appendfsync="always").start()
+    port = server.port
+    client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    proc = _processor(client, retry=RetryPolicy(base_s=0.05, max_s=0.2, max_wait_s=1.0), overlap=True)
+    batches = [records[i:i + 1000] for i in range(0, len(records), 1000)]
+    k = len(batches) // 2
+    try:
+        _feed(proc, [r for b in batches[:k] for r in b], 1000)
+        server.kill()
+        assert proc.process_batch(_ctx(), batches[k], 0) is None  # nothing settled: batch k is in flight
+        with pytest.raises(RedisUnavailable):
+            proc.process_batch(_ctx(), batches[k + 1], 0)  # batch k failed; sent again, still no Redis
+        assert proc.stats.redis_retries > 0
+        server = RedisServer(workdir=tmp_path, port=port, appendonly=True, appendfsync="always").start()
+        # the worker offers batch k + 1 again: batch k commits first, then k + 1 is sent
+        assert proc.process_batch(_ctx(), batches[k + 1], 0) == batches[k][-1].sequence_number
+        rest = [r for b in batches[k + 2:] for r in b]
+        assert proc.process_batch(_ctx(), rest[:1000], 0) == batches[k + 1][-1].sequence_number
+        assert proc.process_batch(_ctx(), [], 0) == rest[999].sequence_number
+        _feed(proc, rest[1000:], 1000)
+        assert_matches_ledger(client, ledger)
+    finally:
+        server.stop()
+
+
 def test_dead_letter_replay_after_a_fix(redis_client: redis.Redis, aws_endpoint: str, stream_name: str) -> None:
     small = _page_view(str(uuid.uuid4()))
     big = _page_view(str(uuid.uuid4()))[:-1] + b', "pad": "' + b"x" * 400 + b'"}'
@@ -235,9 +272,11 @@ def _expected_members(records: list[StreamRecord], at_ms: int) -> dict[tuple[str
     return out
 
 
-def test_segments_equal_the_rules_evaluated_from_scratch_for_any_batching(redis_client: redis.Redis) -> None:
-    """Segment state merged over many batches of random sizes, by three processors in turn (each
-    restarted one starts from the stored state only), equals the rules evaluated over all the events."""
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlapped"])
+def test_segments_equal_the_rules_evaluated_from_scratch_for_any_batching(redis_client: redis.Redis, overlap: bool) -> None:
+    """Segment state merged over many batches of random sizes, by processors in turn (each restarted one
+    starts from the stored state only), equals the rules evaluated over all the events; also when each
+    batch is applied while the next is aggregated."""
     datas, _, _ = generated(GeneratorConfig(seed=23, duration_s=600, rate_per_s=40, tenants=3,
                                             new_visitor_p=0.05, duplicate_rate=0.03, late_rate=0.05, late_delay_s=(60, 900),
                                             start=recent_start(1500)))
@@ -245,7 +284,7 @@ def test_segments_equal_the_rules_evaluated_from_scratch_for_any_batching(redis_
     rng = random.Random(5)
     i = 0
     while i < len(records):
-        proc = _processor(redis_client)  # a restart: no state but what Redis holds
+        proc = _processor(redis_client, overlap=overlap)  # a restart: no state but what Redis holds
         for _ in range(rng.randint(1, 6)):
             size = rng.choice([1, 7, 60, 300, 3000])
             _feed(proc, records[i:i + size], size)
@@ -345,17 +384,19 @@ def test_suppressed_subjects_are_counted_apart_and_leave_no_per_visitor_state(re
     assert "gone" in q.segment_members("acme", "pricing_intent")
 
 
-def test_a_repeat_of_an_id_applied_here_a_moment_ago_is_dropped_before_redis(redis_client: redis.Redis) -> None:
+@pytest.mark.parametrize("overlap", [False, True], ids=["in-turn", "overlapped"])
+def test_a_repeat_of_an_id_applied_here_a_moment_ago_is_dropped_before_redis(redis_client: redis.Redis, overlap: bool) -> None:
     """Producer retries repeat an event seconds later: the processor drops the repeat itself, so the
-    tenant's share is sent once (the script would otherwise refuse it and ask for a rebuild)."""
-    proc = _processor(redis_client)
+    tenant's share is sent once (the script would otherwise refuse it and ask for a rebuild). Overlapped,
+    the repeat is dropped while the first batch may still be in flight."""
+    proc = _processor(redis_client, overlap=overlap)
     ids = [str(uuid.uuid4()) for _ in range(5)]
     first = [StreamRecord(SHARD, str(i + 1), "k", _page_view(e, anon=f"v{i}"), 0.0) for i, e in enumerate(ids)]
-    proc.process_batch(_ctx(), first, 0)
+    _feed(proc, first, len(first))
     redis_client.config_resetstat()
     again = [StreamRecord(SHARD, str(10 + i), "k", _page_view(e, anon=f"v{i}"), 0.0) for i, e in enumerate(ids[:3])]
     fresh = [StreamRecord(SHARD, "20", "k", _page_view(str(uuid.uuid4()), anon="v9"), 0.0)]
-    proc.process_batch(_ctx(), again + fresh, 0)
+    _feed(proc, again + fresh, 4)
     assert _total(redis_client) == 6
     assert redis_client.info("commandstats")["cmdstat_evalsha"]["calls"] == 1
     # A new processor (another lease) knows nothing: the script finds the repeats, and still counts once.
