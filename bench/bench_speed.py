@@ -38,7 +38,7 @@ from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.producer import Producer
 from streaming.resources import ensure_lease_table, ensure_stream
 from streaming.segments import load_rules
-from streaming.speed.consumer import SpeedProcessor
+from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, SpeedProcessor
 from streaming.speed.fast_kinesis import install_fast_get_records
 from streaming.speed.ops import OpsRecorder, percentile, read_lag
 from streaming.speed.store import SpeedStore
@@ -88,6 +88,7 @@ def bench_apply() -> dict[str, float]:
         client = redis.Redis(port=server.port)
         rules = load_rules()
         # As the consumer runs it (streaming/speed/run.py): each batch applied while the next aggregates.
+        sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL_S)
         proc = SpeedProcessor(SpeedStore(client, "bench", rules), EventDecoder(), rules, OpsRecorder(client, "bench"),
                               overlap=True)
         ctx = ShardContext("bench", "shardId-000000000000", "bench", 1)

@@ -10,6 +10,7 @@ import argparse
 import gc
 import logging
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,7 @@ from streaming.events import EventDecoder
 from streaming.segments import load_rules
 from streaming.settings import Settings, load_settings
 from streaming.speed.connect import connect
-from streaming.speed.consumer import RetryPolicy, SpeedProcessor
+from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, RetryPolicy, SpeedProcessor
 from streaming.speed.ops import OpsRecorder
 from streaming.speed.store import Retention, SpeedStore
 
@@ -83,6 +84,7 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
 def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: bool = False,
                  timeout_s: float = 600.0) -> Any:
     """Run until SIGTERM/SIGINT (or until caught up); returns the worker (for its lag figures)."""
+    sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL_S)  # the processors' sending threads (see there)
     stop = threading.Event()
     worker = build_worker(settings, options, stop)
     if until_caught_up:

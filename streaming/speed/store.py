@@ -111,7 +111,13 @@ class SpeedStore:
         })
         return pack(body)
 
-    def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch]) -> ApplyResult:
+    def prepare(self, tenants: list[TenantBatch], lease_token: int) -> list[bytes]:
+        """The tenants' script payloads, built ahead of :meth:`apply` (by the thread that aggregates, so
+        the thread that only sends them starts Redis's work at once)."""
+        return [self._payload(tb, lease_token) for tb in tenants]
+
+    def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch],
+              payloads: list[bytes] | None = None) -> ApplyResult:
         """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
 
         A tenant whose events the script finds partly applied (marker) or seen (dedup) is rebuilt
@@ -125,8 +131,11 @@ class SpeedStore:
         for _ in range(8):
             if not pending:
                 break
-            calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), self._payload(tb, lease_token),
-                      tb.ids) for tb in pending]
+            if payloads is None or len(payloads) != len(pending):
+                payloads = self.prepare(pending, lease_token)
+            calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), payload, tb.ids)
+                     for tb, payload in zip(pending, payloads, strict=True)]
+            payloads = None  # rebuilt shares get new payloads
             replies = self._run(calls)
             pending = []
             for (tb, *_), reply in zip(calls, replies, strict=True):
