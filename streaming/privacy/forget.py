@@ -6,7 +6,9 @@ Steps, in this order (each recorded in the audit record when it finishes; a re-r
 ``suppress``   the user id and those anonymous ids go on the suppression list from ``since_ms`` on, so
                the speed layer and the archiver keep nothing new about them (before any erasure, so
                nothing arriving meanwhile is written back)
-``speed``      Redis: segment memberships and segment state of the anonymous ids
+``speed``      Redis: segment memberships and segment state of the anonymous ids, and the dead letters
+               whose raw bytes name the subject (:mod:`streaming.privacy.deadletters`; counted in the
+               audit as ``dead_letters_removed``, a number only)
 ``archive``    S3: rewrite the objects holding their lines (manifests count them as ``forgotten``)
 ``warehouse``  every table holding their rows, one transaction (after the archive: a re-load of an
                hour then reads the rewritten objects and cannot bring the rows back)
@@ -34,6 +36,7 @@ from typing import Any
 from streaming.archive.store import ArchiveStore
 from streaming.privacy import suppression
 from streaming.privacy.archive import ArchiveEraser
+from streaming.privacy.deadletters import DeadLetterEraser
 from streaming.privacy.requests import STEPS, Request, RequestStore, new_request_id, now_iso
 from streaming.privacy.speed import SpeedEraser
 from streaming.privacy.subject import Subject
@@ -150,8 +153,15 @@ class Eraser:
         return {"subjects": len(subject.hashes(self.salt)), "added": added, "since_ms": request.since_ms}
 
     def _step_speed(self, request: Request, subject: Subject) -> dict[str, Any]:
+        """Segments and dead letters: both Redis, both the speed layer's. Dead letters are part of this
+        step rather than a step of their own so that STEPS, and with it every audit record already
+        written, keeps its shape (a request recorded before this existed and resumed after its speed
+        step is caught by ``verify``, which puts the step back to pending and a re-run erases them)."""
         result = SpeedEraser(self.redis).erase(subject)
-        return {"keys_scanned": result.keys_scanned, **{f"{k}_entries": n for k, n in result.entries_removed.items()}}
+        dead = DeadLetterEraser(self.redis).erase(subject)
+        segments = {f"{k}_entries": n for k, n in result.entries_removed.items()}
+        return {"keys_scanned": result.keys_scanned, **segments, "dead_letters_scanned": dead.entries_scanned,
+                "dead_letters_removed": dead.removed}
 
     def _step_archive(self, request: Request, subject: Subject) -> dict[str, Any]:
         result = ArchiveEraser(self.store).erase(subject)
@@ -177,6 +187,7 @@ class Eraser:
     def _step_verify(self, request: Request, subject: Subject) -> dict[str, Any]:
         left = {
             "speed_entries": SpeedEraser(self.redis).count(subject),
+            "speed_dead_letters": DeadLetterEraser(self.redis).count(subject),
             "archive_lines": ArchiveEraser(self.store).count(subject),
             "warehouse_rows": sum(self.warehouse.count(subject).values()) if self.warehouse is not None else 0,
         }
