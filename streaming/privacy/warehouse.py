@@ -178,13 +178,15 @@ class WarehouseEraser:
         return result
 
     def _drop_landed(self, cur: Any, subject: Subject) -> int:
-        """Snowflake only (not exercised by the test suite: the emulator lacks ``try_parse_json`` paths)."""
+        """Snowflake only (tests/snowflake/test_forget.py runs it on the emulator). An anonymous event's
+        line carries ``"user_id": null``: a JSON null, which ``IS NULL`` does not match in Snowflake
+        (only SQL NULL, e.g. a missing key, does), so ``strip_null_value`` turns it into SQL NULL first."""
         anons = sorted(subject.anonymous_ids) or [""]
         cur.execute(f"""
             delete from RAW.ARCHIVE_LINES
             where try_parse_json(data):tenant_id::varchar = %s
               and (try_parse_json(data):user_id::varchar = %s
-                   or (try_parse_json(data):user_id is null
+                   or (strip_null_value(try_parse_json(data):user_id) is null
                        and try_parse_json(data):anonymous_id::varchar in ({self.dialect.marks(len(anons))})))
         """, [subject.tenant, subject.user_id, *anons])
         return _rowcount(cur)
