@@ -63,7 +63,9 @@ class SkippingProcessor:
 
 class StallingProcessor:
     """Wraps a real processor that stops at the first record ``stall_at`` matches: it neither applies
-    nor checkpoints anything from there on (a consumer stuck on a shard)."""
+    nor checkpoints anything from there on (a consumer stuck on a shard). It still passes the worker's
+    empty ticks on, as a consumer stuck on one record still commits what it read before it (the real
+    processor settles its in-flight batch on the next call)."""
 
     def __init__(self, inner: Any, stall_at: Callable[[StreamRecord], bool]) -> None:
         self.inner = inner
@@ -74,15 +76,13 @@ class StallingProcessor:
         return self.inner.initialize(ctx, checkpoint)
 
     def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
-        if self.stalled:
-            return None
         kept: list[StreamRecord] = []
-        for record in records:
+        for record in records if not self.stalled else []:
             if self.stall_at(record):
                 self.stalled = True
                 break
             kept.append(record)
-        return self.inner.process_batch(ctx, kept, millis_behind_latest) if kept else None
+        return self.inner.process_batch(ctx, kept, millis_behind_latest)
 
     def lease_lost(self, ctx: ShardContext) -> None:
         self.inner.lease_lost(ctx)
