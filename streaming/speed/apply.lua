@@ -202,7 +202,7 @@ for _, grp in ipairs(p.s) do
       missing, missing_i = still, still_i
     end
   end
-  local hset_args, moved, zadd_args = {}, {}, {}
+  local writes, zadd_args = {}, {}  -- bucket -> HSET arguments: the bucket of each merged newest hit
   for i = 1, #anons do
     local state, first, count = texts[i], oldest[i], counts[i]
     local target = bucket
@@ -223,11 +223,8 @@ for _, grp in ipairs(p.s) do
       state, count, first = cmsgpack.pack(keep), #keep, keep[1]
       target = math.floor(newest / window)
     end
-    local args = hset_args
-    if target ~= bucket then
-      args = moved[target]
-      if not args then args = {}; moved[target] = args end
-    end
+    local args = writes[target]
+    if not args then args = {}; writes[target] = args end
     args[#args + 1] = anons[i]
     args[#args + 1] = type(state) == 'table' and cmsgpack.pack(state) or state
     if count >= k then
@@ -235,13 +232,10 @@ for _, grp in ipairs(p.s) do
       zadd_args[#zadd_args + 1] = anons[i]
     end
   end
-  moved[bucket] = hset_args
-  for b, args in pairs(moved) do
-    if #args > 0 then
-      local key = state_key(b)
-      chunked('HSET', key, {}, args, 2)
-      expire[key] = math.floor(2 * window / 1000) + 60
-    end
+  for b, args in pairs(writes) do
+    local key = state_key(b)
+    chunked('HSET', key, {}, args, 2)
+    expire[key] = math.floor(2 * window / 1000) + 60
   end
   if #zadd_args > 0 then
     local seg = pre .. 'seg:' .. name

@@ -141,9 +141,10 @@ class SpeedProcessor:
             # was aggregated was measured slower: the calls' fixed cost outweighed the overlap. Whole
             # batches overlap instead (``overlap``): this aggregation runs while Redis applies the last.
             batch = aggregate(records, self.decoder, self.rules, suppressions=self.store.suppressions, recent=self.recent)
+        self.stats.records += len(records)
         if not self.overlap:
             self.apply(ctx, batch)
-            self._done(ctx, batch, len(records), millis_behind_latest, time.time())
+            self._done(ctx, batch, millis_behind_latest, time.time())
             return records[-1].sequence_number
         safe = self._settle(ctx)  # raises if the batch before cannot commit: this one is offered again
         # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
@@ -156,7 +157,6 @@ class SpeedProcessor:
         payloads = self.store.prepare(list(batch.tenants.values()), ctx.lease_token)
         future = self._pool.submit(self._commit, ctx, batch, payloads)
         self._inflight = _InFlight(batch, records[-1].sequence_number, millis_behind_latest, future)
-        self.stats.records += len(records)
         return safe
 
     def _settle(self, ctx: ShardContext) -> str | None:
@@ -164,31 +164,31 @@ class SpeedProcessor:
         inflight = self._inflight
         if inflight is None:
             return None
-        try:
-            if inflight.future is None:
-                raise RuntimeError("sent again")
-            result, committed_at = inflight.future.result()
-        except Fenced as exc:
-            self._inflight = None
-            self._lost.set()
-            raise LeaseLost(str(exc)) from exc
-        except LeaseLost:
-            self._inflight = None
-            raise
-        except Exception as exc:  # noqa: BLE001 - nothing of it may be assumed applied: send it again
-            if inflight.future is not None:
+        settled: tuple[ApplyResult, float] | None = None
+        if inflight.future is not None:
+            try:
+                settled = inflight.future.result()
+            except Fenced as exc:
+                self._inflight = None
+                self._lost.set()
+                raise LeaseLost(str(exc)) from exc
+            except LeaseLost:
+                self._inflight = None
+                raise
+            except Exception as exc:  # noqa: BLE001 - nothing of it may be assumed applied: send it again
                 log.warning("shard %s: in-flight batch failed (%s); sending it again before the next",
                             ctx.shard_id, type(exc).__name__)
-            inflight.future = None
-            result, committed_at = self._commit_with_retry(ctx, inflight.batch)
+                inflight.future = None
+        if settled is None:
+            settled = self._commit_with_retry(ctx, inflight.batch)
+        result, committed_at = settled
         self._inflight = None
         self._count(result)
-        self._done(ctx, inflight.batch, 0, inflight.millis_behind_latest, committed_at)
+        self._done(ctx, inflight.batch, inflight.millis_behind_latest, committed_at)
         return inflight.last_seq
 
-    def _done(self, ctx: ShardContext, batch: Batch, records: int, millis_behind_latest: int, committed_at: float) -> None:
+    def _done(self, ctx: ShardContext, batch: Batch, millis_behind_latest: int, committed_at: float) -> None:
         self.stats.batches += 1
-        self.stats.records += records
         self._record_ops(ctx, millis_behind_latest, [ts for tb in batch.tenants.values() for ts in tb.received],
                          committed_at)
 

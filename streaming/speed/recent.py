@@ -28,7 +28,7 @@ class RecentIds:
         self.applied_at: dict[bytes, float] = {}
 
     def add(self, ids: Iterable[bytes], now: float | None = None) -> None:
-        """Remember ids whose apply just committed (for the first time)."""
+        """Remember ids whose apply just committed, or is in flight (see the module docstring)."""
         if self.window_s <= 0:
             return
         now = time.time() if now is None else now

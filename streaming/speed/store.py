@@ -131,7 +131,7 @@ class SpeedStore:
         for _ in range(8):
             if not pending:
                 break
-            if payloads is None or len(payloads) != len(pending):
+            if payloads is None:
                 payloads = self.prepare(pending, lease_token)
             calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), payload, tb.ids)
                      for tb, payload in zip(pending, payloads, strict=True)]

@@ -130,6 +130,39 @@ def test_a_fenced_writer_cannot_write(redis_client: redis.Redis) -> None:
     assert _total(redis_client) == 1 and _total(redis_client, "other") == 0
 
 
+def test_an_overlapped_writer_fenced_in_flight_stops_at_its_next_call(redis_client: redis.Redis) -> None:
+    """Overlapped, the old owner's batch is fenced while in flight: its next call (a tick) raises
+    LeaseLost, nothing of it is counted, and the processor refuses every later batch."""
+    new_owner, old_owner = _processor(redis_client), _processor(redis_client, overlap=True)
+    new_owner.process_batch(_ctx(token=2), [StreamRecord(SHARD, "1", "k", _page_view(str(uuid.uuid4())), 0.0)], 0)
+    assert old_owner.process_batch(_ctx(token=1), [StreamRecord(SHARD, "2", "k", _page_view(str(uuid.uuid4())), 0.0)], 0) is None
+    with pytest.raises(LeaseLost):
+        old_owner.process_batch(_ctx(token=1), [], 0)
+    with pytest.raises(LeaseLost):
+        old_owner.process_batch(_ctx(token=1), [StreamRecord(SHARD, "3", "k", _page_view(str(uuid.uuid4()), tenant="other"), 0.0)], 0)
+    assert _total(redis_client) == 1 and _total(redis_client, "other") == 0
+
+
+def test_overlapped_shard_end_commits_the_batch_in_flight_even_after_it_failed(tmp_path: Path) -> None:
+    """The worker checkpoints SHARD_END once ``shard_ended`` returns: the batch in flight must be in Redis
+    by then, also when its first attempt failed (Redis was down) and it has to be sent again."""
+    server = RedisServer(workdir=tmp_path, appendonly=True, appendfsync="always").start()
+    port = server.port
+    client = redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    proc = _processor(client, retry=RetryPolicy(base_s=0.05, max_s=0.2, max_wait_s=30), overlap=True)
+    records = [StreamRecord(SHARD, str(i + 1), "k", _page_view(str(uuid.uuid4()), anon=f"v{i}"), 0.0) for i in range(50)]
+    try:
+        _feed(proc, records[:25], 25)
+        server.kill()
+        assert proc.process_batch(_ctx(), records[25:], 0) is None  # sent: its first attempt fails
+        time.sleep(0.5)
+        server = RedisServer(workdir=tmp_path, port=port, appendonly=True, appendfsync="always").start()
+        proc.shard_ended(_ctx())
+        assert _total(client) == 50
+    finally:
+        server.stop()
+
+
 def test_lease_lost_stops_writes(redis_client: redis.Redis) -> None:
     proc = _processor(redis_client)
     proc.lease_lost(_ctx())
