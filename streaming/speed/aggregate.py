@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from typing import Any
 import msgspec
 from msgspec import DecodeError
 
-from streaming.events import Event, EventDecoder, Rejection
+from streaming.events import Event, EventDecoder, EventType, Rejection
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import SegmentRule
 from streaming.speed.recent import RecentIds
@@ -150,7 +151,8 @@ class TenantBatch:
             if group is None:
                 group = groups[key] = [[], [], [], []]
             group[0].append(anon)
-            group[1].append(keep)
+            if k > 1:  # a one-hit rule keeps no state (its membership score is the state: apply.lua)
+                group[1].append(_packed_state(keep))
             group[2].append(keep[0])
             group[3].append(len(keep))
         return {
@@ -166,6 +168,26 @@ class TenantBatch:
         }
 
 
+_pack_state = msgspec.msgpack.Encoder().encode
+
+
+def _packed_state(times: list[int]) -> msgspec.Raw:
+    """A segment state as the script stores it (msgpack, ascending epoch ms), wrapped as a msgpack *string*
+    inside the payload: the script gets the stored form as is and writes it without packing it again
+    (a fresh state, the common case, then costs the script no msgpack work at all)."""
+    body = _pack_state(times)
+    n = len(body)
+    if n < 32:
+        head = bytes((0xA0 | n,))
+    elif n < 256:
+        head = bytes((0xD9, n))
+    elif n < 65_536:
+        head = b"\xda" + n.to_bytes(2, "big")
+    else:
+        head = b"\xdb" + n.to_bytes(4, "big")
+    return msgspec.Raw(head + body)
+
+
 @dataclass
 class Batch:
     """What one batch of records becomes: per-tenant deltas and dead letters."""
@@ -176,7 +198,16 @@ class Batch:
     repeats_in_batch: int = 0
 
 
-_Compiled = dict[str, list[tuple[int, tuple[tuple[str, str], ...]]]]
+try:
+    from streaming.speed._fold import fold as _c_fold
+except ImportError:  # not compiled (see setup.py): the Python reference does the same, ~2x slower per batch
+    _c_fold = None
+
+#: (EventType member, value) for the C fold, which recognises the type by identity.
+_ETYPES: tuple[tuple[EventType, str], ...] = tuple((t, t.value) for t in EventType)
+_PAGE_VIEW = [value for _, value in _ETYPES].index("page_view")
+
+_Compiled = dict[str, list[tuple[int, tuple[tuple[str, Any], ...]]]]
 
 
 def _compile(rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> _Compiled:
@@ -192,45 +223,67 @@ _redecode = msgspec.json.Decoder(Event).decode
 
 
 def _add_all(tb: TenantBatch, records: list[StreamRecord], rules_by_type: _Compiled) -> None:
-    for record in records:
-        event = _redecode(record.data)
-        _add(tb, event, event.received_at.timestamp(), rules_by_type)
+    events = [_redecode(record.data) for record in records]
+    _fold({tb.tenant: tb}, events, [e.received_at.timestamp() for e in events], rules_by_type)
 
 
-def _add(tb: TenantBatch, event: Event, ts: float, rules_by_type: _Compiled) -> None:
-    """Fold one event into the aggregates: the hot path, so look-ups are inlined."""
-    if tb.suppressed is not None and _add_forgotten(tb, event, ts):
+def _fold(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[float],
+          rules_by_type: _Compiled) -> None:
+    """Fold events (``stamps``: their ``received_at`` as epoch seconds) into their tenants' aggregates.
+
+    Events of a subject on a tenant's suppression list go through :func:`_add_forgotten`; the rest
+    through the C fold (``_fold.c``) when it is built, else :func:`_fold_python`, which it must equal.
+    """
+    if any(tb.suppressed is not None for tb in tenants.values()):
+        normal = [i for i, (e, ts) in enumerate(zip(events, stamps))
+                  if tenants[e.tenant_id].suppressed is None or not _add_forgotten(tenants[e.tenant_id], e, ts)]
+        if len(normal) < len(events):
+            events, stamps = [events[i] for i in normal], [stamps[i] for i in normal]
+    if _c_fold is None:
+        _fold_python(tenants, events, stamps, rules_by_type)
         return
-    second = int(ts)
-    hour = second // 3600
-    etype = event.event_type._value_
-    anon = event.anonymous_id
-    cells = tb.cells
-    key: Any = (second // 60, etype)
-    cells[key] = cells.get(key, 0) + 1
-    tb.visitors.add((hour, anon))
-    matching = rules_by_type.get(etype)
-    if etype == "page_view":
-        path = event.properties.get("path")
-        if path.__class__ is str:
-            pages = tb.pages
-            key = (hour, path)
-            pages[key] = pages.get(key, 0) + 1
-    if matching:
-        props = event.properties
-        ms = int(ts * 1000)
-        segments = tb.segments
+    views = {t: (tb.cells, tb.visitors, tb.pages, tb.segments) for t, tb in tenants.items()}
+    rules = tuple(tuple(rules_by_type.get(value, ())) for _, value in _ETYPES)
+    _c_fold(views, events, stamps, _ETYPES, _PAGE_VIEW, rules)
+
+
+def _fold_python(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[float],
+                 rules_by_type: _Compiled) -> None:
+    """The reference fold. Column by column: each step is one comprehension or one ``Counter`` / ``set``
+    over ``zip``s, with the tenant in every key, so one pass serves every tenant of the batch."""
+    tids = [e.tenant_id for e in events]
+    seconds = [int(ts) for ts in stamps]
+    hours = [s // 3600 for s in seconds]
+    etypes = [e.event_type._value_ for e in events]
+    anons = [e.anonymous_id for e in events]
+    for (t, minute, etype), n in Counter(zip(tids, [s // 60 for s in seconds], etypes)).items():
+        cells = tenants[t].cells
+        key = (minute, etype)
+        cells[key] = cells.get(key, 0) + n
+    for t, hour, anon in set(zip(tids, hours, anons)):
+        tenants[t].visitors.add((hour, anon))
+    views = Counter([(t, hour, path) for t, hour, etype, e in zip(tids, hours, etypes, events)
+                     if etype == "page_view" and (path := e.properties.get("path")).__class__ is str])
+    for (t, hour, path), n in views.items():
+        pages = tenants[t].pages
+        key = (hour, path)
+        pages[key] = pages.get(key, 0) + n
+    for etype, matching in rules_by_type.items():
+        candidates = [i for i, et in enumerate(etypes) if et == etype]
+        if not candidates:
+            continue
         for r, where in matching:
+            hits = candidates
             for k, v in where:
-                if props.get(k) != v:
-                    break
-            else:
-                key = (r, anon)
+                hits = [i for i in hits if events[i].properties.get(k) == v]
+            for i in hits:
+                segments = tenants[tids[i]].segments
+                key = (r, anons[i])
                 times = segments.get(key)
                 if times is None:
-                    segments[key] = [ms]
+                    segments[key] = [int(stamps[i] * 1000)]
                 else:
-                    times.append(ms)
+                    times.append(int(stamps[i] * 1000))
 
 
 def _add_forgotten(tb: TenantBatch, event: Event, ts: float) -> bool:
@@ -299,53 +352,74 @@ def _aggregate(
     suppressions: Suppressions | None,
     recent: RecentIds | None,
 ) -> Batch:
-    """The hot loop: attribute look-ups hoisted, the contract's typed decode called directly (records
-    that fail it, or the size and clock checks, go through ``decoder.decode`` for their reason code)."""
+    """The hot loop only decodes (the contract's typed decode, called directly; records that fail it, or
+    the size and clock checks, go through ``decoder.decode`` for their reason code); de-duplication,
+    grouping per tenant and the aggregates then go column by column (:func:`_fold`)."""
     now = time.time() if now is None else now
     limit = decoder.future_limit(now)
-    recently_applied = recent.applied_at if recent is not None else {}
-    slow_decode = decoder.decode
     typed_decode = decoder.typed_decode
     max_bytes = decoder.max_bytes
     batch = Batch(records=len(records))
-    tenants = batch.tenants
-    rules_by_type = _compile(rules)
     dead_letters = batch.dead_letters
-    seen: set[bytes] = set()
-    seen_add = seen.add
+    events: list[Event] = []
+    kept: list[StreamRecord] = []
+    keep_event, keep_record = events.append, kept.append
     decode_errors = (DecodeError, UnicodeDecodeError)
     for record in records:
         data = record.data
-        event: Any = None
         if len(data) <= max_bytes:
             try:
                 event = typed_decode(data)
             except decode_errors:
                 pass
-        if event is None or event.received_at > limit:
-            rejection = slow_decode(data, limit)
-            assert isinstance(rejection, Rejection)
-            dead_letters.append(DeadLetter(
-                record.shard_id, record.sequence_number, rejection.reason.value, rejection.detail,
-                rejection.raw, record.arrival_ts,
-            ))
-            continue
-        eid = event.event_id.bytes
-        if eid in seen or (eid in recently_applied and recent.is_repeat(eid, now)):  # type: ignore[union-attr]
-            batch.repeats_in_batch += 1
-            continue
-        seen_add(eid)
-        tenant = event.tenant_id
-        tb = tenants.get(tenant)
-        if tb is None:
-            tb = tenants[tenant] = TenantBatch(tenant)
-            if suppressions is not None:
-                tb.suppressions = suppressions
-                tb.sup_version = suppressions.version(tenant)
-                tb.suppressed = suppressions.since_map(tenant)
-        ts = event.received_at.timestamp()
-        tb.records.append(record)
-        tb.ids.append(eid)
-        tb.received.append(ts)
-        _add(tb, event, ts, rules_by_type)
+            else:
+                if event.received_at <= limit:
+                    keep_event(event)
+                    keep_record(record)
+                    continue
+        rejection = decoder.decode(data, limit)
+        assert isinstance(rejection, Rejection)
+        dead_letters.append(DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value,
+                                       rejection.detail, rejection.raw, record.arrival_ts))
+    ids = [e.event_id.int.to_bytes(16, "big") for e in events]  # == UUID.bytes, without its Python frame
+    first = _first_sightings(ids, recent, now)
+    if first is not None:
+        batch.repeats_in_batch = len(ids) - len(first)
+        events, kept, ids = [events[i] for i in first], [kept[i] for i in first], [ids[i] for i in first]
+    stamps = [e.received_at.timestamp() for e in events]
+    tenants = batch.tenants
+    positions: dict[str, list[int]] = {}
+    for i, tenant in enumerate([e.tenant_id for e in events]):
+        at = positions.get(tenant)
+        if at is None:
+            positions[tenant] = [i]
+        else:
+            at.append(i)
+    for tenant, at in positions.items():
+        tb = tenants[tenant] = TenantBatch(tenant, [kept[i] for i in at], [ids[i] for i in at],
+                                           [stamps[i] for i in at])
+        if suppressions is not None:
+            tb.suppressions = suppressions
+            tb.sup_version = suppressions.version(tenant)
+            tb.suppressed = suppressions.since_map(tenant)
+    _fold(tenants, events, stamps, _compile(rules))
     return batch
+
+
+def _first_sightings(ids: list[bytes], recent: RecentIds | None, now: float) -> list[int] | None:
+    """Positions of the events to keep: the first of each ``event_id`` in the batch, unless this processor
+    applied it a moment ago (``recent``); None when that is every event (the common case, found with two
+    set operations in C instead of a look-up per event)."""
+    unique = dict.fromkeys(ids)
+    repeats: set[bytes] = set()
+    if recent is not None and recent.applied_at:
+        repeats = {eid for eid in recent.applied_at.keys() & unique.keys() if recent.is_repeat(eid, now)}
+    if len(unique) == len(ids) and not repeats:
+        return None
+    seen = repeats  # a recent repeat is dropped wherever it appears; any other id after its first time
+    keep: list[int] = []
+    for i, eid in enumerate(ids):
+        if eid not in seen:
+            seen.add(eid)
+            keep.append(i)
+    return keep

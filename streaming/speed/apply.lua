@@ -179,68 +179,81 @@ local function chunked(cmd, key, extra, args, width)
 end
 for _, grp in ipairs(p.s) do
   local rule = p.rules[grp[1]]
-  local bucket, anons, texts, oldest, counts = grp[2], grp[3], grp[4], grp[5], grp[6]  -- texts: the batch's states (arrays)
+  local bucket, anons, texts, oldest, counts = grp[2], grp[3], grp[4], grp[5], grp[6]  -- texts: the batch's states, packed
   local name, k, window = rule[1], rule[2], rule[3]
   local function state_key(b) return pre .. 'segst:' .. name .. ':' .. int(b) end
-  -- A visitor's state lives in the bucket of its newest hit, and moves forward only. Look newest bucket
-  -- first: a late batch (newest hit in B) finds the state a later hit already moved to B+1, and a stale
-  -- copy left in B or B-1 by that move is never read while the newer one exists. A state two buckets
-  -- ahead is more than a window newer than every hit here, so none of them could join it.
-  local states = {}
-  local missing, missing_i = {}, {}
-  for i = 1, #anons do missing[i] = anons[i]; missing_i[i] = i end
-  for _, b in ipairs({bucket + 1, bucket, bucket - 1}) do
-    if #missing == 0 then break end
-    local key = state_key(b)
-    if b ~= bucket + 1 or redis.call('EXISTS', key) == 1 then
-      local got = hmget_all(key, missing)
-      local still, still_i = {}, {}
-      for j = 1, #missing do
-        if got[j] then states[missing_i[j]] = got[j]
-        else still[#still + 1] = missing[j]; still_i[#still_i + 1] = missing_i[j] end
-      end
-      missing, missing_i = still, still_i
-    end
-  end
-  local writes, zadd_args = {}, {}  -- bucket -> HSET arguments: the bucket of each merged newest hit
-  for i = 1, #anons do
-    local state, first, count = texts[i], oldest[i], counts[i]
-    local target = bucket
-    if states[i] then
-      -- Merge two ascending lists from their newest end: the newest k inside the window.
-      local a, b = cmsgpack.unpack(states[i]), state
-      local ia, ib = #a, #b
-      local newest = math.max(a[ia] or 0, b[ib] or 0)
-      local rev = {}
-      while #rev < k and (ia > 0 or ib > 0) do
-        local x
-        if ib == 0 or (ia > 0 and a[ia] >= b[ib]) then x = a[ia]; ia = ia - 1 else x = b[ib]; ib = ib - 1 end
-        if x <= newest - window then break end
-        rev[#rev + 1] = x
-      end
-      local keep = {}
-      for j = #rev, 1, -1 do keep[#keep + 1] = rev[j] end
-      state, count, first = cmsgpack.pack(keep), #keep, keep[1]
-      target = math.floor(newest / window)
-    end
-    local args = writes[target]
-    if not args then args = {}; writes[target] = args end
-    args[#args + 1] = anons[i]
-    args[#args + 1] = type(state) == 'table' and cmsgpack.pack(state) or state
-    if count >= k then
-      zadd_args[#zadd_args + 1] = first + window
+  if k == 1 then
+    -- One hit makes a member until it is a window old: the membership score (newest hit + window,
+    -- raised only, GT) is the whole state, so there is none to read, merge or write.
+    local zadd_args = {}
+    for i = 1, #anons do
+      zadd_args[#zadd_args + 1] = oldest[i] + window
       zadd_args[#zadd_args + 1] = anons[i]
     end
-  end
-  for b, args in pairs(writes) do
-    local key = state_key(b)
-    chunked('HSET', key, {}, args, 2)
-    expire[key] = math.floor(2 * window / 1000) + 60
-  end
-  if #zadd_args > 0 then
     local seg = pre .. 'seg:' .. name
     chunked('ZADD', seg, {'GT'}, zadd_args, 2)
     expire[seg] = p.ttl_d
+  else
+    -- A visitor's state lives in the bucket of its newest hit, and moves forward only. Look newest bucket
+    -- first: a late batch (newest hit in B) finds the state a later hit already moved to B+1, and a stale
+    -- copy left in B or B-1 by that move is never read while the newer one exists. A state two buckets
+    -- ahead is more than a window newer than every hit here, so none of them could join it.
+    local states = {}
+    local missing, missing_i = {}, {}
+    for i = 1, #anons do missing[i] = anons[i]; missing_i[i] = i end
+    for _, b in ipairs({bucket + 1, bucket, bucket - 1}) do
+      if #missing == 0 then break end
+      local key = state_key(b)
+      if b ~= bucket + 1 or redis.call('EXISTS', key) == 1 then
+        local got = hmget_all(key, missing)
+        local still, still_i = {}, {}
+        for j = 1, #missing do
+          if got[j] then states[missing_i[j]] = got[j]
+          else still[#still + 1] = missing[j]; still_i[#still_i + 1] = missing_i[j] end
+        end
+        missing, missing_i = still, still_i
+      end
+    end
+    local writes, zadd_args = {}, {}  -- bucket -> HSET arguments: the bucket of each merged newest hit
+    for i = 1, #anons do
+      local state, first, count = texts[i], oldest[i], counts[i]
+      local target = bucket
+      if states[i] then
+        -- Merge two ascending lists from their newest end: the newest k inside the window.
+        local a, b = cmsgpack.unpack(states[i]), cmsgpack.unpack(state)
+        local ia, ib = #a, #b
+        local newest = math.max(a[ia] or 0, b[ib] or 0)
+        local rev = {}
+        while #rev < k and (ia > 0 or ib > 0) do
+          local x
+          if ib == 0 or (ia > 0 and a[ia] >= b[ib]) then x = a[ia]; ia = ia - 1 else x = b[ib]; ib = ib - 1 end
+          if x <= newest - window then break end
+          rev[#rev + 1] = x
+        end
+        local keep = {}
+        for j = #rev, 1, -1 do keep[#keep + 1] = rev[j] end
+        state, count, first = cmsgpack.pack(keep), #keep, keep[1]
+        target = math.floor(newest / window)
+      end
+      local args = writes[target]
+      if not args then args = {}; writes[target] = args end
+      args[#args + 1] = anons[i]
+      args[#args + 1] = state
+      if count >= k then
+        zadd_args[#zadd_args + 1] = first + window
+        zadd_args[#zadd_args + 1] = anons[i]
+      end
+    end
+    for b, args in pairs(writes) do
+      local key = state_key(b)
+      chunked('HSET', key, {}, args, 2)
+      expire[key] = math.floor(2 * window / 1000) + 60
+    end
+    if #zadd_args > 0 then
+      local seg = pre .. 'seg:' .. name
+      chunked('ZADD', seg, {'GT'}, zadd_args, 2)
+      expire[seg] = p.ttl_d
+    end
   end
 end
 

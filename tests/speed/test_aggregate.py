@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 
@@ -83,3 +84,40 @@ def test_after_keeps_only_records_past_the_marker() -> None:
     rest = tb.after("99", [])
     assert rest is not None and rest.seqs == ["100", "101"] and sum(rest.cells.values()) == 2
     assert tb.after("101", []) is None
+
+
+def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``_fold.c`` (what the consumer runs) and ``_fold_python`` (the reference) give the same aggregates,
+    for generated traffic over many tenants and for the edge cases of the rules and paths."""
+    from streaming.segments import SegmentRule
+    from streaming.speed import aggregate as agg
+
+    assert agg._c_fold is not None, "streaming.speed._fold is not built: `make install` compiles it"
+    datas, _, _ = generated(GeneratorConfig(seed=11, duration_s=300, rate_per_s=100, tenants=40,
+                                            duplicate_rate=0.05, malformed_rate=0.02, late_rate=0.1))
+    odd = [json.loads(_event(tenant="acme", anon=f"a{i}")) for i in range(6)]
+    odd[0]["properties"] = {"path": 5}  # not a string: no page entry
+    odd[1]["properties"] = {}  # no path
+    odd[2].update(event_type="click", properties={"element": "cta-start-trial", "variant": "b"})
+    odd[3].update(event_type="click", properties={"element": "cta-start-trial", "variant": ["b"]})
+    odd[4]["received_at"] = "2026-01-01T02:00:30.000+02:00"  # same instant as the others, another offset
+    odd[5].update(event_type="custom", properties={"path": "/pricing"})
+    records = as_stream_records(datas + [json.dumps(e).encode() for e in odd])
+    rules = load_rules() + [
+        SegmentRule("two_keys", "", "click", 2, 1, {"element": "cta-start-trial", "variant": "b"}),
+        SegmentRule("missing_key", "", "page_view", 1, 1, {"absent": "x"}),
+    ]
+
+    def shapes(batch: agg.Batch) -> dict[str, tuple[Any, ...]]:
+        return {t: (tb.seqs, tb.ids, tb.received, tb.cells, tb.visitors, tb.pages, tb.segments)
+                for t, tb in batch.tenants.items()}
+
+    compiled = aggregate(records, EventDecoder(), rules, now=1.9e9)
+    monkeypatch.setattr(agg, "_c_fold", None)
+    reference = aggregate(records, EventDecoder(), rules, now=1.9e9)
+    assert shapes(compiled) == shapes(reference)
+    acme = compiled.tenants["acme"]
+    assert acme.pages == {(29_453_760 // 60, "/pricing"): 1}  # odd[4] only: path 5 and no path count no page
+    assert sorted(len(v) for (r, _), v in acme.segments.items() if r == len(rules) - 2) == [1]  # two_keys: odd[2] only
+    assert not [k for k in acme.segments if k[0] == len(rules) - 1]
+    assert len(reference.tenants) > 30 and sum(len(tb.segments) for tb in reference.tenants.values()) > 500
