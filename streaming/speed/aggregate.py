@@ -199,9 +199,9 @@ class Batch:
 
 
 try:
-    from streaming.speed._fold import fold as _c_fold
-except ImportError:  # not compiled (see setup.py): the Python reference does the same, ~2x slower per batch
-    _c_fold = None
+    from streaming.speed import _fold as _native
+except ImportError:  # not compiled (see setup.py): the Python reference paths do the same, more slowly
+    _native = None
 
 #: (EventType member, value) for the C fold, which recognises the type by identity.
 _ETYPES: tuple[tuple[EventType, str], ...] = tuple((t, t.value) for t in EventType)
@@ -239,12 +239,12 @@ def _fold(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[flo
                   if tenants[e.tenant_id].suppressed is None or not _add_forgotten(tenants[e.tenant_id], e, ts)]
         if len(normal) < len(events):
             events, stamps = [events[i] for i in normal], [stamps[i] for i in normal]
-    if _c_fold is None:
+    if _native is None:
         _fold_python(tenants, events, stamps, rules_by_type)
         return
     views = {t: (tb.cells, tb.visitors, tb.pages, tb.segments) for t, tb in tenants.items()}
     rules = tuple(tuple(rules_by_type.get(value, ())) for _, value in _ETYPES)
-    _c_fold(views, events, stamps, _ETYPES, _PAGE_VIEW, rules)
+    _native.fold(views, events, stamps, _ETYPES, _PAGE_VIEW, rules)
 
 
 def _fold_python(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[float],
@@ -381,29 +381,46 @@ def _aggregate(
         assert isinstance(rejection, Rejection)
         dead_letters.append(DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value,
                                        rejection.detail, rejection.raw, record.arrival_ts))
-    ids = [e.event_id.int.to_bytes(16, "big") for e in events]  # == UUID.bytes, without its Python frame
+    ids = _event_ids(events)
     first = _first_sightings(ids, recent, now)
     if first is not None:
         batch.repeats_in_batch = len(ids) - len(first)
         events, kept, ids = [events[i] for i in first], [kept[i] for i in first], [ids[i] for i in first]
-    stamps = [e.received_at.timestamp() for e in events]
+    stamps, groups = _by_tenant(events, kept, ids)
     tenants = batch.tenants
-    positions: dict[str, list[int]] = {}
-    for i, tenant in enumerate([e.tenant_id for e in events]):
-        at = positions.get(tenant)
-        if at is None:
-            positions[tenant] = [i]
-        else:
-            at.append(i)
-    for tenant, at in positions.items():
-        tb = tenants[tenant] = TenantBatch(tenant, [kept[i] for i in at], [ids[i] for i in at],
-                                           [stamps[i] for i in at])
+    for tenant, (tenant_records, tenant_ids, received) in groups.items():
+        tb = tenants[tenant] = TenantBatch(tenant, tenant_records, tenant_ids, received)
         if suppressions is not None:
             tb.suppressions = suppressions
             tb.sup_version = suppressions.version(tenant)
             tb.suppressed = suppressions.since_map(tenant)
     _fold(tenants, events, stamps, _compile(rules))
     return batch
+
+
+def _event_ids(events: list[Event]) -> list[bytes]:
+    """Each event's ``event_id`` as its 16 bytes (``UUID.bytes``)."""
+    if _native is not None:
+        return _native.event_ids(events)
+    return [e.event_id.int.to_bytes(16, "big") for e in events]
+
+
+def _by_tenant(events: list[Event], records: list[StreamRecord], ids: list[bytes]
+               ) -> tuple[list[float], dict[str, tuple[list[StreamRecord], list[bytes], list[float]]]]:
+    """Each event's ``received_at`` in epoch seconds, and the records, ids and those stamps per tenant
+    (each in the batch's order; tenants in order of first appearance)."""
+    if _native is not None:
+        return _native.by_tenant(events, records, ids)
+    stamps = [e.received_at.timestamp() for e in events]
+    groups: dict[str, tuple[list[StreamRecord], list[bytes], list[float]]] = {}
+    for event, record, eid, ts in zip(events, records, ids, stamps):
+        group = groups.get(event.tenant_id)
+        if group is None:
+            group = groups[event.tenant_id] = ([], [], [])
+        group[0].append(record)
+        group[1].append(eid)
+        group[2].append(ts)
+    return stamps, groups
 
 
 def _first_sightings(ids: list[bytes], recent: RecentIds | None, now: float) -> list[int] | None:

@@ -73,12 +73,16 @@ if not same then
 end
 if #seen_list < n then
   local seen_key = pre .. 'seen:' .. int(cur_bucket)
-  local fresh = {}
-  for i = 1, n do
-    if not skip[i] then fresh[#fresh + 1] = ARGV[i + 1] end
-    if #fresh == CHUNK or (i == n and #fresh > 0) then
-      redis.call('SADD', seen_key, unpack(fresh))
-      fresh = {}
+  if #seen_list == 0 then  -- the common case: every id is new, added straight from ARGV
+    for c0 = 1, n, CHUNK do redis.call('SADD', seen_key, unpack(ARGV, c0 + 1, math.min(n, c0 + CHUNK - 1) + 1)) end
+  else
+    local fresh = {}
+    for i = 1, n do
+      if not skip[i] then fresh[#fresh + 1] = ARGV[i + 1] end
+      if #fresh == CHUNK or (i == n and #fresh > 0) then
+        redis.call('SADD', seen_key, unpack(fresh))
+        fresh = {}
+      end
     end
   end
   redis.call('EXPIREAT', seen_key, (cur_bucket + p.buckets + 2) * L)
@@ -160,7 +164,10 @@ end
 -- Entries arrive grouped by (rule, bucket of the newest hit), each with the batch's own state already
 -- cut and formatted (see TenantBatch.payload): a visitor with no stored state costs no Lua work
 -- beyond passing it on; only a stored state is parsed and merged.
+-- Commands with one argument per entry go in chunks of CHUNK entries (Lua's unpack has a limit); a
+-- single chunk, the common case, is passed as is rather than copied.
 local function hmget_all(key, fields)
+  if #fields <= CHUNK then return redis.call('HMGET', key, unpack(fields)) end
   local out = {}
   for c0 = 1, #fields, CHUNK do
     local r = redis.call('HMGET', key, unpack(fields, c0, math.min(#fields, c0 + CHUNK - 1)))
@@ -168,13 +175,15 @@ local function hmget_all(key, fields)
   end
   return out
 end
-local function chunked(cmd, key, extra, args, width)
+local function chunked(cmd, key, option, args, width)  -- option: nil or one word put before the entries
   local step = CHUNK * width
+  if #args <= step then
+    if option then redis.call(cmd, key, option, unpack(args)) else redis.call(cmd, key, unpack(args)) end
+    return
+  end
   for c0 = 1, #args, step do
-    local part = {}
-    for _, x in ipairs(extra) do part[#part + 1] = x end
-    for j = c0, math.min(#args, c0 + step - 1) do part[#part + 1] = args[j] end
-    redis.call(cmd, key, unpack(part))
+    local c1 = math.min(#args, c0 + step - 1)
+    if option then redis.call(cmd, key, option, unpack(args, c0, c1)) else redis.call(cmd, key, unpack(args, c0, c1)) end
   end
 end
 for _, grp in ipairs(p.s) do
@@ -191,7 +200,7 @@ for _, grp in ipairs(p.s) do
       zadd_args[#zadd_args + 1] = anons[i]
     end
     local seg = pre .. 'seg:' .. name
-    chunked('ZADD', seg, {'GT'}, zadd_args, 2)
+    chunked('ZADD', seg, 'GT', zadd_args, 2)
     expire[seg] = p.ttl_d
   else
     -- A visitor's state lives in the bucket of its newest hit, and moves forward only. Look newest bucket
@@ -199,8 +208,7 @@ for _, grp in ipairs(p.s) do
     -- copy left in B or B-1 by that move is never read while the newer one exists. A state two buckets
     -- ahead is more than a window newer than every hit here, so none of them could join it.
     local states = {}
-    local missing, missing_i = {}, {}
-    for i = 1, #anons do missing[i] = anons[i]; missing_i[i] = i end
+    local missing, missing_i = anons, nil  -- missing_i nil: missing[j] is anons[j]
     for _, b in ipairs({bucket + 1, bucket, bucket - 1}) do
       if #missing == 0 then break end
       local key = state_key(b)
@@ -208,8 +216,9 @@ for _, grp in ipairs(p.s) do
         local got = hmget_all(key, missing)
         local still, still_i = {}, {}
         for j = 1, #missing do
-          if got[j] then states[missing_i[j]] = got[j]
-          else still[#still + 1] = missing[j]; still_i[#still_i + 1] = missing_i[j] end
+          local i = missing_i and missing_i[j] or j
+          if got[j] then states[i] = got[j]
+          else still[#still + 1] = missing[j]; still_i[#still_i + 1] = i end
         end
         missing, missing_i = still, still_i
       end
@@ -246,12 +255,12 @@ for _, grp in ipairs(p.s) do
     end
     for b, args in pairs(writes) do
       local key = state_key(b)
-      chunked('HSET', key, {}, args, 2)
+      chunked('HSET', key, nil, args, 2)
       expire[key] = math.floor(2 * window / 1000) + 60
     end
     if #zadd_args > 0 then
       local seg = pre .. 'seg:' .. name
-      chunked('ZADD', seg, {'GT'}, zadd_args, 2)
+      chunked('ZADD', seg, 'GT', zadd_args, 2)
       expire[seg] = p.ttl_d
     end
   end

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from streaming.events import EventDecoder
@@ -149,7 +150,7 @@ class SpeedProcessor:
         safe = self._settle(ctx)  # raises if the batch before cannot commit: this one is offered again
         # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
         # later batch is sent, and a processor that gives up is dropped with its map (RecentIds).
-        self.recent.add(eid for tb in batch.tenants.values() for eid in tb.ids)
+        self.recent.add(chain.from_iterable(tb.ids for tb in batch.tenants.values()))
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"speed-apply-{ctx.shard_id}")
         # The payloads are built here, not in the sending thread: sharing the GIL with this one, it would

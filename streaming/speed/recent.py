@@ -33,8 +33,10 @@ class RecentIds:
             return
         now = time.time() if now is None else now
         applied_at = self.applied_at
-        for eid in ids:
-            applied_at.setdefault(eid, now)
+        fresh = dict.fromkeys(ids, now)
+        for eid in fresh.keys() & applied_at.keys():  # rare; an id keeps the time it was first applied
+            del fresh[eid]
+        applied_at.update(fresh)
         if len(applied_at) > self.max_entries:
             keep = self.max_entries // 2  # drop the older half at once: amortised O(1) per id
             self.applied_at = dict(islice(applied_at.items(), len(applied_at) - keep, None))

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+from hiredis import pack_command
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
@@ -208,10 +209,30 @@ class SpeedStore:
                 for i, reply in zip(indices, pipe.execute(raise_on_error=False), strict=True):
                     replies[i] = reply
             return replies
-        pipe = self.client.pipeline(transaction=False)
-        for _, marker, payload, ids in calls:
-            pipe.evalsha(self._apply.sha, 1, marker, payload, *ids)
-        return pipe.execute(raise_on_error=False)
+        return self._send_raw([("EVALSHA", self._apply.sha, 1, marker, payload, *ids) for _, marker, payload, ids in calls])
+
+    def _send_raw(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Pipelined on one pooled connection: the commands packed (hiredis, in C) and written at once,
+        then each reply read, an error reply kept in its place as the exception, as a non-transaction
+        pipeline with ``raise_on_error=False`` returns them. redis-py's own pipeline costs Python work
+        per command on both sides of the round trip, and the consumer's sending thread waits for the
+        GIL for each of it while the aggregating thread holds it (measured: ~1.5-2 us per event)."""
+        pool = self.client.connection_pool
+        conn = pool.get_connection()
+        try:
+            conn.send_packed_command([b"".join([pack_command(c) for c in commands])])
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(conn.read_response())
+                except ResponseError as exc:  # an error reply: the connection stays in step
+                    replies.append(exc)
+            return replies
+        except BaseException:
+            conn.disconnect()  # a reply may be half read: never hand this connection out again
+            raise
+        finally:
+            pool.release(conn)
 
     def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:
         """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing."""

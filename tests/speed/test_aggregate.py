@@ -87,12 +87,13 @@ def test_after_keeps_only_records_past_the_marker() -> None:
 
 
 def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_fold.c`` (what the consumer runs) and ``_fold_python`` (the reference) give the same aggregates,
+    """``_fold.c`` (what the consumer runs) and the Python reference paths give the same batch (ids, stamps,
+    records per tenant and aggregates),
     for generated traffic over many tenants and for the edge cases of the rules and paths."""
     from streaming.segments import SegmentRule
     from streaming.speed import aggregate as agg
 
-    assert agg._c_fold is not None, "streaming.speed._fold is not built: `make install` compiles it"
+    assert agg._native is not None, "streaming.speed._fold is not built: `make install` compiles it"
     datas, _, _ = generated(GeneratorConfig(seed=11, duration_s=300, rate_per_s=100, tenants=40,
                                             duplicate_rate=0.05, malformed_rate=0.02, late_rate=0.1))
     odd = [json.loads(_event(tenant="acme", anon=f"a{i}")) for i in range(6)]
@@ -113,7 +114,7 @@ def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.Monke
                 for t, tb in batch.tenants.items()}
 
     compiled = aggregate(records, EventDecoder(), rules, now=1.9e9)
-    monkeypatch.setattr(agg, "_c_fold", None)
+    monkeypatch.setattr(agg, "_native", None)
     reference = aggregate(records, EventDecoder(), rules, now=1.9e9)
     assert shapes(compiled) == shapes(reference)
     acme = compiled.tenants["acme"]
