@@ -128,6 +128,25 @@ class TenantBatch:
         The script only merges with a stored state when one exists. ``rules`` holds (min_count,
         window_ms) per rule.
         """
+        if _native is not None and rules is not None:
+            v: Any = msgspec.Raw(_native.visitor_groups(self.visitors))
+            s: Any = msgspec.Raw(_native.segment_groups(self.segments, rules))
+        else:
+            v, s = self._sections_python(rules)
+        return {
+            "first": self.first_seq,
+            "last": self.last_seq,
+            "excluded": list(self.excluded),
+            "c": [x for (minute, etype), n in self.cells.items() for x in (minute, etype, n)],
+            "v": v,
+            "p": [x for (hour, path), n in self.pages.items() for x in (hour, path, n)],
+            "s": s,
+            "sv": self.sup_version,
+            "x": [x for (minute, etype), n in self.sup.items() for x in (minute, etype, n)],
+        }
+
+    def _sections_python(self, rules: list[tuple[int, int]] | None) -> tuple[list[Any], list[Any]]:
+        """The reference of the payload's "v" and "s" (``_fold.c`` encodes the same, byte for byte)."""
         by_hour: dict[int, list[str]] = {}
         for hour, anon in self.visitors:
             members = by_hour.get(hour)
@@ -155,17 +174,7 @@ class TenantBatch:
                 group[1].append(_packed_state(keep))
             group[2].append(keep[0])
             group[3].append(len(keep))
-        return {
-            "first": self.first_seq,
-            "last": self.last_seq,
-            "excluded": list(self.excluded),
-            "c": [x for (minute, etype), n in self.cells.items() for x in (minute, etype, n)],
-            "v": list(by_hour.items()),
-            "p": [x for (hour, path), n in self.pages.items() for x in (hour, path, n)],
-            "s": [[rule + 1, bucket, *g] for (rule, bucket), g in groups.items()],
-            "sv": self.sup_version,
-            "x": [x for (minute, etype), n in self.sup.items() for x in (minute, etype, n)],
-        }
+        return list(by_hour.items()), [[rule + 1, bucket, *g] for (rule, bucket), g in groups.items()]
 
 
 _pack_state = msgspec.msgpack.Encoder().encode
