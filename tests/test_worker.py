@@ -242,3 +242,40 @@ def test_get_records_errors_back_off_instead_of_stopping(kinesis, dynamodb, stre
     assert throttled["n"] == 20
     assert sum(m.errors for m in worker.metrics.values()) >= 1, "the worker backed off at least once itself"
     assert Counter(d for _, d, _ in sink) == Counter(items)
+
+
+def test_read_ahead_keeps_order_and_the_per_shard_poll_limit(kinesis, dynamodb, lease_table) -> None:
+    """A busy shard's next page is fetched from another thread while the current one is processed: every
+    record still arrives once and in stream order, also when the processor fails and gets its page again,
+    and no two GetRecords calls on the shard start less than 0.2 s apart (Kinesis's 5 per second)."""
+    from streaming.aws import aws_client
+    from streaming.resources import ensure_stream
+    from tests.conftest import unique_name
+
+    stream = unique_name("test-ahead")
+    ensure_stream(kinesis, stream, 1)
+    items = [f"r{i:04d}".encode() for i in range(700)]
+    put(kinesis, stream, items)
+    calls: list[tuple[float, str]] = []
+    client = aws_client("kinesis", "us-east-1", kinesis.meta.endpoint_url)
+    client.meta.events.register("before-call.kinesis.GetRecords",
+                                lambda **_: calls.append((time.monotonic(), threading.current_thread().name)))
+
+    class Uneven(Collector):
+        """Every other page takes 0.15 s: a read-ahead sent as soon as a quick page is done would then
+        start well under 0.2 s after the one sent when the slow page was done."""
+
+        def process_batch(self, ctx: ShardContext, records: list[StreamRecord], lag: int) -> str | None:
+            if records and len(self.offered) % 2 == 0:
+                time.sleep(0.15)
+            return super().process_batch(ctx, records, lag)
+
+    sink: list = []
+    worker = Worker(client, dynamodb, stream, lease_table, "test", lambda: Uneven(sink, fail=2),
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05, max_records=100,
+                                        max_backoff_s=0.2))
+    worker.run_until_caught_up(60)
+    assert [d for _, d, _ in sink] == items, "every record once, in stream order"
+    assert any(name.startswith("get-records") for _, name in calls), "pages were read ahead"
+    starts = [t for t, _ in calls]
+    assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.19

@@ -3,8 +3,10 @@
 The worker discovers shards (children only once their parents reached SHARD_END), takes its fair share
 of leases, polls each owned shard within Kinesis's limits (≤5 GetRecords/s per shard, ≤10,000 records a
 call), hands every poll's records to the shard's :class:`RecordProcessor` and checkpoints what the
-processor says is durable. It is single-threaded: one loop round-robins over the owned shards, renews
-leases and heartbeats between polls.
+processor says is durable. One loop round-robins over the owned shards, renews leases and heartbeats
+between polls; while a busy shard's page is processed, its next GetRecords call is already on its way
+(``read_ahead``, from a small thread pool, no sooner than the per-shard limit allows), so a consumer
+does not wait for the stream between pages.
 
 If ``process_batch`` raises, the records are kept and offered again after a backoff; the checkpoint does
 not move and the loop keeps renewing leases, so a failing sink (Redis down) makes the worker wait, never
@@ -20,6 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +49,8 @@ class _Owned:
     pending_lag: int = 0
     failures: int = 0
     caught_up: bool = False
+    #: GetRecords already sent for ``iterator`` (read-ahead), or None.
+    ahead: Future[dict[str, Any]] | None = None
 
 
 @dataclass
@@ -64,6 +69,8 @@ class WorkerConfig:
     initial_position: str = "TRIM_HORIZON"
     max_backoff_s: float = 5.0
     max_leases: int | None = None
+    #: Fetch a busy shard's next page while its current one is processed.
+    read_ahead: bool = True
 
 
 def _shards(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
@@ -102,6 +109,7 @@ class Worker:
         self._owned: dict[str, _Owned] = {}
         self._next_balance_at = 0.0
         self._next_renew_at = 0.0
+        self._fetcher: ThreadPoolExecutor | None = None
 
     # -- leases -------------------------------------------------------------------------------------
     def _balance(self, now: float) -> None:
@@ -186,8 +194,9 @@ class Worker:
     def _poll(self, shard_id: str, owned: _Owned, now: float) -> None:
         metrics = self.metrics[shard_id]
         if owned.pending is None:
+            ahead, owned.ahead = owned.ahead, None
             try:
-                page = self.kinesis.get_records(ShardIterator=owned.iterator, Limit=self.config.max_records)
+                page = ahead.result() if ahead is not None else self._get_records(owned.iterator)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] == "ExpiredIteratorException":
                     owned.iterator = self._iterator(shard_id, owned.last_read)
@@ -225,6 +234,20 @@ class Worker:
         full = len(records) >= self.config.max_records or lag > 0
         owned.caught_up = not records and lag == 0
         owned.next_poll_at = now + (MIN_POLL_INTERVAL_S if full or records else self.config.idle_poll_interval_s)
+        if full and self.config.read_ahead:
+            owned.ahead = self._fetch_pool().submit(self._get_records, owned.iterator, owned.next_poll_at)
+
+    def _get_records(self, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
+        """One GetRecords call, no sooner than ``not_before`` (the shard's next allowed poll)."""
+        delay = not_before - time.time()
+        if delay > 0:
+            time.sleep(delay)
+        return self.kinesis.get_records(ShardIterator=iterator, Limit=self.config.max_records)
+
+    def _fetch_pool(self) -> ThreadPoolExecutor:
+        if self._fetcher is None:
+            self._fetcher = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"get-records-{self.worker_id}")
+        return self._fetcher
 
     def _backoff(self, shard_id: str, owned: _Owned, now: float, what: str) -> None:
         owned.failures += 1
@@ -311,7 +334,11 @@ class Worker:
             self.shutdown()
 
     def shutdown(self) -> None:
-        """Flush each processor, checkpoint nothing new, release the leases, drop the heartbeat."""
+        """Flush each processor, checkpoint nothing new, release the leases, drop the heartbeat (pages
+        read ahead and not processed are dropped: nothing past the checkpoint was applied from them)."""
+        if self._fetcher is not None:
+            self._fetcher.shutdown(wait=False, cancel_futures=True)
+            self._fetcher = None
         for shard_id, owned in list(self._owned.items()):
             try:
                 owned.processor.shutdown(owned.ctx)

@@ -209,7 +209,7 @@ class Batch:
 
 try:
     from streaming.speed import _fold as _native
-except ImportError:  # not compiled (see setup.py): the Python reference paths do the same, more slowly
+except ImportError:  # not compiled (see ext-modules in pyproject.toml): the Python reference paths do the same, more slowly
     _native = None
 
 #: (EventType member, value) for the C fold, which recognises the type by identity.
