@@ -246,7 +246,8 @@ class Worker:
 
     def _fetch_pool(self) -> ThreadPoolExecutor:
         if self._fetcher is None:
-            self._fetcher = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"get-records-{self.worker_id}")
+            # A read-ahead may wait out its shard's poll interval in its thread: room for 8 busy shards.
+            self._fetcher = ThreadPoolExecutor(max_workers=8, thread_name_prefix=f"get-records-{self.worker_id}")
         return self._fetcher
 
     def _backoff(self, shard_id: str, owned: _Owned, now: float, what: str) -> None:

@@ -34,7 +34,7 @@ class ConsumerOptions:
     #: (which keeps renewing leases meanwhile). Either way the checkpoint does not move.
     redis_wait_s: float = 3.0
     fast_get_records: bool = True
-    #: Fetch a lagging shard's next page while the current one is applied (see ReadAheadKinesis).
+    #: Fetch a busy shard's next page while the current one is applied (the worker's ``read_ahead``).
     read_ahead: bool = True
     #: A killed worker's shards are free again after this long (the worker's default is 10 s).
     lease_duration_s: float = 10.0
@@ -66,19 +66,18 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
     from streaming.aws import aws_client
     from streaming.kinesis.worker import Worker, WorkerConfig
     from streaming.stack.manager import resolve_endpoints
-    from streaming.speed.fast_kinesis import ReadAheadKinesis, install_fast_get_records
+    from streaming.speed.fast_kinesis import install_fast_get_records
 
     endpoints = resolve_endpoints(settings)
     kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
     if options.fast_get_records:
         install_fast_get_records(kinesis)
-    if options.read_ahead:
-        kinesis = ReadAheadKinesis(kinesis)
     dynamodb = aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url)
     client = connect(endpoints.redis_url)
     factory = processor_factory(settings, client, options.group, stop, options.redis_wait_s)
     return Worker(kinesis, dynamodb, settings.stream_name, settings.lease_table, options.group, factory,
-                  worker_id=options.worker_id, config=WorkerConfig(lease_duration_s=options.lease_duration_s))
+                  worker_id=options.worker_id,
+                  config=WorkerConfig(lease_duration_s=options.lease_duration_s, read_ahead=options.read_ahead))
 
 
 def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: bool = False,
