@@ -447,3 +447,52 @@ def test_recent_ids_forget_the_oldest_and_stay_inside_the_horizon() -> None:
     assert not recent.is_repeat(bytes([0]) * 16, 1_001.0)  # evicted
     assert not recent.is_repeat(bytes([24]) * 16, 1_000.0 + 3_600)  # beyond the horizon (minus margin)
     assert not RecentIds(horizon_s=30).is_repeat(b"x" * 16, 0.0)  # a horizon under the margin: disabled
+
+
+def test_a_tenant_share_larger_than_the_scripts_chunks_is_applied_whole(redis_client: redis.Redis) -> None:
+    """The script passes one argument per id, visitor or state to Redis in chunks of 1,000 (Lua's unpack
+    has a limit): a tenant's share of 1,300 visitors x 4 views crosses it for the seen-set, the states and
+    the memberships; one more view each in the next batch makes them ``engaged_reader`` (5 in an hour) only
+    if every stored state is read back and merged; that batch also repeats ids, so the seen-set takes
+    only the fresh ones. Counts and memberships equal the rules evaluated from scratch."""
+    now = time.time()
+
+    def at(offset_s: float) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(now + offset_s))
+
+    visitors = [f"v{i:04d}" for i in range(1300)]
+    first = [StreamRecord(SHARD, str(i + 1), "k", _page_view(str(uuid.uuid4()), anon=v, received=at(-60 + n)), 0.0)
+             for i, (n, v) in enumerate((n, v) for n in range(4) for v in visitors)]
+    _processor(redis_client).process_batch(_ctx(), first, 0)
+    repeats = [StreamRecord(SHARD, str(10_000 + i), "k", r.data, 0.0) for i, r in enumerate(first[:3])]
+    second = repeats + [StreamRecord(SHARD, str(20_000 + i), "k", _page_view(str(uuid.uuid4()), anon=v, received=at(-10)), 0.0)
+                        for i, v in enumerate(visitors)]
+    _processor(redis_client).process_batch(_ctx(), second, 0)  # a new processor: the script finds the repeats
+    assert _total(redis_client) == 5 * len(visitors)
+    assert sum(redis_client.scard(k) for k in redis_client.scan_iter(match="tally:{acme}:seen:*")) == 5 * len(visitors)
+    at_ms = int(now * 1000) + 1
+    expected = _expected_members(first + second, at_ms)
+    q = SpeedQueries(redis_client)
+    when = dt.datetime.fromtimestamp(at_ms / 1000, dt.timezone.utc)
+    for rule in ("pricing_intent", "engaged_reader"):
+        got = set(q.segment_members("acme", rule, at=when, limit=100_000))
+        assert got == expected[("acme", rule)] == set(visitors), rule
+
+
+def test_error_replies_inside_a_pipeline_keep_the_connection_in_step(redis_client: redis.Redis) -> None:
+    """The store reads a pipeline's replies itself: an error reply takes its place in the answers and the
+    replies after it stay matched to their calls; a script cache flushed between batches (a restarted
+    Redis) is reloaded and every tenant's call sent again, counted once."""
+    from redis.exceptions import ResponseError
+
+    store = SpeedStore(redis_client, "speed", load_rules())
+    replies = store._send_raw([("PING",), ("NO-SUCH-COMMAND",), ("ECHO", "after")])
+    assert replies[0] in (b"PONG", True) and isinstance(replies[1], ResponseError) and replies[2] == b"after"
+    assert redis_client.echo("next") == b"next"
+    proc = _processor(redis_client)
+    batch = [StreamRecord(SHARD, str(i + 1), "k", _page_view(str(uuid.uuid4()), tenant=f"t{i % 4}"), 0.0)
+             for i in range(40)]
+    proc.process_batch(_ctx(), batch[:20], 0)
+    redis_client.script_flush()
+    proc.process_batch(_ctx(), batch[20:], 0)  # every call answers NOSCRIPT first
+    assert sum(_total(redis_client, f"t{t}") for t in range(4)) == 40
