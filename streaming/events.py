@@ -280,4 +280,6 @@ def classify(raw: bytes) -> Rejection:
         msgspec.json.decode(raw, type=Event)
     except msgspec.ValidationError as exc:
         return Rejection(Reason.INVALID_VALUE, str(exc), raw)
+    except msgspec.DecodeError as exc:  # JSON that json.loads takes but msgspec does not: a lone surrogate escape
+        return Rejection(Reason.INVALID_JSON, f"not JSON: {exc}", raw)
     return Rejection(Reason.INVALID_VALUE, "rejected by the schema", raw)

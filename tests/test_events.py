@@ -93,6 +93,16 @@ def test_edge_cases(doc: object, reason: Reason) -> None:
     assert isinstance(result, Rejection) and result.reason is reason, result
 
 
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udc00", "\\ud800\\u0041"])
+def test_a_lone_surrogate_escape_is_a_dead_letter_not_an_exception(escape: str) -> None:
+    """json.loads takes a lone surrogate escape, msgspec does not: the record is invalid JSON, anywhere in it
+    (an exception here would fail the whole batch again and again)."""
+    base = encode(valid_doc())
+    for raw in (base[:-1] + f', "extra": "{escape}"}}'.encode(), base.replace(b'"anon-1"', f'"{escape}"'.encode())):
+        result = EventDecoder().decode(raw)
+        assert isinstance(result, Rejection) and result.reason is Reason.INVALID_JSON, (raw, result)
+
+
 def test_limits_are_configurable() -> None:
     raw = encode(valid_doc(properties={"blob": "x" * 2000}))
     assert isinstance(EventDecoder(max_bytes=1000).decode(raw), Rejection)
