@@ -14,7 +14,7 @@ DOCS_PORT ?= 8580
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml constraints.txt streaming/speed/_fold.c
+$(STAMP): pyproject.toml constraints.txt $(wildcard streaming/speed/_*.c streaming/speed/_*.h)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded-redis,snowflake-emulator]'

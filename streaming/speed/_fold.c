@@ -6,8 +6,8 @@
  * the gain is the interpreter's per-event work (~3 us of Python bytecode per event on this machine, for
  * a handful of dict and set updates), not a different algorithm.
  *
- * Also ``event_ids`` and ``by_tenant``, the columns the fold and the apply need, each the C form of a
- * comprehension in aggregate.py's reference path.
+ * The consumer's hot loop folds scanned records instead (``_scan.c``, same aggregates); this fold serves
+ * the rebuild path (aggregates rebuilt without some events, from decoded events).
  *
  * fold(views, events, stamps, etypes, page_view, rules) -> None
  *   views:     dict tenant_id -> (cells: dict, visitors: set, pages: dict, segments: dict)
@@ -21,47 +21,9 @@
 #include <Python.h>
 #include <string.h>
 
-static PyObject *s_tenant_id, *s_event_type, *s_anonymous_id, *s_properties, *s_path, *s_event_id, *s_int,
-    *s_received_at, *s_timestamp;
+#include "_fold.h"
 
-/* Python's floor division for the (positive, in practice) epoch values. */
-static long long floordiv(long long a, long long b) {
-    long long q = a / b;
-    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
-}
-
-/* counts[key] += n (a new key starts at 0). */
-static int add_count(PyObject *counts, PyObject *key, long long n) {
-    PyObject *old = PyDict_GetItemWithError(counts, key);
-    long long base = 0;
-    if (old != NULL) {
-        base = PyLong_AsLongLong(old);
-        if (base == -1 && PyErr_Occurred()) return -1;
-    } else if (PyErr_Occurred()) {
-        return -1;
-    }
-    PyObject *value = PyLong_FromLongLong(base + n);
-    if (value == NULL) return -1;
-    int rc = PyDict_SetItem(counts, key, value);
-    Py_DECREF(value);
-    return rc;
-}
-
-/* A cached int for an epoch unit: consecutive events nearly always share their minute and hour. */
-typedef struct {
-    long long value;
-    PyObject *obj;
-} unit_cache;
-
-static PyObject *unit(unit_cache *c, long long value) {
-    if (c->obj == NULL || c->value != value) {
-        PyObject *obj = PyLong_FromLongLong(value);
-        if (obj == NULL) return NULL;
-        Py_XSETREF(c->obj, obj);
-        c->value = value;
-    }
-    return c->obj; /* borrowed from the cache */
-}
+static PyObject *s_tenant_id, *s_event_type, *s_anonymous_id, *s_properties, *s_path;
 
 /* 1 if every (key, value) of where equals props.get(key), 0 if not, -1 on error. */
 static int matches(PyObject *props, PyObject *where) {
@@ -140,29 +102,7 @@ static int fold_one(PyObject *views, PyObject *ev, double ts, PyObject *etypes, 
         int m = matches(props, PyTuple_GET_ITEM(rule, 1));
         if (m < 0) goto done;
         if (m == 0) continue;
-        Py_SETREF(key, PyTuple_Pack(2, PyTuple_GET_ITEM(rule, 0), anon));
-        if (key == NULL) goto done;
-        PyObject *ms = PyLong_FromLongLong((long long)(ts * 1000.0)); /* int(ts * 1000) */
-        if (ms == NULL) goto done;
-        PyObject *times = PyDict_GetItemWithError(segments, key);
-        int added;
-        if (times != NULL) {
-            added = PyList_Append(times, ms);
-        } else if (PyErr_Occurred()) {
-            added = -1;
-        } else {
-            PyObject *fresh = PyList_New(1);
-            if (fresh == NULL) {
-                added = -1;
-            } else {
-                Py_INCREF(ms);
-                PyList_SET_ITEM(fresh, 0, ms);
-                added = PyDict_SetItem(segments, key, fresh);
-                Py_DECREF(fresh);
-            }
-        }
-        Py_DECREF(ms);
-        if (added < 0) goto done;
+        if (add_hit(segments, PyTuple_GET_ITEM(rule, 0), anon, ts) < 0) goto done;
     }
     rc = 0;
 done:
@@ -200,93 +140,6 @@ static PyObject *fold(PyObject *self, PyObject *args) {
     Py_XDECREF(hours.obj);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
-}
-
-/* event_ids(events) -> list of each event_id's 16 bytes (UUID.bytes, without its Python-level property). */
-static PyObject *event_ids(PyObject *self, PyObject *events) {
-    if (!PyList_Check(events)) {
-        PyErr_SetString(PyExc_TypeError, "event_ids: events must be a list");
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events);
-    PyObject *out = PyList_New(n);
-    if (out == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *uuid = PyObject_GetAttr(PyList_GET_ITEM(events, i), s_event_id);
-        PyObject *value = uuid ? PyObject_GetAttr(uuid, s_int) : NULL;
-        Py_XDECREF(uuid);
-        if (value == NULL || !PyLong_Check(value)) {
-            if (value != NULL) PyErr_SetString(PyExc_TypeError, "event_ids: event_id.int is not an int");
-            Py_XDECREF(value);
-            Py_DECREF(out);
-            return NULL;
-        }
-        unsigned char buf[16];
-#if PY_VERSION_HEX >= 0x030D0000
-        int rc = _PyLong_AsByteArray((PyLongObject *)value, buf, 16, 0, 0, 1);
-#else
-        int rc = _PyLong_AsByteArray((PyLongObject *)value, buf, 16, 0, 0);
-#endif
-        Py_DECREF(value);
-        PyObject *bytes = rc < 0 ? NULL : PyBytes_FromStringAndSize((const char *)buf, 16);
-        if (bytes == NULL) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, bytes);
-    }
-    return out;
-}
-
-/* by_tenant(events, records, ids) -> (stamps, {tenant_id: (records, ids, stamps)})
- * stamps: each event's received_at.timestamp(), in the events' order; the dict: the same three columns
- * cut per tenant, each in the events' order, tenants in order of first appearance. */
-static PyObject *by_tenant(PyObject *self, PyObject *args) {
-    PyObject *events, *records, *ids;
-    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &events, &PyList_Type, &records, &PyList_Type, &ids)) {
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events);
-    if (PyList_GET_SIZE(records) != n || PyList_GET_SIZE(ids) != n) {
-        PyErr_SetString(PyExc_ValueError, "by_tenant: events, records and ids differ in length");
-        return NULL;
-    }
-    PyObject *stamps = PyList_New(n), *groups = PyDict_New();
-    if (stamps == NULL || groups == NULL) goto error;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ev = PyList_GET_ITEM(events, i);
-        PyObject *received = PyObject_GetAttr(ev, s_received_at);
-        PyObject *ts = received ? PyObject_CallMethodNoArgs(received, s_timestamp) : NULL;
-        Py_XDECREF(received);
-        if (ts == NULL) goto error;
-        PyList_SET_ITEM(stamps, i, ts);
-        PyObject *tenant = PyObject_GetAttr(ev, s_tenant_id);
-        if (tenant == NULL) goto error;
-        PyObject *group = PyDict_GetItemWithError(groups, tenant);
-        if (group == NULL) {
-            if (PyErr_Occurred() || (group = Py_BuildValue("([][][])")) == NULL) {
-                Py_DECREF(tenant);
-                goto error;
-            }
-            int rc = PyDict_SetItem(groups, tenant, group);
-            Py_DECREF(group); /* the dict holds it */
-            if (rc < 0) {
-                Py_DECREF(tenant);
-                goto error;
-            }
-        }
-        Py_DECREF(tenant);
-        if (PyList_Append(PyTuple_GET_ITEM(group, 0), PyList_GET_ITEM(records, i)) < 0 ||
-            PyList_Append(PyTuple_GET_ITEM(group, 1), PyList_GET_ITEM(ids, i)) < 0 ||
-            PyList_Append(PyTuple_GET_ITEM(group, 2), ts) < 0) {
-            goto error;
-        }
-    }
-    return Py_BuildValue("(NN)", stamps, groups);
-error:
-    Py_XDECREF(stamps);
-    Py_XDECREF(groups);
-    return NULL;
 }
 
 /* ---- msgpack, encoded as msgspec encodes it (smallest int and header forms), for the payload's two
@@ -534,10 +387,9 @@ error:
 
 static PyMethodDef methods[] = {
     {"fold", fold, METH_VARARGS, "Fold decoded events into per-tenant aggregates (see the module source)."},
-    {"event_ids", event_ids, METH_O, "Each event's event_id as 16 bytes."},
-    {"by_tenant", by_tenant, METH_VARARGS, "received_at stamps, and records, ids and stamps per tenant."},
     {"visitor_groups", visitor_groups, METH_O, "The payload's visitors per hour, msgpack-encoded."},
     {"segment_groups", segment_groups, METH_VARARGS, "The payload's segment entries per (rule, bucket), msgpack-encoded."},
+    {"scan", scan, METH_VARARGS, "Scan records into columns, declining what only the contract can judge (see _scan.c)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -548,11 +400,10 @@ PyMODINIT_FUNC PyInit__fold(void) {
         !(s_event_type = PyUnicode_InternFromString("event_type")) ||
         !(s_anonymous_id = PyUnicode_InternFromString("anonymous_id")) ||
         !(s_properties = PyUnicode_InternFromString("properties")) ||
-        !(s_path = PyUnicode_InternFromString("path")) ||
-        !(s_event_id = PyUnicode_InternFromString("event_id")) || !(s_int = PyUnicode_InternFromString("int")) ||
-        !(s_received_at = PyUnicode_InternFromString("received_at")) ||
-        !(s_timestamp = PyUnicode_InternFromString("timestamp"))) {
+        !(s_path = PyUnicode_InternFromString("path"))) {
         return NULL;
     }
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && scan_init(m) < 0) Py_CLEAR(m);
+    return m;
 }

@@ -10,6 +10,7 @@ aggregates without them (rare, so the common path carries no per-event bookkeepi
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import time
 from collections import Counter
@@ -366,9 +367,12 @@ def _aggregate(
     grouping per tenant and the aggregates then go column by column (:func:`_fold`)."""
     now = time.time() if now is None else now
     limit = decoder.future_limit(now)
+    batch = Batch(records=len(records))
+    if _native is not None:
+        _aggregate_scanned(batch, records, decoder, rules, now, limit, suppressions, recent)
+        return batch
     typed_decode = decoder.typed_decode
     max_bytes = decoder.max_bytes
-    batch = Batch(records=len(records))
     dead_letters = batch.dead_letters
     events: list[Event] = []
     kept: list[StreamRecord] = []
@@ -386,31 +390,101 @@ def _aggregate(
                     keep_event(event)
                     keep_record(record)
                     continue
-        rejection = decoder.decode(data, limit)
-        assert isinstance(rejection, Rejection)
-        dead_letters.append(DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value,
-                                       rejection.detail, rejection.raw, record.arrival_ts))
+        dead_letters.append(_dead_letter(record, decoder, limit))
     ids = _event_ids(events)
     first = _first_sightings(ids, recent, now)
     if first is not None:
         batch.repeats_in_batch = len(ids) - len(first)
         events, kept, ids = [events[i] for i in first], [kept[i] for i in first], [ids[i] for i in first]
     stamps, groups = _by_tenant(events, kept, ids)
-    tenants = batch.tenants
+    _new_tenants(batch, groups, suppressions)
+    _fold(batch.tenants, events, stamps, _compile(rules))
+    return batch
+
+
+def _dead_letter(record: StreamRecord, decoder: EventDecoder, limit: dt.datetime) -> DeadLetter:
+    """The dead letter of a record the hot loop did not accept, with the contract's reason code."""
+    rejection = decoder.decode(record.data, limit)
+    assert isinstance(rejection, Rejection)
+    return DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value, rejection.detail,
+                      rejection.raw, record.arrival_ts)
+
+
+def _new_tenants(batch: Batch, groups: dict[str, tuple[list[StreamRecord], list[bytes], list[float]]],
+                 suppressions: Suppressions | None) -> None:
     for tenant, (tenant_records, tenant_ids, received) in groups.items():
-        tb = tenants[tenant] = TenantBatch(tenant, tenant_records, tenant_ids, received)
+        tb = batch.tenants[tenant] = TenantBatch(tenant, tenant_records, tenant_ids, received)
         if suppressions is not None:
             tb.suppressions = suppressions
             tb.sup_version = suppressions.version(tenant)
             tb.suppressed = suppressions.since_map(tenant)
-    _fold(tenants, events, stamps, _compile(rules))
-    return batch
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+_US = dt.timedelta(microseconds=1)
+_ETYPE_VALUES = tuple(value for _, value in _ETYPES)
+_ETYPE_INDEX = {member: j for j, (member, _) in enumerate(_ETYPES)}
+
+
+def _aggregate_scanned(batch: Batch, records: list[StreamRecord], decoder: EventDecoder,
+                       rules: list[SegmentRule] | tuple[SegmentRule, ...], now: float, limit: dt.datetime,
+                       suppressions: Suppressions | None, recent: RecentIds | None) -> None:
+    """The same steps over the C scanner's columns (``_scan.c``): records it declines (anything but the
+    plainest JSON, and every record of a tenant with a suppression list, whose subjects the fold must see
+    as events) are judged by the contract's decoder as above, and the valid ones are put into the same
+    columns, so one fold serves both. No event object is made for a scanned record."""
+    wanted = _wanted_keys(rules)
+    skip_tenants = suppressions.tenants_with_lists() if suppressions is not None else frozenset()
+    scan, declined = _native.scan(records, decoder.max_bytes, (limit - _EPOCH) // _US, _ETYPE_VALUES, wanted,
+                                  skip_tenants)
+    events: dict[int, Event] = {}  # declined records the contract accepted, by record index
+    for i in declined:
+        record = records[i]
+        event = decoder.decode(record.data, limit)
+        if isinstance(event, Rejection):
+            batch.dead_letters.append(DeadLetter(record.shard_id, record.sequence_number, event.reason.value,
+                                                 event.detail, event.raw, record.arrival_ts))
+            continue
+        events[i] = event
+        props = event.properties
+        scan.put(i, event.tenant_id, _ETYPE_INDEX[event.event_type], event.anonymous_id,
+                 (event.received_at - _EPOCH) // _US, event.event_id.bytes, tuple(props.get(k) for k in wanted))
+    ids = scan.ids()
+    first = _first_sightings(ids, recent, now)
+    if first is not None:
+        batch.repeats_in_batch = len(ids) - len(first)
+    _new_tenants(batch, scan.by_tenant(first), suppressions)
+    forgotten: set[int] | None = None
+    if skip_tenants and events:
+        order = scan.order()
+        kept = order if first is None else [order[k] for k in first]
+        forgotten = set()
+        for i in kept:
+            event = events.get(i)
+            if event is not None:
+                tb = batch.tenants[event.tenant_id]
+                if tb.suppressed is not None and _add_forgotten(tb, event, event.received_at.timestamp()):
+                    forgotten.add(i)
+    views = {t: (tb.cells, tb.visitors, tb.pages, tb.segments) for t, tb in batch.tenants.items()}
+    scan.fold(views, first, _PAGE_VIEW, _slotted_rules(rules, wanted), forgotten)
+
+
+def _wanted_keys(rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> tuple[str, ...]:
+    """The properties the fold reads: the page path (first, as the scanner's fold expects) and every key
+    a rule's ``where`` names."""
+    return tuple(dict.fromkeys(["path", *(k for rule in rules for k in rule.where)]))
+
+
+def _slotted_rules(rules: list[SegmentRule] | tuple[SegmentRule, ...], wanted: tuple[str, ...]
+                   ) -> tuple[tuple[tuple[int, tuple[tuple[int, Any], ...]], ...], ...]:
+    """Rules per event type (in ``_ETYPES`` order) as (index, ((slot in ``wanted``, value), ...))."""
+    by_type = _compile(rules)
+    return tuple(tuple((r, tuple((wanted.index(k), v) for k, v in where)) for r, where in by_type.get(value, ()))
+                 for value in _ETYPE_VALUES)
 
 
 def _event_ids(events: list[Event]) -> list[bytes]:
     """Each event's ``event_id`` as its 16 bytes (``UUID.bytes``)."""
-    if _native is not None:
-        return _native.event_ids(events)
     return [e.event_id.int.to_bytes(16, "big") for e in events]
 
 
@@ -418,8 +492,6 @@ def _by_tenant(events: list[Event], records: list[StreamRecord], ids: list[bytes
                ) -> tuple[list[float], dict[str, tuple[list[StreamRecord], list[bytes], list[float]]]]:
     """Each event's ``received_at`` in epoch seconds, and the records, ids and those stamps per tenant
     (each in the batch's order; tenants in order of first appearance)."""
-    if _native is not None:
-        return _native.by_tenant(events, records, ids)
     stamps = [e.received_at.timestamp() for e in events]
     groups: dict[str, tuple[list[StreamRecord], list[bytes], list[float]]] = {}
     for event, record, eid, ts in zip(events, records, ids, stamps):

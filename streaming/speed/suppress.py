@@ -32,6 +32,10 @@ class Suppressions:
         known = self._lists.get(tenant)
         return known[1] if known and known[1] else None
 
+    def tenants_with_lists(self) -> frozenset[str]:
+        """The tenants with at least one suppressed subject (their events need the per-event check)."""
+        return frozenset(t for t, (_, since) in self._lists.items() if since)
+
     def reload(self, tenant: str) -> None:
         """Read the version, then the hash (in that order: a change in between only makes the version
         look older than the list, which the script then refuses once more)."""

@@ -14,7 +14,9 @@ from streaming.events import EventDecoder
 from streaming.generator import GeneratorConfig
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import load_rules
+from streaming.privacy.suppression import subject_hash
 from streaming.speed.aggregate import aggregate
+from streaming.speed.suppress import Suppressions
 from tests.speed.conftest import as_stream_records, generated, ledger_minute_counts
 
 pytestmark = pytest.mark.unit
@@ -89,9 +91,11 @@ def test_after_keeps_only_records_past_the_marker() -> None:
 
 
 def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``_fold.c`` (what the consumer runs) and the Python reference paths give the same batch (ids, stamps,
-    records per tenant and aggregates),
-    for generated traffic over many tenants and for the edge cases of the rules and paths."""
+    """The compiled path (what the consumer runs: ``_scan.c`` scans the plainest records, the contract's
+    decoder judges the rest, one C fold over both) and the Python reference give the same batch (ids,
+    stamps, records per tenant, aggregates, dead letters, repeats), for generated traffic over many
+    tenants, for the edge cases of the rules and paths, and for a tenant whose records go both ways,
+    a repeated id whose first copy the scanner declines, and a tenant with suppressed subjects."""
     from streaming.segments import SegmentRule
     from streaming.speed import aggregate as agg
 
@@ -105,20 +109,31 @@ def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.Monke
     odd[3].update(event_type="click", properties={"element": "cta-start-trial", "variant": ["b"]})
     odd[4]["received_at"] = "2026-01-01T02:00:30.000+02:00"  # same instant as the others, another offset
     odd[5].update(event_type="custom", properties={"path": "/pricing"})
-    records = as_stream_records(datas + [json.dumps(e).encode() for e in odd])
+    mixed = [json.loads(_event(tenant="mixed", anon=f"m{i % 3}", path="/pricing")) for i in range(6)]
+    mixed[1]["properties"] = {"path": "/pr\u00e9cios"}  # non-ASCII: escaped by json.dumps, declined
+    mixed[4]["anonymous_id"] = "m\"1"  # an escape in a field: declined
+    mixed[5]["event_id"] = mixed[4]["event_id"]  # a repeat of the declined one: the first copy wins
+    forgotten = [json.loads(_event(tenant="forgets", anon=f"f{i % 2}", path="/pricing")) for i in range(4)]
+    records = as_stream_records(datas + [json.dumps(e).encode() for e in odd + mixed + forgotten])
     rules = load_rules() + [
         SegmentRule("two_keys", "", "click", 2, 1, {"element": "cta-start-trial", "variant": "b"}),
         SegmentRule("missing_key", "", "page_view", 1, 1, {"absent": "x"}),
     ]
 
-    def shapes(batch: agg.Batch) -> dict[str, tuple[Any, ...]]:
-        return {t: (tb.seqs, tb.ids, tb.received, tb.cells, tb.visitors, tb.pages, tb.segments)
-                for t, tb in batch.tenants.items()}
+    suppressions = Suppressions(None)
+    suppressions._lists["forgets"] = (1, {subject_hash("forgets", "f1"): 0})  # f1 forgotten since 1970
 
-    compiled = aggregate(records, EventDecoder(), rules, now=1.9e9)
+    def shapes(batch: agg.Batch) -> Any:
+        return ({t: (tb.seqs, tb.ids, tb.received, tb.cells, tb.visitors, tb.pages, tb.segments, tb.sup,
+                     tb.sup_version) for t, tb in batch.tenants.items()},
+                batch.dead_letters, batch.repeats_in_batch, batch.records)
+
+    compiled = aggregate(records, EventDecoder(), rules, now=1.9e9, suppressions=suppressions)
     monkeypatch.setattr(agg, "_native", None)
-    reference = aggregate(records, EventDecoder(), rules, now=1.9e9)
+    reference = aggregate(records, EventDecoder(), rules, now=1.9e9, suppressions=suppressions)
     assert shapes(compiled) == shapes(reference)
+    assert compiled.tenants["mixed"].seqs == [str(n) for n in range(len(datas) + 7, len(datas) + 12)]
+    assert compiled.tenants["forgets"].sup and {a for _, a in compiled.tenants["forgets"].visitors} == {"f0"}
     acme = compiled.tenants["acme"]
     assert acme.pages == {(29_453_760 // 60, "/pricing"): 1}  # odd[4] only: path 5 and no path count no page
     assert sorted(len(v) for (r, _), v in acme.segments.items() if r == len(rules) - 2) == [1]  # two_keys: odd[2] only
