@@ -147,21 +147,27 @@ class SpeedProcessor:
             self.apply(ctx, batch)
             self._done(ctx, batch, millis_behind_latest, time.time())
             return records[-1].sequence_number
-        safe = self._settle(ctx)  # raises if the batch before cannot commit: this one is offered again
-        # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
-        # later batch is sent, and a processor that gives up is dropped with its map (RecentIds).
-        self.recent.add(chain.from_iterable(tb.ids for tb in batch.tenants.values()))
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"speed-apply-{ctx.shard_id}")
+        # Everything that needs no answer from Redis happens before waiting for the batch in flight, and
+        # the bookkeeping of that batch after this one is sent: Redis idles only for the hand-over.
         # The payloads are built here, not in the sending thread: sharing the GIL with this one, it would
         # start Redis's work only halfway through the next aggregation.
         payloads = self.store.prepare(list(batch.tenants.values()), ctx.lease_token)
+        settled = self._wait(ctx)  # raises if the batch before cannot commit: this one is offered again
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"speed-apply-{ctx.shard_id}")
         future = self._pool.submit(self._commit, ctx, batch, payloads)
         self._inflight = _InFlight(batch, records[-1].sequence_number, millis_behind_latest, future)
-        return safe
+        # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
+        # later batch is sent, and a processor that gives up is dropped with its map (RecentIds).
+        self.recent.add(chain.from_iterable(tb.ids for tb in batch.tenants.values()))
+        return self._finish(ctx, settled)
 
     def _settle(self, ctx: ShardContext) -> str | None:
         """Wait for the in-flight batch (sending it again if it failed); its last sequence number."""
+        return self._finish(ctx, self._wait(ctx))
+
+    def _wait(self, ctx: ShardContext) -> tuple[_InFlight, tuple[ApplyResult, float]] | None:
+        """The in-flight batch, once committed (sent again here if it failed), with its result."""
         inflight = self._inflight
         if inflight is None:
             return None
@@ -182,8 +188,14 @@ class SpeedProcessor:
                 inflight.future = None
         if settled is None:
             settled = self._commit_with_retry(ctx, inflight.batch)
-        result, committed_at = settled
         self._inflight = None
+        return inflight, settled
+
+    def _finish(self, ctx: ShardContext, waited: tuple[_InFlight, tuple[ApplyResult, float]] | None) -> str | None:
+        """Count a committed batch and record its lag and latency; its last sequence number (None: none)."""
+        if waited is None:
+            return None
+        inflight, (result, committed_at) = waited
         self._count(result)
         self._done(ctx, inflight.batch, inflight.millis_behind_latest, committed_at)
         return inflight.last_seq
