@@ -279,3 +279,59 @@ def test_read_ahead_keeps_order_and_the_per_shard_poll_limit(kinesis, dynamodb, 
     assert any(name.startswith("get-records") for _, name in calls), "pages were read ahead"
     starts = [t for t, _ in calls]
     assert min(b - a for a, b in zip(starts, starts[1:])) >= 0.19
+
+
+def test_a_shard_waiting_for_its_page_does_not_hold_up_the_others(kinesis, dynamodb, lease_table) -> None:
+    """One shard's read-ahead takes 1.5 s (a slow GetRecords): meanwhile the worker keeps processing the
+    other shard's pages, one per allowed poll, instead of waiting for the slow one first."""
+    from streaming.aws import aws_client
+    from streaming.resources import ensure_stream
+    from tests.conftest import unique_name
+
+    stream = unique_name("test-slow-shard")
+    ensure_stream(kinesis, stream, 2)
+    put(kinesis, stream, [f"s{i:05d}".encode() for i in range(2000)])
+    client = aws_client("kinesis", "us-east-1", kinesis.meta.endpoint_url)
+    shard_of: dict[str, str] = {}  # iterator -> shard, learned from the responses
+    slow_calls: list[tuple[float, float]] = []
+    slow_shard: list[str] = []  # the shard of the first GetRecords call
+
+    def before(params: dict, context: dict, **_: Any) -> None:
+        context["request"] = params
+        if "ShardIterator" not in params:
+            return
+        shard = shard_of.get(params["ShardIterator"], "?")
+        if not slow_shard:
+            slow_shard.append(shard)
+        if shard == slow_shard[0] and threading.current_thread().name.startswith("get-records") and not slow_calls:
+            started = time.monotonic()
+            time.sleep(1.5)
+            slow_calls.append((started, time.monotonic()))
+
+    def after(parsed: dict, context: dict, **_: Any) -> None:
+        request = context.get("request", {})
+        if "ShardId" in request and "ShardIterator" in parsed:
+            shard_of[parsed["ShardIterator"]] = request["ShardId"]
+        elif parsed.get("NextShardIterator"):
+            shard_of[parsed["NextShardIterator"]] = shard_of.get(request.get("ShardIterator", ""), "?")
+
+    for op in ("GetShardIterator", "GetRecords"):
+        client.meta.events.register(f"before-parameter-build.kinesis.{op}", before)  # params: the API's
+        client.meta.events.register(f"after-call.kinesis.{op}", after)
+    processed: list[tuple[float, str]] = []
+
+    class Timed(Collector):
+        def process_batch(self, ctx: ShardContext, records: list[StreamRecord], lag: int) -> str | None:
+            if records:
+                processed.append((time.monotonic(), ctx.shard_id))
+            return super().process_batch(ctx, records, lag)
+
+    sink: list = []
+    worker = Worker(client, dynamodb, stream, lease_table, "test", lambda: Timed(sink),
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05, max_records=50))
+    worker.run_until_caught_up(60)
+    assert len(sink) == 2000 and len({d for _, d, _ in sink}) == 2000
+    assert slow_calls, (slow_shard, list(shard_of.values())[:5])
+    [(started, ended)] = slow_calls
+    others = [t for t, shard in processed if shard != slow_shard[0] and started < t < ended]
+    assert len(others) >= 4, f"only {len(others)} pages of the other shard processed during the slow read"

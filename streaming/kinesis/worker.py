@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +51,12 @@ class _Owned:
     caught_up: bool = False
     #: GetRecords already sent for ``iterator`` (read-ahead), or None.
     ahead: Future[dict[str, Any]] | None = None
+    #: When the shard's last GetRecords call started: the next may start MIN_POLL_INTERVAL_S later.
+    last_call_at: float = 0.0
+
+    def waiting(self) -> bool:
+        """A page read ahead is still on its way: polling the shard now would only wait for it."""
+        return self.ahead is not None and not self.ahead.done()
 
 
 @dataclass
@@ -84,7 +90,11 @@ def _shards(kinesis: Any, stream_name: str) -> list[dict[str, Any]]:
         kwargs = {"NextToken": page["NextToken"]}
 
 
-def _to_record(shard_id: str, raw: dict[str, Any]) -> StreamRecord:
+def _to_record(shard_id: str, raw: Any) -> StreamRecord:
+    """A GetRecords record (botocore's dict, or an object with the same names as attributes, as a fast
+    response parser such as ``streaming/speed/fast_kinesis.py`` gives) as a :class:`StreamRecord`."""
+    if not isinstance(raw, dict):
+        return StreamRecord(shard_id, raw.SequenceNumber, raw.PartitionKey, raw.Data, raw.ApproximateArrivalTimestamp)
     arrival = raw.get("ApproximateArrivalTimestamp")
     ts = arrival.timestamp() if hasattr(arrival, "timestamp") else float(arrival or 0.0)
     return StreamRecord(shard_id, raw["SequenceNumber"], raw["PartitionKey"], raw["Data"], ts)
@@ -196,7 +206,7 @@ class Worker:
         if owned.pending is None:
             ahead, owned.ahead = owned.ahead, None
             try:
-                page = ahead.result() if ahead is not None else self._get_records(owned.iterator)
+                page = ahead.result() if ahead is not None else self._get_records(owned, owned.iterator)
             except ClientError as exc:
                 if exc.response["Error"]["Code"] == "ExpiredIteratorException":
                     owned.iterator = self._iterator(shard_id, owned.last_read)
@@ -233,15 +243,19 @@ class Worker:
             return
         full = len(records) >= self.config.max_records or lag > 0
         owned.caught_up = not records and lag == 0
-        owned.next_poll_at = now + (MIN_POLL_INTERVAL_S if full or records else self.config.idle_poll_interval_s)
+        # Kinesis allows 5 calls per second per shard: the next call starts 0.2 s after the last one
+        # *started* (a page that took longer to fetch and process than that is followed at once).
+        owned.next_poll_at = max(owned.last_call_at + MIN_POLL_INTERVAL_S,
+                                 now if records else now + self.config.idle_poll_interval_s)
         if full and self.config.read_ahead:
-            owned.ahead = self._fetch_pool().submit(self._get_records, owned.iterator, owned.next_poll_at)
+            owned.ahead = self._fetch_pool().submit(self._get_records, owned, owned.iterator, owned.next_poll_at)
 
-    def _get_records(self, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
+    def _get_records(self, owned: _Owned, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
         """One GetRecords call, no sooner than ``not_before`` (the shard's next allowed poll)."""
         delay = not_before - time.time()
         if delay > 0:
             time.sleep(delay)
+        owned.last_call_at = time.time()
         return self.kinesis.get_records(ShardIterator=iterator, Limit=self.config.max_records)
 
     def _fetch_pool(self) -> ThreadPoolExecutor:
@@ -277,16 +291,24 @@ class Worker:
             self._balance(now)
             self._next_balance_at = now + self.config.lease_duration_s / 2
         for shard_id, owned in list(self._owned.items()):
-            if owned.next_poll_at <= time.time():
+            # A shard whose page read ahead has not arrived is passed over: the others' pages are
+            # processed meanwhile, and the wait in _sleep_until_next ends when it arrives.
+            if owned.next_poll_at <= time.time() and not owned.waiting():
                 try:
                     self._poll(shard_id, owned, time.time())
                 except LeaseLost:
                     self._lose(shard_id)
 
     def _sleep_until_next(self, stop: threading.Event) -> None:
-        upcoming = [o.next_poll_at for o in self._owned.values()] + [self._next_renew_at, self._next_balance_at]
-        delay = max(0.0, min(upcoming) - time.time())
-        stop.wait(min(delay, self.config.idle_poll_interval_s))
+        """Until the next poll, renewal or rebalance is due, or a page read ahead arrives."""
+        waiting = [o.ahead for o in self._owned.values() if o.waiting()]
+        upcoming = [o.next_poll_at for o in self._owned.values() if not o.waiting()]
+        delay = max(0.0, min(upcoming + [self._next_renew_at, self._next_balance_at]) - time.time())
+        delay = min(delay, self.config.idle_poll_interval_s)
+        if waiting:
+            wait(waiting, timeout=delay, return_when=FIRST_COMPLETED)  # type: ignore[arg-type]
+        else:
+            stop.wait(delay)
 
     def run(self, stop: threading.Event) -> None:
         """Process until ``stop`` is set, then flush processors and release leases."""
