@@ -45,6 +45,7 @@ from streaming.segments import load_rules
 from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, SpeedProcessor
 from streaming.speed.fast_kinesis import install_fast_get_records
 from streaming.speed.ops import OpsRecorder, percentile, read_lag
+from streaming.speed import keys
 from streaming.speed.store import SpeedStore
 from streaming.stack.redis_local import find_redis_server
 
@@ -157,6 +158,21 @@ def _consumer(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[b
 
 def _counted(client: redis.Redis) -> int:
     return sum(int(n) for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000) for n in client.hvals(key))
+
+
+def _day_keys(ledger: Ledger) -> list[str]:
+    """The day counters a generated run writes (from its ledger): polled in one round trip instead of a
+    SCAN over the keyspace, which took ~0.15 of a core from the run it measured at 20 polls a second."""
+    days = {(tenant, int(dt.datetime.fromisoformat(minute.replace("Z", "+00:00")).timestamp()) // 86_400)
+            for tenant, by_type in ledger.counts.items() for by_minute in by_type.values() for minute in by_minute}
+    return sorted(keys.counts(tenant, "d", day) for tenant, day in days)
+
+
+def _counted_in(client: redis.Redis, day_keys: list[str]) -> int:
+    pipe = client.pipeline(transaction=False)
+    for key in day_keys:
+        pipe.hvals(key)
+    return sum(int(n) for values in pipe.execute() for n in values)
 
 
 def _histogram_total(client: redis.Redis) -> dict[int, int]:
@@ -323,15 +339,17 @@ def bench_peak(endpoint: str, server: Any, workdir: Path) -> dict[str, float]:
     ceiling = _emulator_ceiling(aws_client("kinesis", REGION, endpoint), stream, len(records))
     proc = _consumer(_env(endpoint, server.url, stream, table, str(workdir)), workdir / "peak-consumer.log",
                      "--until-caught-up", "--timeout-s", "300")
+    day_keys = _day_keys(gen.ledger)
     try:
-        while _counted(client) == 0 and proc.poll() is None:
+        while _counted_in(client, day_keys) == 0 and proc.poll() is None:
             time.sleep(0.02)
         first_at = time.perf_counter()
-        first = _counted(client)
-        while _counted(client) < gen.ledger.valid_events and proc.poll() is None:
+        first = _counted_in(client, day_keys)
+        while _counted_in(client, day_keys) < gen.ledger.valid_events and proc.poll() is None:
             time.sleep(0.05)
         elapsed = time.perf_counter() - first_at
-        done = _counted(client)
+        done = _counted_in(client, day_keys)
+        assert done == _counted(client), "every counted event is in the ledger's day keys"
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
