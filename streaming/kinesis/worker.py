@@ -55,8 +55,8 @@ class _Owned:
     last_call_at: float = 0.0
 
     def waiting(self) -> bool:
-        """A page read ahead is still on its way: polling the shard now would only wait for it."""
-        return self.ahead is not None and not self.ahead.done()
+        """Nothing to process until the page read ahead arrives: polling now would only wait for it."""
+        return self.pending is None and self.ahead is not None and not self.ahead.done()
 
 
 @dataclass
@@ -222,6 +222,11 @@ class Worker:
             owned.pending_lag = int(page.get("MillisBehindLatest", 0))
             owned.iterator = page.get("NextShardIterator")
             metrics.last_poll_at = now
+            busy = len(owned.pending) >= self.config.max_records or owned.pending_lag > 0
+            if busy and self.config.read_ahead and owned.iterator is not None:
+                # The next page is fetched while this one is processed (and kept if processing fails).
+                owned.ahead = self._fetch_pool().submit(self._get_records, owned, owned.iterator,
+                                                        owned.last_call_at + MIN_POLL_INTERVAL_S)
         records, lag = owned.pending, owned.pending_lag
         try:
             safe = owned.processor.process_batch(owned.ctx, records, lag)
@@ -241,14 +246,11 @@ class Worker:
         if owned.iterator is None:
             self._end_shard(shard_id, owned)
             return
-        full = len(records) >= self.config.max_records or lag > 0
         owned.caught_up = not records and lag == 0
         # Kinesis allows 5 calls per second per shard: the next call starts 0.2 s after the last one
         # *started* (a page that took longer to fetch and process than that is followed at once).
         owned.next_poll_at = max(owned.last_call_at + MIN_POLL_INTERVAL_S,
                                  now if records else now + self.config.idle_poll_interval_s)
-        if full and self.config.read_ahead:
-            owned.ahead = self._fetch_pool().submit(self._get_records, owned, owned.iterator, owned.next_poll_at)
 
     def _get_records(self, owned: _Owned, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
         """One GetRecords call, no sooner than ``not_before`` (the shard's next allowed poll)."""
