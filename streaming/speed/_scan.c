@@ -21,7 +21,11 @@
  */
 #include "_fold.h"
 
+#include <stddef.h>
 #include <string.h>
+
+/* Property keys the rules may name (a bit each in a 64-bit mask); more and aggregate.py does not scan. */
+#define MAX_WANTED 64
 
 typedef struct {
     const unsigned char *p; /* start of the string's bytes (inside the record) */
@@ -389,7 +393,7 @@ typedef struct {
     int etype;
     long long us;
     unsigned char id[16];
-    span wv[16]; /* wanted values: p NULL = absent or null */
+    span wv[MAX_WANTED]; /* wanted values: p NULL = absent or null; only the first nw are cleared */
 } parsed_t;
 
 static int id_len_ok(span s) { return s.n >= 1 && s.n <= 128; }
@@ -402,7 +406,7 @@ static int parse_properties(const unsigned char **pp, const unsigned char *end, 
         *pp = p + 1;
         return OK;
     }
-    unsigned int seen = 0;
+    unsigned long long seen = 0;
     for (;;) {
         span key;
         if (str_plain(&p, end, &key) != OK) return DECLINE;
@@ -414,8 +418,8 @@ static int parse_properties(const unsigned char **pp, const unsigned char *end, 
             if (spec->wlens[w] == key.n && memcmp(spec->wanted[w], key.p, (size_t)key.n) == 0) break;
         }
         if (w < spec->nw) {
-            if (seen & (1u << w)) return DECLINE; /* a repeated wanted key: the contract keeps the last */
-            seen |= 1u << w;
+            if (seen & (1ULL << w)) return DECLINE; /* a repeated wanted key: the contract keeps the last */
+            seen |= 1ULL << w;
             if (!is_null(&p, end) && str_plain(&p, end, &out->wv[w]) != OK) return DECLINE;
         } else if (skip_value(&p, end, 1) != OK) {
             return DECLINE;
@@ -432,7 +436,8 @@ static int parse_properties(const unsigned char **pp, const unsigned char *end, 
 }
 
 static int parse_record(const unsigned char *p, const unsigned char *end, const spec_t *spec, parsed_t *out) {
-    memset(out, 0, sizeof(*out));
+    memset(out, 0, offsetof(parsed_t, wv));
+    memset(out->wv, 0, (size_t)spec->nw * sizeof(span));
     unsigned int seen = 0;
     p = ws(p, end);
     if (p >= end || *p != '{') return DECLINE;
@@ -548,12 +553,12 @@ PyObject *scan(PyObject *module, PyObject *args) {
         return NULL;
     }
     Py_ssize_t n = PyList_GET_SIZE(records), nt = PyTuple_GET_SIZE(etypes), nw = PyTuple_GET_SIZE(wanted);
-    if (nt > 255 || nw > 16) {
-        PyErr_SetString(PyExc_ValueError, "scan: at most 255 event types and 16 wanted properties");
+    if (nt > 255 || nw > MAX_WANTED) {
+        PyErr_SetString(PyExc_ValueError, "scan: at most 255 event types and MAX_WANTED (64) wanted properties");
         return NULL;
     }
-    const char *names[255], *wnames[16];
-    Py_ssize_t lens[255], wlens[16];
+    const char *names[255], *wnames[MAX_WANTED];
+    Py_ssize_t lens[255], wlens[MAX_WANTED];
     for (Py_ssize_t t = 0; t < nt; t++) {
         if ((names[t] = PyUnicode_AsUTF8AndSize(PyTuple_GET_ITEM(etypes, t), &lens[t])) == NULL) return NULL;
     }

@@ -368,7 +368,7 @@ def _aggregate(
     now = time.time() if now is None else now
     limit = decoder.future_limit(now)
     batch = Batch(records=len(records))
-    if _native is not None:
+    if _native is not None and len(_wanted_keys(rules)) <= _SCAN_MAX_WANTED:
         _aggregate_scanned(batch, records, decoder, rules, now, limit, suppressions, recent)
         return batch
     typed_decode = decoder.typed_decode
@@ -420,6 +420,8 @@ def _new_tenants(batch: Batch, groups: dict[str, tuple[list[StreamRecord], list[
             tb.suppressed = suppressions.since_map(tenant)
 
 
+#: Property keys the scanner extracts at most (MAX_WANTED in _scan.c); rules naming more take the reference path.
+_SCAN_MAX_WANTED = 64
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _US = dt.timedelta(microseconds=1)
 _ETYPE_VALUES = tuple(value for _, value in _ETYPES)

@@ -169,3 +169,23 @@ def test_the_compiled_payload_sections_equal_the_python_reference_byte_for_byte(
                 for t, b in batch.tenants.items()}
     assert compiled == reference
     assert sum(len(b.segments) for b in batch.tenants.values()) > 200
+
+
+@pytest.mark.parametrize("n_keys", [20, 70])
+def test_rules_naming_many_properties_give_the_reference_aggregates(n_keys: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scanner extracts up to 64 property keys (20: scanned; 70: the reference path takes the batch):
+    either way the segments equal the reference's."""
+    from streaming.segments import SegmentRule
+    from streaming.speed import aggregate as agg
+
+    rules = [SegmentRule(f"r{k}", "", "click", 2, 1, {f"k{k}": "v"}) for k in range(n_keys)]
+    docs = []
+    for i in range(200):
+        doc = json.loads(_event(etype="click", anon=f"a{i % 7}"))
+        doc["properties"] = {f"k{k}": "v" for k in range(i % n_keys, n_keys, 3)}
+        docs.append(json.dumps(doc).encode())
+    records = as_stream_records(docs)
+    compiled = aggregate(records, EventDecoder(), rules, now=1.9e9).tenants["acme"]
+    monkeypatch.setattr(agg, "_native", None)
+    reference = aggregate(records, EventDecoder(), rules, now=1.9e9).tenants["acme"]
+    assert compiled.segments == reference.segments and len({r for r, _ in reference.segments}) == n_keys
