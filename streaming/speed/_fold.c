@@ -1,146 +1,15 @@
-/* The speed layer's fold in C: decoded events -> per-tenant pre-aggregates.
+/* The speed layer's C extension: the payload's per-visitor sections here, the record scanner and its
+ * fold in _scan.c (one module, two sources; _fold.h holds what they share).
  *
- * ``streaming/speed/aggregate.py`` holds the reference (``_fold_python``) and calls this instead when it is
- * built; ``tests/speed/test_aggregate.py`` checks both give the same aggregates. It writes into the same
- * Python containers as the reference (the TenantBatch fields), so everything downstream is unchanged;
- * the gain is the interpreter's per-event work (~3 us of Python bytecode per event on this machine, for
- * a handful of dict and set updates), not a different algorithm.
- *
- * The consumer's hot loop folds scanned records instead (``_scan.c``, same aggregates); this fold serves
- * the rebuild path (aggregates rebuilt without some events, from decoded events).
- *
- * fold(views, events, stamps, etypes, page_view, rules) -> None
- *   views:     dict tenant_id -> (cells: dict, visitors: set, pages: dict, segments: dict)
- *   events:    list of streaming.events.Event
- *   stamps:    list of float, each event's received_at as epoch seconds
- *   etypes:    tuple of (EventType member, its value str)
- *   page_view: index in etypes of page_view
- *   rules:     tuple aligned with etypes: per type, a tuple of (rule index int, ((key, value), ...))
+ * ``streaming/speed/aggregate.py`` holds the reference of each (``TenantBatch._sections_python``) and calls
+ * these instead when the module is built; ``tests/speed/test_aggregate.py`` checks both give the same
+ * payload bytes. The gain is the interpreter's per-event work, not a different algorithm.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
 #include "_fold.h"
-
-static PyObject *s_tenant_id, *s_event_type, *s_anonymous_id, *s_properties, *s_path;
-
-/* 1 if every (key, value) of where equals props.get(key), 0 if not, -1 on error. */
-static int matches(PyObject *props, PyObject *where) {
-    Py_ssize_t n = PyTuple_GET_SIZE(where);
-    for (Py_ssize_t w = 0; w < n; w++) {
-        PyObject *kv = PyTuple_GET_ITEM(where, w);
-        PyObject *got = PyDict_GetItemWithError(props, PyTuple_GET_ITEM(kv, 0));
-        if (got == NULL) {
-            if (PyErr_Occurred()) return -1;
-            got = Py_None;
-        }
-        int eq = PyObject_RichCompareBool(got, PyTuple_GET_ITEM(kv, 1), Py_EQ);
-        if (eq <= 0) return eq;
-    }
-    return 1;
-}
-
-static int fold_one(PyObject *views, PyObject *ev, double ts, PyObject *etypes, Py_ssize_t page_view,
-                    PyObject *rules, unit_cache *minutes, unit_cache *hours) {
-    int rc = -1;
-    PyObject *tenant = NULL, *etype = NULL, *anon = NULL, *props = NULL, *key = NULL;
-    tenant = PyObject_GetAttr(ev, s_tenant_id);
-    if (tenant == NULL) goto done;
-    PyObject *view = PyDict_GetItemWithError(views, tenant);
-    if (view == NULL) {
-        if (!PyErr_Occurred()) PyErr_SetObject(PyExc_KeyError, tenant);
-        goto done;
-    }
-    PyObject *cells = PyTuple_GET_ITEM(view, 0), *visitors = PyTuple_GET_ITEM(view, 1);
-    PyObject *pages = PyTuple_GET_ITEM(view, 2), *segments = PyTuple_GET_ITEM(view, 3);
-
-    etype = PyObject_GetAttr(ev, s_event_type);
-    if (etype == NULL) goto done;
-    Py_ssize_t j, ntypes = PyTuple_GET_SIZE(etypes);
-    for (j = 0; j < ntypes; j++) {
-        if (PyTuple_GET_ITEM(PyTuple_GET_ITEM(etypes, j), 0) == etype) break;
-    }
-    if (j == ntypes) {
-        PyErr_Format(PyExc_TypeError, "fold: unknown event_type %R", etype);
-        goto done;
-    }
-    PyObject *etype_value = PyTuple_GET_ITEM(PyTuple_GET_ITEM(etypes, j), 1);
-    anon = PyObject_GetAttr(ev, s_anonymous_id);
-    if (anon == NULL) goto done;
-
-    long long second = (long long)ts; /* int(ts): truncation, as in Python */
-    PyObject *minute = unit(minutes, floordiv(second, 60));
-    PyObject *hour = unit(hours, floordiv(second, 3600));
-    if (minute == NULL || hour == NULL) goto done;
-
-    key = PyTuple_Pack(2, minute, etype_value);
-    if (key == NULL || add_count(cells, key, 1) < 0) goto done;
-    Py_SETREF(key, PyTuple_Pack(2, hour, anon));
-    if (key == NULL || PySet_Add(visitors, key) < 0) goto done;
-
-    PyObject *matching = PyTuple_GET_ITEM(rules, j);
-    if (j == page_view || PyTuple_GET_SIZE(matching) > 0) {
-        props = PyObject_GetAttr(ev, s_properties);
-        if (props == NULL) goto done;
-        if (!PyDict_Check(props)) {
-            PyErr_SetString(PyExc_TypeError, "fold: properties is not a dict");
-            goto done;
-        }
-    }
-    if (j == page_view) {
-        PyObject *path = PyDict_GetItemWithError(props, s_path);
-        if (path == NULL && PyErr_Occurred()) goto done;
-        if (path != NULL && PyUnicode_CheckExact(path)) {
-            Py_SETREF(key, PyTuple_Pack(2, hour, path));
-            if (key == NULL || add_count(pages, key, 1) < 0) goto done;
-        }
-    }
-    Py_ssize_t nrules = PyTuple_GET_SIZE(matching);
-    for (Py_ssize_t r = 0; r < nrules; r++) {
-        PyObject *rule = PyTuple_GET_ITEM(matching, r);
-        int m = matches(props, PyTuple_GET_ITEM(rule, 1));
-        if (m < 0) goto done;
-        if (m == 0) continue;
-        if (add_hit(segments, PyTuple_GET_ITEM(rule, 0), anon, ts) < 0) goto done;
-    }
-    rc = 0;
-done:
-    Py_XDECREF(tenant);
-    Py_XDECREF(etype);
-    Py_XDECREF(anon);
-    Py_XDECREF(props);
-    Py_XDECREF(key);
-    return rc;
-}
-
-static PyObject *fold(PyObject *self, PyObject *args) {
-    PyObject *views, *events, *stamps, *etypes, *rules;
-    Py_ssize_t page_view;
-    if (!PyArg_ParseTuple(args, "O!O!O!O!nO!", &PyDict_Type, &views, &PyList_Type, &events, &PyList_Type, &stamps,
-                          &PyTuple_Type, &etypes, &page_view, &PyTuple_Type, &rules)) {
-        return NULL;
-    }
-    Py_ssize_t n = PyList_GET_SIZE(events);
-    if (PyList_GET_SIZE(stamps) != n || PyTuple_GET_SIZE(rules) != PyTuple_GET_SIZE(etypes)) {
-        PyErr_SetString(PyExc_ValueError, "fold: events/stamps or etypes/rules differ in length");
-        return NULL;
-    }
-    unit_cache minutes = {0, NULL}, hours = {0, NULL};
-    int rc = 0;
-    for (Py_ssize_t i = 0; i < n && rc == 0; i++) {
-        double ts = PyFloat_AsDouble(PyList_GET_ITEM(stamps, i));
-        if (ts == -1.0 && PyErr_Occurred()) {
-            rc = -1;
-            break;
-        }
-        rc = fold_one(views, PyList_GET_ITEM(events, i), ts, etypes, page_view, rules, &minutes, &hours);
-    }
-    Py_XDECREF(minutes.obj);
-    Py_XDECREF(hours.obj);
-    if (rc < 0) return NULL;
-    Py_RETURN_NONE;
-}
 
 /* ---- msgpack, encoded as msgspec encodes it (smallest int and header forms), for the payload's two
  * per-visitor sections: built here as bytes, embedded by the store as msgspec.Raw. ---- */
@@ -386,7 +255,6 @@ error:
 }
 
 static PyMethodDef methods[] = {
-    {"fold", fold, METH_VARARGS, "Fold decoded events into per-tenant aggregates (see the module source)."},
     {"visitor_groups", visitor_groups, METH_O, "The payload's visitors per hour, msgpack-encoded."},
     {"segment_groups", segment_groups, METH_VARARGS, "The payload's segment entries per (rule, bucket), msgpack-encoded."},
     {"scan", scan, METH_VARARGS, "Scan records into columns, declining what only the contract can judge (see _scan.c)."},
@@ -396,13 +264,6 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fold", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__fold(void) {
-    if (!(s_tenant_id = PyUnicode_InternFromString("tenant_id")) ||
-        !(s_event_type = PyUnicode_InternFromString("event_type")) ||
-        !(s_anonymous_id = PyUnicode_InternFromString("anonymous_id")) ||
-        !(s_properties = PyUnicode_InternFromString("properties")) ||
-        !(s_path = PyUnicode_InternFromString("path"))) {
-        return NULL;
-    }
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && scan_init(m) < 0) Py_CLEAR(m);
     return m;

@@ -1,4 +1,4 @@
-/* Helpers shared by _fold.c and _scan.c (one extension module, two sources). */
+/* Helpers of the extension module _fold (sources _fold.c and _scan.c). */
 #ifndef TALLY_FOLD_H
 #define TALLY_FOLD_H
 #define PY_SSIZE_T_CLEAN

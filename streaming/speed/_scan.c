@@ -807,7 +807,7 @@ error:
     return NULL;
 }
 
-/* fold(views, keep, page_view, rules, skip): as _fold.c's fold over the kept events, minus those whose
+/* fold(views, keep, page_view, rules, skip): as aggregate._fold_python over the kept events, minus those whose
  * record index is in skip (folded by the caller: suppressed subjects).
  *   views: dict tenant_id -> (cells, visitors, pages, segments)
  *   rules: tuple aligned with etypes: per type, a tuple of (rule index, ((wanted slot, value), ...))

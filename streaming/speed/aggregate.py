@@ -213,9 +213,10 @@ try:
 except ImportError:  # not compiled (see ext-modules in pyproject.toml): the Python reference paths do the same, more slowly
     _native = None
 
-#: (EventType member, value) for the C fold, which recognises the type by identity.
-_ETYPES: tuple[tuple[EventType, str], ...] = tuple((t, t.value) for t in EventType)
-_PAGE_VIEW = [value for _, value in _ETYPES].index("page_view")
+#: The event types in the order the scanner indexes them.
+_ETYPE_VALUES: tuple[str, ...] = tuple(t.value for t in EventType)
+_ETYPE_INDEX = {t: j for j, t in enumerate(EventType)}
+_PAGE_VIEW = _ETYPE_VALUES.index("page_view")
 
 _Compiled = dict[str, list[tuple[int, tuple[tuple[str, Any], ...]]]]
 
@@ -239,22 +240,18 @@ def _add_all(tb: TenantBatch, records: list[StreamRecord], rules_by_type: _Compi
 
 def _fold(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[float],
           rules_by_type: _Compiled) -> None:
-    """Fold events (``stamps``: their ``received_at`` as epoch seconds) into their tenants' aggregates.
+    """Fold decoded events (``stamps``: their ``received_at`` as epoch seconds) into their tenants'
+    aggregates: the reference path, and the rebuild path (:meth:`TenantBatch.without` and the like, rare).
 
     Events of a subject on a tenant's suppression list go through :func:`_add_forgotten`; the rest
-    through the C fold (``_fold.c``) when it is built, else :func:`_fold_python`, which it must equal.
+    through :func:`_fold_python`, which the scanner's C fold (``Scan.fold``) must equal.
     """
     if any(tb.suppressed is not None for tb in tenants.values()):
         normal = [i for i, (e, ts) in enumerate(zip(events, stamps))
                   if tenants[e.tenant_id].suppressed is None or not _add_forgotten(tenants[e.tenant_id], e, ts)]
         if len(normal) < len(events):
             events, stamps = [events[i] for i in normal], [stamps[i] for i in normal]
-    if _native is None:
-        _fold_python(tenants, events, stamps, rules_by_type)
-        return
-    views = {t: (tb.cells, tb.visitors, tb.pages, tb.segments) for t, tb in tenants.items()}
-    rules = tuple(tuple(rules_by_type.get(value, ())) for _, value in _ETYPES)
-    _native.fold(views, events, stamps, _ETYPES, _PAGE_VIEW, rules)
+    _fold_python(tenants, events, stamps, rules_by_type)
 
 
 def _fold_python(tenants: dict[str, TenantBatch], events: list[Event], stamps: list[float],
@@ -368,8 +365,9 @@ def _aggregate(
     now = time.time() if now is None else now
     limit = decoder.future_limit(now)
     batch = Batch(records=len(records))
-    if _native is not None and len(_wanted_keys(rules)) <= _SCAN_MAX_WANTED:
-        _aggregate_scanned(batch, records, decoder, rules, now, limit, suppressions, recent)
+    wanted = _wanted_keys(rules)
+    if _native is not None and len(wanted) <= _SCAN_MAX_WANTED:
+        _aggregate_scanned(batch, records, decoder, rules, wanted, now, limit, suppressions, recent)
         return batch
     typed_decode = decoder.typed_decode
     max_bytes = decoder.max_bytes
@@ -390,7 +388,9 @@ def _aggregate(
                     keep_event(event)
                     keep_record(record)
                     continue
-        dead_letters.append(_dead_letter(record, decoder, limit))
+        rejection = decoder.decode(data, limit)
+        assert isinstance(rejection, Rejection)
+        dead_letters.append(_dead_letter(record, rejection))
     ids = _event_ids(events)
     first = _first_sightings(ids, recent, now)
     if first is not None:
@@ -402,10 +402,8 @@ def _aggregate(
     return batch
 
 
-def _dead_letter(record: StreamRecord, decoder: EventDecoder, limit: dt.datetime) -> DeadLetter:
-    """The dead letter of a record the hot loop did not accept, with the contract's reason code."""
-    rejection = decoder.decode(record.data, limit)
-    assert isinstance(rejection, Rejection)
+def _dead_letter(record: StreamRecord, rejection: Rejection) -> DeadLetter:
+    """A record the contract rejected, where it was in the stream, and why."""
     return DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value, rejection.detail,
                       rejection.raw, record.arrival_ts)
 
@@ -424,18 +422,15 @@ def _new_tenants(batch: Batch, groups: dict[str, tuple[list[StreamRecord], list[
 _SCAN_MAX_WANTED = 64
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
 _US = dt.timedelta(microseconds=1)
-_ETYPE_VALUES = tuple(value for _, value in _ETYPES)
-_ETYPE_INDEX = {member: j for j, (member, _) in enumerate(_ETYPES)}
 
 
 def _aggregate_scanned(batch: Batch, records: list[StreamRecord], decoder: EventDecoder,
-                       rules: list[SegmentRule] | tuple[SegmentRule, ...], now: float, limit: dt.datetime,
-                       suppressions: Suppressions | None, recent: RecentIds | None) -> None:
+                       rules: list[SegmentRule] | tuple[SegmentRule, ...], wanted: tuple[str, ...], now: float,
+                       limit: dt.datetime, suppressions: Suppressions | None, recent: RecentIds | None) -> None:
     """The same steps over the C scanner's columns (``_scan.c``): records it declines (anything but the
     plainest JSON, and every record of a tenant with a suppression list, whose subjects the fold must see
     as events) are judged by the contract's decoder as above, and the valid ones are put into the same
     columns, so one fold serves both. No event object is made for a scanned record."""
-    wanted = _wanted_keys(rules)
     skip_tenants = suppressions.tenants_with_lists() if suppressions is not None else frozenset()
     scan, declined = _native.scan(records, decoder.max_bytes, (limit - _EPOCH) // _US, _ETYPE_VALUES, wanted,
                                   skip_tenants)
@@ -444,8 +439,7 @@ def _aggregate_scanned(batch: Batch, records: list[StreamRecord], decoder: Event
         record = records[i]
         event = decoder.decode(record.data, limit)
         if isinstance(event, Rejection):
-            batch.dead_letters.append(DeadLetter(record.shard_id, record.sequence_number, event.reason.value,
-                                                 event.detail, event.raw, record.arrival_ts))
+            batch.dead_letters.append(_dead_letter(record, event))
             continue
         events[i] = event
         props = event.properties
@@ -479,7 +473,7 @@ def _wanted_keys(rules: list[SegmentRule] | tuple[SegmentRule, ...]) -> tuple[st
 
 def _slotted_rules(rules: list[SegmentRule] | tuple[SegmentRule, ...], wanted: tuple[str, ...]
                    ) -> tuple[tuple[tuple[int, tuple[tuple[int, Any], ...]], ...], ...]:
-    """Rules per event type (in ``_ETYPES`` order) as (index, ((slot in ``wanted``, value), ...))."""
+    """Rules per event type (in ``_ETYPE_VALUES`` order) as (index, ((slot in ``wanted``, value), ...))."""
     by_type = _compile(rules)
     return tuple(tuple((r, tuple((wanted.index(k), v) for k, v in where)) for r, where in by_type.get(value, ()))
                  for value in _ETYPE_VALUES)
