@@ -42,10 +42,10 @@ from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.producer import Producer
 from streaming.resources import ensure_lease_table, ensure_stream
 from streaming.segments import load_rules
+from streaming.speed import keys
 from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, SpeedProcessor
 from streaming.speed.fast_kinesis import install_fast_get_records
 from streaming.speed.ops import OpsRecorder, percentile, read_lag
-from streaming.speed import keys
 from streaming.speed.store import SpeedStore
 from streaming.stack.redis_local import find_redis_server
 
