@@ -1,0 +1,126 @@
+"""Assemble and run one collector process: settings -> spool, write keys, drainer, HTTP server.
+
+``tally collect`` and ``tally stack up`` run ``python -m streaming.collector.run``. The server is uvicorn
+(httptools, uvloop), one process: the spool, its numbering and its drainer belong to one process; run
+more collectors (each with its own ``TALLY_COLLECTOR_STATE_DIR``) behind a load balancer to use more
+cores. Why uvicorn and not granian: README, "The collector".
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from botocore.config import Config
+
+from streaming.aws import aws_client
+from streaming.collector.app import CollectorApp, Limits
+from streaming.collector.drainer import Drainer
+from streaming.collector.segment import EventMap
+from streaming.collector.spool import Spool, spool_status
+from streaming.collector.writekeys import WriteKeys, scan_table
+from streaming.settings import Settings, SettingError, load_settings
+
+log = logging.getLogger("tally.collector")
+DEFAULT_PORT = 8088
+
+
+def aws_endpoint(settings: Settings) -> str | None:
+    """The AWS endpoint: the setting, else (locally) the emulator `tally stack up` started. Never Redis."""
+    if settings.aws_endpoint_url or not settings.is_local:
+        return settings.aws_endpoint_url
+    from streaming.stack.manager import StackNotRunning, load_state
+
+    emulator = load_state(settings).get("aws-emulator")
+    if emulator is None or not emulator.alive():
+        raise StackNotRunning("The local AWS emulator is not running. Fix: run `tally stack up` (or set "
+                              "TALLY_AWS_ENDPOINT_URL).")
+    return emulator.url
+
+
+def _client(service: str, settings: Settings, endpoint: str | None, attempts: int) -> Any:
+    """Few botocore retries: the drainer and the key refresh have their own loops, and a call stuck in
+    botocore's backoff would delay noticing that Kinesis is back."""
+    return aws_client(service, settings.aws_region, endpoint, config=Config(
+        retries={"max_attempts": attempts, "mode": "standard"}, connect_timeout=2, read_timeout=20,
+        max_pool_connections=4, tcp_keepalive=True))
+
+
+def build_app(settings: Settings, endpoint: str | None) -> CollectorApp:
+    """The collector for these settings; its spool is recovered and its drainer started at ASGI startup."""
+    c = settings.collector
+    try:
+        event_map = EventMap.load(c.event_map)
+    except ValueError as exc:
+        raise SettingError("TALLY_COLLECTOR_EVENT_MAP", c.event_map, f"is not a valid event map ({exc})",
+                           "fix the file: {tenant: {track event name: click | form_submit}}, '*' for every tenant") from None
+    spool = Spool(c.state_dir, c.spool_max_bytes, fsync=c.fsync == "always")
+    kinesis = _client("kinesis", settings, endpoint, attempts=2)
+    dynamodb = _client("dynamodb", settings, endpoint, attempts=2)
+    keys = WriteKeys(lambda: scan_table(dynamodb, c.write_key_table), c.state_dir / "write_keys.json", c.keys_refresh_s)
+    drainer: list[Drainer] = []
+
+    def start(app: CollectorApp) -> None:
+        spool.open()
+        keys.start()
+        drainer.append(Drainer(spool, kinesis, settings.stream_name).start())
+        log.info("collector %s: spool %s (%d bytes to drain), %d write keys from %s, stream %s",
+                 spool.source_id, spool.dir, spool.depth_bytes(), len(keys._keys), keys.loaded_from, settings.stream_name)
+
+    def stop(app: CollectorApp) -> None:
+        keys.stop()
+        for d in drainer:
+            d.stop()
+        spool.close()
+
+    def status() -> dict[str, Any]:
+        out = spool.status()
+        if drainer:
+            out["drainer"] = {"records_sent": drainer[0].stats.records_sent, "failures": drainer[0].stats.failures,
+                              "last_error": drainer[0].stats.last_error}
+        return out
+
+    limits = Limits(c.max_batch_bytes, c.max_message_bytes, settings.max_event_bytes, c.retry_after_s)
+    return CollectorApp(spool, keys, event_map, limits, start, stop, status)
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    import uvicorn
+
+    app = build_app(settings, aws_endpoint(settings))
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
+                            loop="uvloop", http="httptools", backlog=2048, timeout_keep_alive=30)
+    server = uvicorn.Server(config)
+    log.info("collector listening on http://%s:%d", host, port)
+    server.run()
+    if getattr(server, "started", True) is False:
+        sys.exit(3)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="tally's collector (Segment HTTP Tracking API)")
+    parser.add_argument("--host", default=None)
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--state-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        settings = load_settings()
+        if args.state_dir is not None:
+            settings = replace(settings, collector=replace(settings.collector, state_dir=args.state_dir))
+        serve(settings, args.host or settings.collector.host, args.port or settings.collector.port or DEFAULT_PORT)
+    except SettingError as exc:
+        print(f"tally: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+def status_of(state_dir: Path) -> dict[str, Any]:
+    return spool_status(state_dir)
+
+
+if __name__ == "__main__":
+    main()
