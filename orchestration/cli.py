@@ -90,7 +90,7 @@ def stack_status() -> None:
     rows = manager.status(_settings())
     table = Table("component", "running", "where", "origin", "version", "details")
     for row in rows:
-        details = ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "pid", "error") if row.get(k) is not None)
+        details = ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None)
         table.add_row(row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"], details)
     console.print(table)
 
@@ -213,12 +213,13 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, privacy, reconcile, speed
+    from orchestration.commands import batch, collector, privacy, reconcile, speed
 
     speed.register(main)
     batch.register(main)
     reconcile.register(main)
     privacy.register(main)
+    collector.register(main)
 
 
 _register_domains()

@@ -244,6 +244,7 @@ class Spool:
             drained.offset if drained.segment in self._sizes else 0)
         self._durable_records = records
         self._open_active()
+        self._save_drained()
         self._writer = threading.Thread(target=self._write_loop, name="spool-writer", daemon=True)
         self._writer.start()
         if records:
@@ -443,7 +444,8 @@ def spool_status(state_dir: Path) -> dict[str, Any]:
     sizes = {int(p.name[:-len(_SEG_SUFFIX)]): p.stat().st_size for p in spool_dir.glob(f"*{_SEG_SUFFIX}")} \
         if spool_dir.exists() else {}
     drained_path = state_dir / "drained.json"
-    doc = json.loads(drained_path.read_text()) if drained_path.exists() else {"segment": 0, "offset": 0, "records": 0}
+    doc = json.loads(drained_path.read_text()) if drained_path.exists() else {
+        "segment": min(sizes, default=1), "offset": 0, "records": 0}
     seg, off = int(doc["segment"]), int(doc["offset"])
     depth = sum(n for s, n in sizes.items() if s > seg) + (sizes.get(seg, 0) - off if seg in sizes else 0)
     sid = (state_dir / "source_id").read_text().strip() if (state_dir / "source_id").exists() else ""

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -132,14 +133,35 @@ def up(settings: Settings) -> dict[str, Component]:
         names,
         settings.aws_region,
     )
+    collector = state.get("collector")
+    if collector is None or not collector.alive():
+        state["collector"] = _start_collector(settings, endpoints.aws_endpoint_url)
+        _save_state(settings, state)
     return state
+
+
+def _start_collector(settings: Settings, aws_endpoint_url: str | None) -> Component:
+    """The collector on loopback (its own process, state in TALLY_COLLECTOR_STATE_DIR)."""
+    c = settings.collector
+    if c.port is not None and port_in_use(c.port):
+        raise SettingError("TALLY_COLLECTOR_PORT", str(c.port), "is already in use by another process",
+                           "unset TALLY_COLLECTOR_PORT to let tally pick a free port, or choose a port nothing listens on")
+    port = c.port or free_port()
+    log = settings.home / "logs" / "collector.log"
+    env = {**os.environ, "TALLY_COLLECTOR_STATE_DIR": str(c.state_dir.resolve())}
+    if aws_endpoint_url:
+        env["TALLY_AWS_ENDPOINT_URL"] = aws_endpoint_url
+    proc = spawn([sys.executable, "-m", "streaming.collector.run", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    wait_until(lambda: port_in_use(port), 60, f"collector on port {port}", proc, log)
+    return Component("collector", f"http://127.0.0.1:{port}", "tally collector (uvicorn)", True, proc.pid, port)
 
 
 def down(settings: Settings) -> list[str]:
     """Stop the components ``up`` started; return their names."""
     state = load_state(settings)
     stopped = []
-    for name, component in list(state.items()):
+    # Last started, first stopped: the collector's drainer can still hand Kinesis what it holds.
+    for name, component in reversed(list(state.items())):
         if component.started_by_tally and component.pid:
             stop_pid(component.pid)
             stopped.append(name)
@@ -187,6 +209,11 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             "component": name, "running": component.alive(), "url": redact_url(component.url),
             "origin": component.origin, "version": component.version, "pid": component.pid,
         }
+        if name == "collector":
+            from streaming.collector.spool import spool_status
+
+            spool = spool_status(settings.collector.state_dir)
+            row.update(spool_bytes=spool["depth_bytes"], drained=spool["drained"], source_id=spool["source_id"])
         if name == "redis" and row["running"]:
             try:
                 info = redis.Redis.from_url(component.url, socket_connect_timeout=2).info()
