@@ -18,7 +18,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import msgspec
 
@@ -285,3 +285,36 @@ def classify(raw: bytes) -> Rejection:
     except msgspec.DecodeError as exc:  # JSON that json.loads takes but msgspec does not: a lone surrogate escape
         return Rejection(Reason.INVALID_JSON, f"not JSON: {exc}", raw)
     return Rejection(Reason.INVALID_VALUE, "rejected by the schema", raw)
+
+
+class SequencePosition(NamedTuple):
+    """Where a record sits in its collector's numbering: ``source_seq`` counts per (source_id, tenant_id)."""
+
+    source_id: str
+    tenant_id: str
+    source_seq: int
+
+
+def sequence_position(raw: bytes) -> SequencePosition | None:
+    """The numbers a record carries, read as far as they are readable, also from a record the contract
+    rejects (a dead letter still *holds* its number, so it is not an upstream gap).
+
+    Only values of the contract's types count: ``source_id`` a string of 1-128 characters, ``tenant_id``
+    a non-empty string of at most 128 (any such string: a bad tenant id numbers its own sequence),
+    ``source_seq`` an integer >= 0 (not a bool, not a numeric string). Anything else, or bytes that are
+    not a JSON object, gives None: a record with no readable numbers can neither fill nor open a gap.
+    """
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    source_id, tenant_id, seq = doc.get("source_id"), doc.get("tenant_id"), doc.get("source_seq")
+    if not (isinstance(source_id, str) and 1 <= len(source_id) <= _ID_MAX):
+        return None
+    if not (isinstance(tenant_id, str) and 1 <= len(tenant_id) <= _ID_MAX):
+        return None
+    if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0):
+        return None
+    return SequencePosition(source_id, tenant_id, seq)

@@ -6,6 +6,11 @@ steady rate with optional spikes; knobs for exact-copy duplicates (producer retr
 (received at ``t``, reaching the stream minutes later), malformed records of every rejection reason, and
 events lost upstream (a ``source_seq`` that never reaches the stream).
 
+Every record is numbered as a collector numbers it: ``source_seq`` counts per (``source_id``, tenant),
+and malformed records come from the same collectors and take the next number of that sequence whenever
+their numbers stay readable (:func:`streaming.events.sequence_position`), as a real collector's rejected
+records would: a dead letter holds its number, so rejected records must not look like upstream loss.
+
 The ledger is computed from the same draws as the records, so it is exact: counts per tenant × event
 type × minute of valid de-duplicated events, unique visitors per tenant × hour and day, dead letters per
 reason, duplicates, late events and the upstream gaps per source.
@@ -29,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from streaming.events import DEFAULT_MAX_EVENT_BYTES, REASONS, Reason, encode_rejected
+from streaming.events import DEFAULT_MAX_EVENT_BYTES, REASONS, Reason, encode_rejected, sequence_position
 
 PAGES = ("/", "/pricing", "/docs", "/features", "/blog/launch", "/blog/scaling", "/signup", "/about")
 CUSTOM_NAMES = ("video_played", "file_downloaded", "search", "share")
@@ -113,7 +118,8 @@ class Ledger:
     counts: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)
     uniques_hour: dict[str, dict[str, int]] = field(default_factory=dict)
     uniques_day: dict[str, dict[str, int]] = field(default_factory=dict)
-    sources: dict[str, int] = field(default_factory=dict)
+    #: source_id -> tenant_id -> the last source_seq it handed out (valid, lost or readable malformed).
+    sources: dict[str, dict[str, int]] = field(default_factory=dict)
     upstream_lost: list[dict[str, Any]] = field(default_factory=list)
 
     def count_rows(self) -> list[tuple[str, str, str, int]]:
@@ -178,8 +184,9 @@ class TrafficGenerator:
             acc += w / total
             self._cum.append(acc)
         self._visitors: dict[str, list[_Visitor]] = {t: [] for t in self.tenant_ids}
-        self._seq: dict[str, int] = {f"collector-{i:02d}": 0 for i in range(config.sources)}
-        self._source_ids = list(self._seq)
+        self._source_ids = [f"collector-{i:02d}" for i in range(config.sources)]
+        #: The last number each (source_id, tenant_id) handed out: numbering is per collector and tenant.
+        self._seq: dict[tuple[str, str], int] = defaultdict(int)
         self._seen_hour: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         self._seen_day: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
         # JSON-normalised (tuples become lists) so a saved and reloaded ledger compares equal.
@@ -244,7 +251,8 @@ class TrafficGenerator:
 
     # -- output --------------------------------------------------------------------------------
     def _record_valid(self, tenant: str, visitor: _Visitor, etype: str, props: dict[str, Any], t_ms: int) -> dict[str, Any]:
-        self._seq[visitor.source_id] += 1
+        key = (visitor.source_id, tenant)
+        self._seq[key] += 1
         occurred_ms = t_ms - self.rng.randrange(0, 2000)
         return {
             "event_id": self._uuid(),
@@ -255,7 +263,7 @@ class TrafficGenerator:
             "occurred_at": _iso_ms(occurred_ms),
             "received_at": _iso_ms(t_ms),
             "source_id": visitor.source_id,
-            "source_seq": self._seq[visitor.source_id],
+            "source_seq": self._seq[key],
             "properties": props,
             "schema_version": 1,
         }
@@ -273,20 +281,33 @@ class TrafficGenerator:
         self._seen_day[tenant][day].add(doc["anonymous_id"])
 
     def _malformed(self, reason: str, t_ms: int) -> bytes:
+        """A record broken for ``reason``, from one of the collectors. It takes the next number of its
+        (source, tenant) sequence only if that number can still be read from its bytes."""
         rng = self.rng
         tenant = self._tenant()
+        source = self._source_ids[rng.randrange(len(self._source_ids))]
+        if reason == Reason.BAD_TENANT_ID:
+            tenant = rng.choice(("Acme Corp", "t{1}", "x:y", "'; drop table events; --"))
+        key = (source, tenant)
         base = {
             "event_id": self._uuid(), "tenant_id": tenant, "event_type": "page_view",
             "anonymous_id": f"anon-bad-{rng.getrandbits(32):08x}", "user_id": None,
-            "occurred_at": _iso_ms(t_ms), "received_at": _iso_ms(t_ms), "source_id": "collector-broken",
-            "source_seq": rng.randrange(1, 1 << 30), "properties": {"path": "/"}, "schema_version": 1,
+            "occurred_at": _iso_ms(t_ms), "received_at": _iso_ms(t_ms), "source_id": source,
+            "source_seq": self._seq[key] + 1, "properties": {"path": "/"}, "schema_version": 1,
         }
+        data = self._break(base, reason)
+        if sequence_position(data) == (source, tenant, self._seq[key] + 1):
+            self._seq[key] += 1
+        return data
+
+    def _break(self, base: dict[str, Any], reason: str) -> bytes:
+        rng = self.rng
         if reason == Reason.NOT_UTF8:
             return _json.encode(base).replace(b'"/"', b'"/\xff\xfe"', 1)
         if reason == Reason.UNKNOWN_MESSAGE_TYPE:  # what the collector writes for a message it refused
             return encode_rejected(Reason.UNKNOWN_MESSAGE_TYPE, "type 'purchase' is not a Segment message type",
                                    b'{"type":"purchase","anonymousId":"' + base["anonymous_id"].encode() + b'"}',
-                                   tenant, base["source_id"], base["source_seq"], base["received_at"])
+                                   base["tenant_id"], base["source_id"], base["source_seq"], base["received_at"])
         if reason == Reason.INVALID_JSON:
             data = _json.encode(base)
             return data[: rng.randrange(5, len(data) - 5)]
@@ -298,8 +319,6 @@ class TrafficGenerator:
             base["event_id"] = "not-a-uuid"
         elif reason == Reason.UNKNOWN_EVENT_TYPE:
             base["event_type"] = "purchase_completed"
-        elif reason == Reason.BAD_TENANT_ID:
-            base["tenant_id"] = rng.choice(("Acme Corp", "t{1}", "x:y", "'; drop table events; --"))
         elif reason == Reason.OVERSIZED:
             base["properties"] = {"blob": "x" * (self.config.max_event_bytes + 10)}
         elif reason == Reason.FUTURE_RECEIVED_AT:
@@ -371,7 +390,11 @@ class TrafficGenerator:
         ledger = self.ledger
         ledger.uniques_hour = {t: {h: len(v) for h, v in sorted(hours.items())} for t, hours in sorted(self._seen_hour.items())}
         ledger.uniques_day = {t: {d: len(v) for d, v in sorted(days.items())} for t, days in sorted(self._seen_day.items())}
-        ledger.sources = dict(self._seq)
+        sources: dict[str, dict[str, int]] = {}
+        for (source, tenant), last in sorted(self._seq.items()):
+            if last:
+                sources.setdefault(source, {})[tenant] = last
+        ledger.sources = sources
         ledger.dead_letters = dict(sorted(ledger.dead_letters.items()))
 
 

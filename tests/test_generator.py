@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from streaming.events import REASONS, Event, EventDecoder, Rejection
+from streaming.events import REASONS, Event, EventDecoder, Rejection, sequence_position
 from streaming.generator import GeneratorConfig, Ledger, Spike, TrafficGenerator, read_run, write_run
 
 pytestmark = pytest.mark.unit
@@ -83,17 +83,41 @@ def test_spike_multiplies_rate() -> None:
     assert per_second[5] == 50 and per_second[12] == 500
 
 
-def test_upstream_loss_leaves_source_seq_gaps() -> None:
+def test_upstream_loss_leaves_source_seq_gaps_per_collector_and_tenant() -> None:
     generator = TrafficGenerator(GeneratorConfig(seed=3, duration_s=60, rate_per_s=100, upstream_loss_rate=0.01))
     decoder = EventDecoder()
-    held: dict[str, set[int]] = defaultdict(set)
+    held: dict[tuple[str, str], set[int]] = defaultdict(set)
     for record in generator.records():
         event = decoder.decode(record.data)
         assert isinstance(event, Event)
-        held[event.source_id].add(event.source_seq)
-    lost = {(x["source_id"], x["source_seq"]) for x in generator.ledger.upstream_lost}
-    missing = {(s, n) for s, top in generator.ledger.sources.items() for n in range(1, top + 1) if n not in held[s]}
+        held[(event.source_id, event.tenant_id)].add(event.source_seq)
+    lost = {(x["source_id"], x["tenant_id"], x["source_seq"]) for x in generator.ledger.upstream_lost}
+    missing = {(s, t, n) for s, tenants in generator.ledger.sources.items() for t, top in tenants.items()
+               for n in range(1, top + 1) if n not in held[(s, t)]}
     assert lost == missing and lost
+    assert len({t for _, t, _ in lost}) > 1  # numbering is per tenant: losses name several tenants
+
+
+def test_rejected_records_hold_their_numbers() -> None:
+    """Malformed records come from the same collectors; where their numbers stay readable they take the
+    next number of their (source, tenant) sequence, so valid events plus dead letters leave no hole."""
+    generator = TrafficGenerator(GeneratorConfig(seed=5, duration_s=120, rate_per_s=100, malformed_rate=0.05))
+    decoder = EventDecoder()
+    held: dict[tuple[str, str], set[int]] = defaultdict(set)
+    rejected_with_numbers = 0
+    for record in generator.records():
+        position = sequence_position(record.data)
+        if isinstance(decoder.decode(record.data), Event):
+            assert position is not None
+        elif position is not None:
+            rejected_with_numbers += 1
+            assert position.source_id.startswith("collector-")
+        if position is not None:
+            held[(position.source_id, position.tenant_id)].add(position.source_seq)
+    assert rejected_with_numbers > 50
+    for key, numbers in held.items():
+        assert numbers == set(range(1, len(numbers) + 1)), key
+        assert generator.ledger.sources[key[0]][key[1]] == len(numbers)
 
 
 def test_500_tenants_on_a_zipf_curve() -> None:

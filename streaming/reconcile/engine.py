@@ -20,7 +20,7 @@ from streaming.reconcile.model import (
     ARCHIVE_COLUMNS, EVENT_COLUMNS, PRECEDENCE, SPEED_COLUMNS, WAREHOUSE_COLUMNS, Config, Inputs, Result,
     Table, Verdict,
 )
-from streaming.reconcile.sequences import analyse_sequences
+from streaming.reconcile.sequences import HELD_COLUMNS, analyse_sequences
 
 _EMPTY_EVENTS = pa.table({
     "event_id": pa.array([], pa.string()), "tenant_id": pa.array([], pa.string()),
@@ -28,13 +28,25 @@ _EMPTY_EVENTS = pa.table({
     "source_id": pa.array([], pa.string()), "source_seq": pa.array([], pa.int64()),
 })
 
-# Every layer projected to one wide row shape, so one UNION ALL + GROUP BY sums them all.
+_EMPTY_HELD = pa.table({
+    "tenant_id": pa.array([], pa.string()), "event_type": pa.array([], pa.string()),
+    "minute": pa.array([], pa.int64()), "reason": pa.array([], pa.string()),
+})
+_EMPTY_NUMBERS = pa.table({
+    "source_id": pa.array([], pa.string()), "tenant_id": pa.array([], pa.string()),
+    "source_seq": pa.array([], pa.int64()), "event_id": pa.array([], pa.string()),
+    "minute": pa.array([], pa.int64()),
+})
+
+# Every layer projected to one wide row shape, so one UNION ALL + GROUP BY sums them all. Held cells
+# (``Inputs.held``) add a row of zeros, so a cell that no layer holds yet still shows as pending.
 _WIDE = ("a", "ap", "wr", "wd", "wm", "late", "s", "ca", "cw", "cs", "f")
 _PROJECT = {
     "archive": "n as a, n_present as ap, 0 as wr, 0 as wd, 0 as wm, 0 as late, 0 as s, 1 as ca, 0 as cw, 0 as cs, "
                "forgotten as f",
     "warehouse": "0, 0, rows, distinct_ids, mart, late, 0, 0, 1, 0, 0",
     "speed": "0, 0, 0, 0, 0, 0, n, 0, 0, 1, 0",
+    "held": "0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0",
 }
 
 
@@ -71,7 +83,7 @@ def _verdict_sql() -> tuple[str, str]:
     """
     tol = "greatest($tol_abs, $tol_rel * {x})"
     conditions = {
-        Verdict.PENDING: "open",
+        Verdict.PENDING: "open or held",
         Verdict.ARCHIVE_MISSING: f"a - ap > {tol.format(x='a')}",
         Verdict.WAREHOUSE_MISSING: f"(wr + f < ap - {tol.format(x='ap')}) or (wm < e - {tol.format(x='e')})",
         Verdict.WAREHOUSE_EXTRA: f"(wr > a + {tol.format(x='a')}) or (wm > e + f + (a - ap) + {tol.format(x='e')})",
@@ -115,6 +127,8 @@ class _Run:
         con.register("archive_in", _with_columns(inputs.archive, ARCHIVE_COLUMNS, "archive"))
         con.register("warehouse_in", _with_columns(inputs.warehouse, WAREHOUSE_COLUMNS, "warehouse"))
         con.register("speed_in", _with_columns(inputs.speed, SPEED_COLUMNS, "speed"))
+        con.register("held_in", inputs.held if inputs.held is not None else _EMPTY_HELD)
+        con.register("numbers_in", inputs.numbers if inputs.numbers is not None else _EMPTY_NUMBERS)
         # Closed-before as an epoch minute bound; -inf (a layer with nothing) closes no window.
         closed = self.closed_before
         self.params["closed_min"] = int(closed // 60) if closed != float("-inf") else -(2**62)
@@ -147,6 +161,16 @@ class _Run:
             select tenant_id, event_type, hour from hours
             where a <> ap or a_ck <> ap_ck or wr <> ap or wr_ck <> ap_ck or wm <> wd or wm_ck <> wd_ck
                or s <> wd or s_ck <> wd_ck or (hour + 1) * 60 > $closed_min
+            union
+            select distinct tenant_id::varchar, event_type::varchar, minute::bigint // 60 from held_in
+            where minute >= $lo and minute < $hi
+        """)
+        # Why a cell is held back (a layer that has not read the records that touch it), one line per cell.
+        self._sql("""
+            create temp table held as
+            select tenant_id::varchar as tenant_id, event_type::varchar as event_type, minute::bigint as minute,
+                   string_agg(distinct reason, '; ' order by reason) as reason
+            from held_in where minute >= $lo and minute < $hi group by all
         """)
 
     # -- stage 2: minutes of the drilled hours -------------------------------------------------------
@@ -170,9 +194,13 @@ class _Run:
 
     # -- stage 3: event ids where the archive and the warehouse differ -------------------------------
     def _drill(self) -> pd.DataFrame:
+        # Held cells are left out: a layer has not read them yet, so they need no evidence now.
         hours = [int(h) for (h,) in self._sql("""
-            select distinct minute // 60 from cells
-            where (a <> ap or wr <> ap or wm <> wd) and minute + 1 <= $closed_min order by 1
+            select distinct minute // 60 from cells c
+            where (a <> ap or wr <> ap or wm <> wd) and minute + 1 <= $closed_min
+              and not exists (select 1 from held h where h.tenant_id = c.tenant_id
+                              and h.event_type = c.event_type and h.minute = c.minute)
+            order by 1
         """).fetchall()]
         source = self.inputs.event_ids
         self.drilled = bool(hours) and source is not None
@@ -216,21 +244,35 @@ class _Run:
             with x as (
                 select c.*,
                        case when c.minute // 60 in {drilled_hours} then coalesce(e.e, 0) else c.wd end as e,
-                       c.minute + 1 > $closed_min as open
+                       c.minute + 1 > $closed_min as open,
+                       h.reason is not null as held, h.reason as held_reason
                 from cells c left join e_cells e using (tenant_id, event_type, minute)
+                left join held h using (tenant_id, event_type, minute)
             )
             select tenant_id, event_type, minute, a, ap, wr, wd, wm, s, e, late, f,
-                   {primary} as verdict, {findings} as findings
+                   {primary} as verdict, {findings} as findings,
+                   case when open then $open_reason else held_reason end as pending_reason
             from x
-        """, tol_abs=self.config.tolerance.absolute, tol_rel=float(self.config.tolerance.relative))
+        """, tol_abs=self.config.tolerance.absolute, tol_rel=float(self.config.tolerance.relative),
+                  open_reason=self.inputs.watermarks.open_reason(self.config.lateness_s))
 
     def _sequences(self) -> pd.DataFrame:
         seqs = self.inputs.sequences
         if seqs is None:
-            return pd.DataFrame(columns=["source_id", "first_missing", "last_missing", "missing", "min_minute",
-                                         "max_minute", "verdict", "explained_by"])
+            return pd.DataFrame(columns=["source_id", "tenant_id", "first_missing", "last_missing", "missing",
+                                         "min_minute", "max_minute", "verdict", "explained_by", "pending_reason",
+                                         "event_ids"])
         self.con.register("seq_in", seqs)
-        return analyse_sequences(self.con, "seq_in", "ae", "judged", self.params["lo"], self.params["hi"],
+        columns = ", ".join(HELD_COLUMNS)
+        # Every number any layer holds: raw rows, archive lines of drilled hours, readable dead letters and
+        # the stream records reconciliation read between the layers' positions.
+        self._sql(f"""
+            create temp table held_numbers as
+            select {columns} from seq_in
+            union all select {columns} from ae
+            union all select {columns} from numbers_in
+        """)
+        return analyse_sequences(self.con, "held_numbers", "judged", self.params["lo"], self.params["hi"],
                                  self.params["closed_min"])
 
     def _rollups(self) -> pd.DataFrame:
@@ -279,7 +321,8 @@ class _Run:
         cells = self._sql("""
             select tenant_id, event_type, minute, a as archive, ap as archive_present, wr as warehouse_rows,
                    wd as warehouse_distinct, wm as warehouse_mart, s as speed, e as expected, late,
-                   f as forgotten, verdict, array_to_string(findings, ',') as findings
+                   f as forgotten, verdict, array_to_string(findings, ',') as findings,
+                   case when verdict = 'pending' then pending_reason end as pending_reason
             from judged order by tenant_id, event_type, minute
         """).df()
         hours = self._sql(f"""
@@ -330,9 +373,12 @@ class _Run:
             select coalesce(sum(minutes), 0) from hours h anti join drill_hours d using (tenant_id, event_type, hour)
         """).fetchone()
         summary[Verdict.OK.value] += int(undrilled)
+        # Sequence findings count numbers, not cells: a pending gap is not a pending cell.
+        summary["sequence_pending"] = summary["sequence_explained"] = 0
         if len(sequences):
             for verdict, group in sequences.groupby("verdict"):
-                summary[str(verdict)] = summary.get(str(verdict), 0) + int(group["missing"].sum())
+                key = {Verdict.PENDING.value: "sequence_pending", "explained": "sequence_explained"}.get(str(verdict), str(verdict))
+                summary[key] = summary.get(key, 0) + int(group["missing"].sum())
         summary["late_events"] = int(late["late"].sum()) if len(late) else 0
         summary["cells"] = sum(summary[v.value] for v in PRECEDENCE)
         return summary

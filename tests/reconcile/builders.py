@@ -27,9 +27,10 @@ class Ev:
 
 def traffic(tenants: int = 3, types: tuple[str, ...] = ("page_view", "click"), minutes: int = 120,
             per_cell: int = 2, sources: int = 2) -> list[Ev]:
-    """Every tenant × type × minute gets ``per_cell`` events; sources number them in received order."""
-    seqs = {f"collector-{i}": itertools.count(1) for i in range(sources)}
-    names = list(seqs)
+    """Every tenant × type × minute gets ``per_cell`` events; sources number them per tenant in received
+    order, as collectors do."""
+    names = [f"collector-{i}" for i in range(sources)]
+    seqs = {(src, f"tenant-{t}"): itertools.count(1) for src in names for t in range(tenants)}
     out: list[Ev] = []
     k = 0
     for m in range(minutes):
@@ -38,7 +39,8 @@ def traffic(tenants: int = 3, types: tuple[str, ...] = ("page_view", "click"), m
                 for _ in range(per_cell):
                     src = names[k % sources]
                     k += 1
-                    out.append(Ev(str(uuid.UUID(int=k)), f"tenant-{t}", et, BASE_MINUTE + m, src, next(seqs[src])))
+                    out.append(Ev(str(uuid.UUID(int=k)), f"tenant-{t}", et, BASE_MINUTE + m, src,
+                                  next(seqs[(src, f"tenant-{t}")])))
     return out
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -78,24 +79,26 @@ def test_upstream_gaps_and_late_events_beyond_the_lateness(
     # Every layer agrees on every closed cell: nothing was lost after the stream.
     assert losses(result).empty, losses(result)
 
-    # Loss before the stream: each lost number that has a later number from its source is a gap.
+    # Loss before the stream: each lost number that has a later number from its source and tenant is a
+    # gap, reported with that tenant.
     gaps = result.sequences
-    detectable = [lost for lost in ledger.upstream_lost if lost["source_seq"] < ledger.sources[lost["source_id"]]]
+
+    def gap_of(lost: dict) -> Any:
+        return gaps[(gaps.source_id == lost["source_id"]) & (gaps.tenant_id == lost["tenant_id"])
+                    & (gaps.first_missing <= lost["source_seq"]) & (gaps.last_missing >= lost["source_seq"])]
+
+    detectable = [lost for lost in ledger.upstream_lost
+                  if lost["source_seq"] < ledger.sources[lost["source_id"]][lost["tenant_id"]]]
     assert len(detectable) >= 2
     for lost in detectable:
         minute = minute_of_iso(lost["minute"])
-        hit = gaps[(gaps.source_id == lost["source_id"]) & (gaps.first_missing <= lost["source_seq"])
-                   & (gaps.last_missing >= lost["source_seq"])]
+        hit = gap_of(lost)
         assert len(hit) == 1, lost
         row = hit.iloc[0]
         assert row.min_minute <= minute <= row.max_minute
         assert row.verdict == ("upstream_gap" if row.max_minute + 1 <= closed else "pending")
     assert int(gaps[gaps.verdict.isin(["upstream_gap", "pending"])].missing.sum()) == len(detectable)
-    assert result.summary["upstream_gap"] == sum(1 for lost in detectable
-                                                 if gaps[(gaps.source_id == lost["source_id"])
-                                                         & (gaps.first_missing <= lost["source_seq"])
-                                                         & (gaps.last_missing >= lost["source_seq"])
-                                                         ].iloc[0].verdict == "upstream_gap")
+    assert result.summary["upstream_gap"] == sum(1 for lost in detectable if gap_of(lost).iloc[0].verdict == "upstream_gap")
     assert result.unexplained_loss
 
     # Late beyond the lateness: counted (the cells are ok) and reported as late.
