@@ -97,8 +97,9 @@ class CollectorApp:
     def __init__(self, spool: Spool, keys: WriteKeys, event_map: EventMap, limits: Limits,
                  on_startup: Callable[[CollectorApp], None] | None = None,
                  on_shutdown: Callable[[CollectorApp], None] | None = None,
-                 status: Callable[[], dict[str, Any]] | None = None) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time) -> None:
         self.spool = spool
+        self.clock = clock
         self.keys = keys
         self.event_map = event_map
         self.limits = limits
@@ -215,7 +216,7 @@ class CollectorApp:
         if batch_context is not None and not isinstance(batch_context, dict):
             batch_context = None
 
-        received_at = _received_at(time.time())
+        received_at = _received_at(self.clock())
         source_tail = b',"source_id":"' + self.spool.source_id.encode() + b'","source_seq":'
         builders: list[Callable[[int], tuple[str, bytes]]] = []
         rejections: list[dict[str, Any]] = []

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,8 +52,10 @@ def _client(service: str, settings: Settings, endpoint: str | None, attempts: in
         max_pool_connections=4, tcp_keepalive=True))
 
 
-def build_app(settings: Settings, endpoint: str | None) -> CollectorApp:
-    """The collector for these settings; its spool is recovered and its drainer started at ASGI startup."""
+def build_app(settings: Settings, endpoint: str | None, kinesis: Any = None,
+              clock: Callable[[], float] = time.time) -> CollectorApp:
+    """The collector for these settings; its spool is recovered and its drainer started at ASGI startup.
+    ``kinesis`` and ``clock`` replace the drainer's client and ``received_at``'s clock (tests only)."""
     c = settings.collector
     try:
         event_map = EventMap.load(c.event_map)
@@ -59,7 +63,7 @@ def build_app(settings: Settings, endpoint: str | None) -> CollectorApp:
         raise SettingError("TALLY_COLLECTOR_EVENT_MAP", c.event_map, f"is not a valid event map ({exc})",
                            "fix the file: {tenant: {track event name: click | form_submit}}, '*' for every tenant") from None
     spool = Spool(c.state_dir, c.spool_max_bytes, fsync=c.fsync == "always")
-    kinesis = _client("kinesis", settings, endpoint, attempts=2)
+    kinesis = kinesis or _client("kinesis", settings, endpoint, attempts=2)
     dynamodb = _client("dynamodb", settings, endpoint, attempts=2)
     keys = WriteKeys(lambda: scan_table(dynamodb, c.write_key_table), c.state_dir / "write_keys.json", c.keys_refresh_s)
     drainer: list[Drainer] = []
@@ -85,7 +89,7 @@ def build_app(settings: Settings, endpoint: str | None) -> CollectorApp:
         return out
 
     limits = Limits(c.max_batch_bytes, c.max_message_bytes, settings.max_event_bytes, c.retry_after_s)
-    return CollectorApp(spool, keys, event_map, limits, start, stop, status)
+    return CollectorApp(spool, keys, event_map, limits, start, stop, status, clock)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
