@@ -40,10 +40,14 @@ class Drainer:
     """A thread: spool -> Producer -> Kinesis."""
 
     def __init__(self, spool: Spool, kinesis: Any, stream_name: str, *, max_backoff_s: float = 2.0,
-                 producer_attempts: int = 6, on_sent: Callable[[int], None] | None = None) -> None:
+                 producer_attempts: int = 6, on_sent: Callable[[int], None] | None = None,
+                 linger_s: float = 0.05) -> None:
         self.spool = spool
         self.producer = Producer(kinesis, stream_name, max_attempts=producer_attempts, max_backoff_s=max_backoff_s)
         self.max_backoff_s = max_backoff_s
+        #: A round smaller than a full PutRecords call waits this long for more (each call has a fixed
+        #: cost in botocore and in Kinesis; 50 ms is small against the end-to-end budget of seconds).
+        self.linger_s = linger_s
         self.on_sent = on_sent
         self.stats = DrainerStats()
         self._stop = threading.Event()
@@ -67,6 +71,9 @@ class Drainer:
         at = self.spool.drained
         while not self._stop.is_set():
             records, end = self.spool.read(at, MAX_BATCH_RECORDS, _ROUND_BYTES)
+            if records and len(records) < MAX_BATCH_RECORDS and self.linger_s:
+                self._stop.wait(self.linger_s)
+                records, end = self.spool.read(at, MAX_BATCH_RECORDS, _ROUND_BYTES)
             if not records:
                 if end != at:
                     self.spool.mark_drained(end, 0)

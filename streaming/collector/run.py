@@ -23,7 +23,7 @@ from streaming.aws import aws_client
 from streaming.collector.app import CollectorApp, Limits
 from streaming.collector.drainer import Drainer
 from streaming.collector.segment import EventMap
-from streaming.collector.spool import Spool, spool_status
+from streaming.collector.spool import Spool
 from streaming.collector.writekeys import WriteKeys, scan_table
 from streaming.settings import Settings, SettingError, load_settings
 
@@ -92,16 +92,20 @@ def build_app(settings: Settings, endpoint: str | None, kinesis: Any = None,
     return CollectorApp(spool, keys, event_map, limits, start, stop, status, clock)
 
 
-def serve(settings: Settings, host: str, port: int) -> None:
+def uvicorn_server(app: Any, host: str, port: int) -> Any:
+    """The server the collector runs under (also what its benchmark measures)."""
     import uvicorn
 
-    app = build_app(settings, aws_endpoint(settings))
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on",
-                            loop="uvloop", http="httptools", backlog=2048, timeout_keep_alive=30)
-    server = uvicorn.Server(config)
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                                         lifespan="on", loop="uvloop", http="httptools", backlog=2048,
+                                         timeout_keep_alive=30))
+
+
+def serve(settings: Settings, host: str, port: int, kinesis: Any = None) -> None:
+    server = uvicorn_server(build_app(settings, aws_endpoint(settings), kinesis=kinesis), host, port)
     log.info("collector listening on http://%s:%d", host, port)
     server.run()
-    if getattr(server, "started", True) is False:
+    if not server.started:
         sys.exit(3)
 
 
@@ -120,10 +124,6 @@ def main(argv: list[str] | None = None) -> None:
     except SettingError as exc:
         print(f"tally: {exc}", file=sys.stderr)
         sys.exit(2)
-
-
-def status_of(state_dir: Path) -> dict[str, Any]:
-    return spool_status(state_dir)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ message's raw bytes. The README's collector section has the mapping as a table.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ def _identifier(msg: Mapping[str, Any], name: str) -> str | None | Refusal:
     return value
 
 
+_CANONICAL_TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
 def _timestamp(value: Any, received_at: str) -> str | Refusal:
     """The client's time as RFC 3339 UTC; a time without a zone is taken as UTC (as Segment does)."""
     if value is None:
@@ -98,6 +103,8 @@ def _timestamp(value: Any, received_at: str) -> str | Refusal:
         parsed = dt.datetime.fromisoformat(value)
     except ValueError:
         return Refusal(Reason.INVALID_VALUE, f"`timestamp` {value[:40]!r} is not an ISO-8601 time")
+    if _CANONICAL_TS.fullmatch(value):
+        return value  # valid, and already the envelope's form (what JavaScript's toISOString() sends)
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=_UTC)
     try:
@@ -122,6 +129,8 @@ def event_id_for(tenant: str, message_id: Any) -> str | Refusal:
         return str(uuid.uuid4())
     if isinstance(message_id, bool) or not isinstance(message_id, (str, int)):
         return Refusal(Reason.WRONG_TYPE, f"`messageId` is {type(message_id).__name__}, expected a string")
+    if message_id.__class__ is str and _CANONICAL_UUID.fullmatch(message_id):
+        return message_id  # a canonical UUID already (what the SDKs send)
     text = str(message_id)
     if len(text) > 256:
         return Refusal(Reason.INVALID_VALUE, "`messageId` is longer than 256 characters")
