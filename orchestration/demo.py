@@ -3,16 +3,22 @@
 1. a clean embedded stack (AWS emulator, Redis, DuckDB file), saying what started where;
 2. a day in miniature through the producer into Kinesis, with the speed consumer and the archiver running
    as their own processes: three hours of history (sent as fast as the stream takes it), then a minute of
-   live traffic at the wall clock with a 10x spike; progress bars and live counters while it runs;
+   live traffic at the wall clock with a 10x spike; progress bars and live counters while it runs; then it
+   waits until both have reached the tip of every shard (their recorded positions), stops them, and checks
+   the stream holds nothing after their positions before it says they stopped cleanly;
 3. the batch layer for the hours covered, through the same Dagster definitions the UI shows (runs kept
    in ``DAGSTER_HOME``), then the dbt marts and docs;
 4. reconciliation of the three layers and a summary against the generator's ledger;
 5. the next commands. Everything the demo started is stopped at the end.
+
+``TALLY_DEMO_SCALE`` (0.01-1) shrinks it: the test of the demo's happy path runs it at 0.05. The summary
+is also written as JSON next to the report (``$TALLY_HOME/runs/demo/summary.json``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import shutil
 import signal
@@ -34,11 +40,30 @@ from streaming.settings import SettingError, Settings, load_settings
 
 UTC = dt.timezone.utc
 console = Console()
-HISTORY_S = 3 * 3600
 HISTORY_RATE = 8.0
-LIVE_S = 60
-LIVE_FACTOR = 12.0  # 96 events/s during the live minute...
-SPIKE = (20, 10, 10.0)  # ...and 10x that for 10 s, 20 s into it
+LIVE_FACTOR = 12.0  # 96 events/s during the live minute, and 10x that in the spike
+#: The archiver's flush interval in the demo: short, so it reaches the tip soon after the last record.
+DEMO_ARCHIVE_FLUSH_S = 5
+GROUPS = {"speed": "speed layer", "archiver": "archive"}
+
+
+@dataclass(frozen=True)
+class Size:
+    """The demo's run at ``TALLY_DEMO_SCALE``: 1 = three hours of history for 50 tenants and a live minute."""
+
+    history_s: int
+    tenants: int
+    live_s: int
+
+    @classmethod
+    def at(cls, scale: float) -> Size:
+        return cls(history_s=max(600, int(3 * 3600 * scale) // 60 * 60), tenants=max(5, round(50 * scale)),
+                   live_s=max(20, int(60 * scale)))
+
+    @property
+    def spike(self) -> tuple[int, int, float]:
+        """(seconds into the live part, length, factor): 10x for a sixth of it, a third of the way in."""
+        return self.live_s // 3, max(2, self.live_s // 6), 10.0
 
 
 @dataclass
@@ -52,11 +77,12 @@ def step(phase: Phase, total: int = 5) -> None:
 
 
 @contextmanager
-def background(name: str, argv: list[str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+def background(name: str, argv: list[str], log_dir: Path,
+               env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """A child process for the run's duration; SIGTERM (a clean flush) when the block ends."""
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"demo-{name}.log", "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     try:
         yield proc
     finally:
@@ -109,14 +135,15 @@ def clean_stack(settings: Settings) -> dict[str, Any]:
     return state
 
 
-def generate(settings: Settings, now: float) -> tuple[Any, Any]:
+def generate(settings: Settings, now: float, size: Size) -> tuple[Any, Any]:
     from streaming.generator import GeneratorConfig, Spike, TrafficGenerator
 
-    start = dt.datetime.fromtimestamp(int(now) - HISTORY_S, tz=UTC)
+    start = dt.datetime.fromtimestamp(int(now) - size.history_s, tz=UTC)
+    at, length, factor = size.spike
     config = GeneratorConfig(
-        seed=int(now), tenants=50, start=start.isoformat().replace("+00:00", "Z"), duration_s=HISTORY_S + LIVE_S,
-        rate_per_s=HISTORY_RATE,
-        spikes=(Spike(HISTORY_S, LIVE_S, LIVE_FACTOR), Spike(HISTORY_S + SPIKE[0], SPIKE[1], SPIKE[2])),
+        seed=int(now), tenants=size.tenants, start=start.isoformat().replace("+00:00", "Z"),
+        duration_s=size.history_s + size.live_s, rate_per_s=HISTORY_RATE,
+        spikes=(Spike(size.history_s, size.live_s, LIVE_FACTOR), Spike(size.history_s + at, length, factor)),
         duplicate_rate=0.02, late_rate=0.01, late_delay_s=(30, 900), malformed_rate=0.005,
         max_event_bytes=settings.max_event_bytes,
     )
@@ -144,7 +171,8 @@ def live_view(queries: Any, progress: Progress, tenant: str, since: dt.datetime)
     return Group(progress, table, lag_line)
 
 
-def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: list[Any], now0: float) -> tuple[float, float]:
+def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: list[Any], now0: float,
+                   size: Size) -> tuple[float, float]:
     """Send history fast, then live records at the wall clock; returns (live_start, live_end) epoch."""
     from streaming.aws import aws_client
     from streaming.producer import Producer
@@ -155,7 +183,7 @@ def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: lis
     queries = SpeedQueries(connect(endpoints.redis_url))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     sent = progress.add_task("events sent", total=len(records))
-    start_ms = int(now0 - HISTORY_S) * 1000
+    start_ms = int(now0 - size.history_s) * 1000
     live_start = now0
     history_done = False
     producer = Producer(kinesis, settings.stream_name, on_sent=lambda n: progress.advance(sent, n))
@@ -164,7 +192,7 @@ def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: lis
     with Live(live_view(queries, progress, "tenant-001", since), console=console, refresh_per_second=2) as live:
         for record in records:
             # Late records due after the live minute are sent at its end rather than waited for.
-            due = min((start_ms + record.emit_ms) / 1000.0, now0 + LIVE_S)
+            due = min((start_ms + record.emit_ms) / 1000.0, now0 + size.live_s)
             if due > time.time():
                 producer.flush()
                 if not history_done:
@@ -184,19 +212,55 @@ def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: lis
     return live_start, time.time()
 
 
-def wait_caught_up(endpoints: Any, after: float, timeout_s: float = 60.0) -> None:
-    """Until every speed shard reported MillisBehindLatest 0 at a poll after ``after``."""
-    from streaming.query.api import SpeedQueries
-    from streaming.speed.connect import connect
+def _positions(settings: Settings, endpoints: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The stream's shards and each consumer group's lease (checkpoint and position) per shard."""
+    from streaming.aws import aws_client
+    from streaming.kinesis.leases import LeaseTable
+    from streaming.reconcile.sources.stream import StreamTailReader
 
-    queries = SpeedQueries(connect(endpoints.redis_url))
+    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
+    dynamodb = aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url)
+    shards = StreamTailReader(kinesis, settings.stream_name).shard_ids()
+    leases = {group: LeaseTable(dynamodb, settings.lease_table, group, settings.stream_name).leases() for group in GROUPS}
+    return shards, leases
+
+
+def wait_for_tip(settings: Settings, endpoints: Any, after: float, timeout_s: float = 180.0) -> bool:
+    """Until both consumers' positions say they reached the tip of every shard, seen by a poll that
+    started after ``after`` (the last record sent). True if they did within ``timeout_s``."""
     deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        lag = {k: v for k, v in queries.consumer_lag().items() if k.startswith("speed/")}
-        if lag and all(v.get("millis_behind_latest", 1) == 0 and v.get("at", 0) > after + 1 for v in lag.values()):
-            return
-        time.sleep(0.5)
-    console.print("[yellow]the speed consumer did not report caught-up in time; counters may still be moving[/]")
+    with console.status("waiting for the speed consumer and the archiver to reach the tip of every shard") as status:
+        while time.time() < deadline:
+            shards, leases = _positions(settings, endpoints)
+            behind = [f"{name} on {shard}" for group, name in GROUPS.items() for shard in shards
+                      if not _at_tip_after(leases[group].get(shard), after)]
+            if not behind:
+                return True
+            status.update(f"waiting for the tip of every shard: {', '.join(behind[:4])}"
+                          f"{' ...' if len(behind) > 4 else ''} not there yet")
+            time.sleep(0.5)
+    return False
+
+
+def _at_tip_after(lease: Any, after: float) -> bool:
+    return (lease is not None and lease.position.at_tip and lease.position.observed_at is not None
+            and lease.position.observed_at >= after)
+
+
+def check_stopped(settings: Settings, endpoints: Any) -> bool:
+    """After both consumers stopped: every shard read by both to its end (nothing in the stream after
+    their positions). Prints the positions checked."""
+    from streaming.reconcile.service import Layers, read_positions
+    from streaming.reconcile.sources.archive import ArchiveReader
+
+    layers = Layers.from_settings(settings)
+    snapshot = ArchiveReader(layers.s3, layers.bucket).snapshot(0, 0)
+    view = read_positions(layers, snapshot, _positions(settings, endpoints)[1]["speed"])
+    table = Table("shard", "speed layer position", "archive position", "records after them", title="positions checked")
+    for row in view.shards.itertuples():
+        table.add_row(str(row.shard_id), str(row.speed_seq), str(row.archive_seq), str(row.unread_records))
+    console.print(table)
+    return bool(len(view.shards)) and all(view.shards["read_complete"]) and int(view.shards["unread_records"].sum()) == 0
 
 
 def main() -> None:
@@ -223,29 +287,39 @@ def main() -> None:
 def run(settings: Settings, t0: float) -> None:
     from streaming.stack.manager import resolve_endpoints
 
+    size = Size.at(settings.demo_scale)
     step(Phase(1, "a clean embedded stack"))
     clean_stack(settings)
     endpoints = resolve_endpoints(settings)
     env = {**os.environ, "TALLY_AWS_ENDPOINT_URL": endpoints.aws_endpoint_url or "", "TALLY_REDIS_URL": endpoints.redis_url}
     logs = settings.home / "logs"
 
-    step(Phase(2, "a day in miniature: 3 hours of history, then a live minute with a 10x spike"))
+    step(Phase(2, f"a day in miniature: {size.history_s // 60} minutes of history, then {size.live_s} s live "
+                  "with a 10x spike"))
     now0 = time.time()
-    config, (ledger, records) = generate(settings, now0)
+    config, (ledger, records) = generate(settings, now0, size)
     console.print(f"  generated {len(records):,} records (seed {config.seed}): {ledger.valid_events:,} valid events from "
                   f"{config.tenants} tenants, {ledger.duplicates:,} duplicates, {ledger.late_events:,} late, "
                   f"{sum(ledger.dead_letters.values()):,} malformed")
     py = sys.executable
+    archiver_env = {**env, "TALLY_ARCHIVE_FLUSH_S": str(DEMO_ARCHIVE_FLUSH_S)}
     with background("consumer", [py, "-m", "streaming.speed.run"], logs) as consumer, \
-            background("archiver", [py, "-m", "orchestration.cli", "archive", "--follow"], logs):
-        _ = consumer
-        live_start, live_end = stream_traffic(settings, endpoints, ledger, records, now0)
-        wait_caught_up(endpoints, live_end)
-    console.print("  speed consumer and archiver stopped cleanly (the archiver committed its last batches)")
+            background("archiver", [py, "-m", "orchestration.cli", "archive", "--follow"], logs,
+                       archiver_env) as archiver:
+        live_start, live_end = stream_traffic(settings, endpoints, ledger, records, now0, size)
+        reached = wait_for_tip(settings, endpoints, live_end)
+    codes = {"speed consumer": consumer.returncode, "archiver": archiver.returncode}
+    clean = check_stopped(settings, endpoints)
+    if reached and clean and not any(codes.values()):
+        console.print("  speed consumer and archiver stopped cleanly: both had reached the tip of every shard, "
+                      "and the stream holds nothing after their positions")
+    else:
+        console.print(f"[yellow]  the consumers did not stop cleanly (tip reached: {reached}, nothing left unread: "
+                      f"{clean}, exit codes: {codes}); reconciliation holds what they did not read as pending[/]")
 
     step(Phase(3, "the batch layer through Dagster: raw_events per hour, then dbt build"))
     os.environ.update({k: v for k, v in env.items() if k.startswith("TALLY_")})
-    first_hour = dt.datetime.fromtimestamp(now0 - HISTORY_S, tz=UTC).replace(minute=0, second=0, microsecond=0)
+    first_hour = dt.datetime.fromtimestamp(now0 - size.history_s, tz=UTC).replace(minute=0, second=0, microsecond=0)
     os.environ["TALLY_DUCKDB_PATH"] = str(settings.duckdb_path.resolve())
     batch_log = logs / "demo-batch.log"
     started = time.time()
@@ -265,7 +339,7 @@ def run(settings: Settings, t0: float) -> None:
         raise SystemExit(1)
 
     step(Phase(4, "reconciliation: archive × warehouse × Redis"))
-    summary(settings, endpoints, ledger, now0, live_start, live_end)
+    summary(settings, endpoints, ledger, now0 - size.history_s, live_start, live_end)
 
     step(Phase(5, "next"))
     console.print("  [bold]make ui[/]    Dagster UI on http://127.0.0.1:3000 (lineage, the runs above, checks)")
@@ -275,15 +349,17 @@ def run(settings: Settings, t0: float) -> None:
     console.print(f"demo finished in {time.time() - t0:.0f} s")
 
 
-def summary(settings: Settings, endpoints: Any, ledger: Any, now0: float, live_start: float, live_end: float) -> None:
+def summary(settings: Settings, endpoints: Any, ledger: Any, history_start: float, live_start: float,
+            live_end: float) -> None:
     from streaming.query.api import SpeedQueries
+    from streaming.reconcile.model import Verdict
     from streaming.reconcile.service import Layers, run_reconcile
     from streaming.speed import deadletters
     from streaming.speed.connect import connect
 
     client = connect(endpoints.redis_url)
     queries = SpeedQueries(client)
-    start = dt.datetime.fromtimestamp(now0 - HISTORY_S, tz=UTC).replace(second=0, microsecond=0)
+    start = dt.datetime.fromtimestamp(history_start, tz=UTC).replace(second=0, microsecond=0)
     end = dt.datetime.fromtimestamp(live_end + 120, tz=UTC).replace(second=0, microsecond=0)
     layers = Layers.from_settings(settings)
     run = run_reconcile(settings, layers, start, end, who="make demo")
@@ -294,19 +370,22 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, now0: float, live_s
     # Latency histograms are kept per received minute: the live minute's events, not the backfilled history.
     latency = queries.latency(dt.datetime.fromtimestamp(int(live_start) // 60 * 60, tz=UTC),
                               dt.datetime.fromtimestamp(live_end + 60, tz=UTC))
+    rows: list[tuple[str, int | None, int | None]] = [
+        ("records sent", ledger.records_total, None),
+        ("valid events (deduplicated)", ledger.valid_events, None),
+        ("counted in real time (Redis)", ledger.valid_events, counted),
+        ("archived (with duplicates)", ledger.valid_events + ledger.duplicates, archived),
+        ("in the warehouse (fct_events)", ledger.valid_events, warehouse),
+        ("duplicates removed", ledger.duplicates, None),
+    ]
+    rows += [(f"dead letter {reason}", ledger.dead_letters.get(reason, 0), dead.get(reason, 0))
+             for reason in sorted(set(ledger.dead_letters) | set(dead))]
     table = Table("", "generator ledger", "tally", title="summary")
-    table.add_row("records sent", f"{ledger.records_total:,}", "")
-    table.add_row("valid events (deduplicated)", f"{ledger.valid_events:,}", "")
-    table.add_row("counted in real time (Redis)", f"{ledger.valid_events:,}", f"{counted:,}")
-    table.add_row("archived (with duplicates)", f"{ledger.valid_events + ledger.duplicates:,}", f"{archived:,}")
-    table.add_row("in the warehouse (fct_events)", f"{ledger.valid_events:,}", f"{warehouse:,}")
-    table.add_row("duplicates removed", f"{ledger.duplicates:,}", "")
-    for reason in sorted(set(ledger.dead_letters) | set(dead)):
-        table.add_row(f"dead letter {reason}", f"{ledger.dead_letters.get(reason, 0):,}", f"{dead.get(reason, 0):,}")
+    for label, expected, got in rows:
+        table.add_row(label, f"{expected:,}" if expected is not None else "", f"{got:,}" if got is not None else "")
     table.add_row("event-to-counter p50 / p99", "",
                   f"{latency['p50_s']} s / {latency['p99_s']} s" if latency["events"] else "n/a")
     console.print(table)
-    from streaming.reconcile.model import Verdict
 
     names = {v.value for v in Verdict}
     verdicts = Table("verdict", "cells", title="reconciliation verdicts (tenant × event type × minute)")
@@ -314,12 +393,23 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, now0: float, live_s
         if verdict in names and (n or verdict in ("ok", "pending")):
             verdicts.add_row(verdict, f"{n:,}")
     console.print(verdicts)
-    console.print(f"  {run.result.summary.get('cells', 0):,} cells judged; 'pending' = windows not closed yet "
-                  f"(the live minute ended less than TALLY_ALLOWED_LATENESS_S={settings.allowed_lateness_s} s ago); "
+    pending = run.result.cells[run.result.cells["verdict"] == Verdict.PENDING.value]
+    for reason, n in pending["pending_reason"].value_counts().items():
+        console.print(f"  pending: {n:,} cells, {reason}", highlight=False, markup=False)
+    console.print(f"  {run.result.summary.get('cells', 0):,} cells judged; "
                   f"{run.result.summary.get('late_events', 0):,} events arrived after their window closed and are "
                   "reported as late, not as loss")
     loss = "[red]unexplained loss found[/]" if run.result.unexplained_loss else "[green]no unexplained loss[/]"
     console.print(f"  {loss}; report: [bold]{run.report_path}[/]")
+    out = settings.home / "runs" / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({
+        "rows": [{"row": label, "ledger": expected, "tally": got} for label, expected, got in rows],
+        "verdicts": {k: v for k, v in run.result.summary.items()},
+        "pending_reasons": {str(k): int(v) for k, v in pending["pending_reason"].value_counts().items()},
+        "unexplained_loss": run.result.unexplained_loss,
+        "report": str(run.report_path),
+    }, indent=2))
 
 
 if __name__ == "__main__":

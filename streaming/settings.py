@@ -94,14 +94,24 @@ def _non_negative_int(name: str, raw: str) -> int:
     return value
 
 
-def _fraction(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingError(name, raw, "is not a number", f"set {name} to a fraction between 0 and 1, e.g. 0.001") from None
-    if not 0.0 <= value <= 1.0:
-        raise SettingError(name, raw, "is not between 0 and 1", f"set {name} to a fraction between 0 and 1, e.g. 0.001")
-    return value
+def _between(low: float, high: float, example: str) -> Callable[[str, str], float]:
+    """A parser of a number between ``low`` and ``high`` (inclusive)."""
+
+    def parse(name: str, raw: str) -> float:
+        fix = f"set {name} to a fraction between {low:g} and {high:g}, e.g. {example}"
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError(name, raw, "is not a number", fix) from None
+        if not low <= value <= high:
+            raise SettingError(name, raw, f"is not between {low:g} and {high:g}", fix)
+        return value
+
+    return parse
+
+
+_fraction = _between(0.0, 1.0, "0.001")
+_scale = _between(0.01, 1.0, "0.05")
 
 
 def _text(name: str, raw: str) -> str:
@@ -206,6 +216,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_SPEED_TTL_HOUR_S", "1209600", "speed layer: hour counters and hourly top pages live this long after their last write (seconds)", _positive_int),
     Setting("TALLY_RECONCILE_TOLERANCE_ABS", "0", "reconciliation: a cell whose layers differ by at most this many events is ok (0 = exact)", _non_negative_int),
     Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
+    Setting("TALLY_DEMO_SCALE", "1", "`make demo`'s size: 1 = three hours of history for 50 tenants and a live minute; 0.05 = a few minutes of each (the test of the demo's happy path)", _scale),
+    Setting("TALLY_RECONCILE_MAX_STREAM_READ", "2000000", "reconciliation reads at most this many stream records (all shards) after the lagging layer's position; past it, every cell where that layer has less is held pending", _positive_int),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
     Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
     Setting("TALLY_COLLECTOR_HOST", "127.0.0.1", "collector: address it listens on (loopback by default; 0.0.0.0 behind a load balancer)", _host),
@@ -403,6 +415,8 @@ class Settings:
     speed_ttl_day_s: int = 7_776_000
     reconcile_tolerance_abs: int = 0
     reconcile_tolerance_rel: float = 0.0
+    reconcile_max_stream_read: int = 2_000_000
+    demo_scale: float = 1.0
     snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     privacy_salt: str = field(default="", repr=False)
@@ -461,6 +475,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
         reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
         reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),
+        reconcile_max_stream_read=_get(env, "TALLY_RECONCILE_MAX_STREAM_READ"),
+        demo_scale=_get(env, "TALLY_DEMO_SCALE"),
         snowflake=_snowflake_settings(env),
         collector=_collector_settings(env, home),
         privacy_salt=_get(env, "TALLY_PRIVACY_SALT") or "",

@@ -37,3 +37,30 @@ def test_demo_fails_fast_on_a_broken_setting(tmp_path: Path, env: dict[str, str]
     if state.exists():  # whatever the demo started before it failed is stopped again
         for component in json.loads(state.read_text()).values():
             assert not pid_alive(component.get("pid"))
+
+
+@pytest.mark.slow
+def test_the_demos_happy_path_equals_the_ledger_in_every_row(tmp_path: Path) -> None:
+    """`make demo` at a reduced size (TALLY_DEMO_SCALE): every layer equals the generator's ledger, both
+    consumers stop at the tip, and reconciliation finds nothing but ok, pending and late."""
+    home = tmp_path / "home"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TALLY_HOME": str(home),
+           "DAGSTER_HOME": str(home / "dagster_home"), "TALLY_DEMO_SCALE": "0.05"}
+    (home / "dagster_home").mkdir(parents=True)
+    proc = subprocess.run([sys.executable, "-m", "orchestration.demo"], env=env, capture_output=True, text=True,
+                          timeout=900, cwd=Path(__file__).resolve().parents[1])
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "stopped cleanly" in out and "Traceback" not in out
+    summary = json.loads((home / "runs" / "demo" / "summary.json").read_text())
+    compared = [r for r in summary["rows"] if r["ledger"] is not None and r["tally"] is not None]
+    assert len(compared) >= 5
+    assert [r for r in compared if r["ledger"] != r["tally"]] == []
+    assert not summary["unexplained_loss"]
+    judged = {k: v for k, v in summary["verdicts"].items() if k in ("archive_missing", "warehouse_missing",
+              "warehouse_extra", "speed_missing", "speed_extra", "upstream_gap", "upstream_duplicate")}
+    assert set(judged.values()) == {0}, judged
+    assert summary["verdicts"]["ok"] > 0
+    state = home / "stack.json"
+    for component in json.loads(state.read_text()).values() if state.exists() else []:
+        assert not pid_alive(component.get("pid"))

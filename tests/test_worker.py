@@ -335,3 +335,48 @@ def test_a_shard_waiting_for_its_page_does_not_hold_up_the_others(kinesis, dynam
     [(started, ended)] = slow_calls
     others = [t for t, shard in processed if shard != slow_shard[0] and started < t < ended]
     assert len(others) >= 4, f"only {len(others)} pages of the other shard processed during the slow read"
+
+
+class Lagging(Collector):
+    """Commits all but the last record of each page (a sink that buffers, like the archiver)."""
+
+    def process_batch(self, ctx: ShardContext, records: list[StreamRecord], lag: int) -> str | None:
+        if not records:
+            return None
+        self.sink.extend((r.shard_id, r.data, ctx.lease_token) for r in records)
+        return records[-2].sequence_number if len(records) > 1 else None
+
+
+def _stream_records(kinesis: Any, stream: str) -> dict[str, list[dict[str, Any]]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    for shard in kinesis.list_shards(StreamName=stream)["Shards"]:
+        it = kinesis.get_shard_iterator(StreamName=stream, ShardId=shard["ShardId"],
+                                        ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+        out[shard["ShardId"]] = kinesis.get_records(ShardIterator=it, Limit=10_000)["Records"]
+    return out
+
+
+def test_positions_record_the_checkpoint_its_arrival_and_the_tip(kinesis, dynamodb, stream_name, lease_table) -> None:
+    put(kinesis, stream_name, [f"p{i}".encode() for i in range(200)])
+    sent_at = time.time()
+    make_worker(kinesis, dynamodb, stream_name, lease_table, []).run_until_caught_up(30)
+    records = _stream_records(kinesis, stream_name)
+    leases = LeaseTable(dynamodb, lease_table, "test", stream_name).leases()
+    assert set(leases) == set(records)
+    for shard_id, lease in leases.items():
+        last = records[shard_id][-1]
+        assert lease.checkpoint == last["SequenceNumber"]
+        assert lease.position.arrival == pytest.approx(last["ApproximateArrivalTimestamp"].timestamp(), abs=1e-3)
+        assert lease.position.at_tip
+        assert lease.position.observed_at is not None and lease.position.observed_at >= sent_at - 1
+
+    # A group whose sink holds the last record of each page back is never at the tip: its position is
+    # the record before, with that record's arrival time.
+    table = LeaseTable(dynamodb, lease_table, "lagging", stream_name)
+    Worker(kinesis, dynamodb, stream_name, lease_table, "lagging", lambda: Lagging([]),
+           config=WorkerConfig(lease_duration_s=3.0, idle_poll_interval_s=0.05)).run_until_caught_up(30)
+    for shard_id, lease in table.leases().items():
+        before_last = records[shard_id][-2]
+        assert lease.checkpoint == before_last["SequenceNumber"]
+        assert lease.position.arrival == pytest.approx(before_last["ApproximateArrivalTimestamp"].timestamp(), abs=1e-3)
+        assert not lease.position.at_tip

@@ -43,6 +43,12 @@ class ReconcileResource(dg.ConfigurableResource):
         )
 
     def dynamodb(self) -> Any:
+        return self._aws("dynamodb")
+
+    def kinesis(self) -> Any:
+        return self._aws("kinesis")
+
+    def _aws(self, service: str) -> Any:
         from streaming.aws import aws_client
 
         endpoint = self.endpoint_url
@@ -50,7 +56,7 @@ class ReconcileResource(dg.ConfigurableResource):
             from streaming.stack.manager import resolve_endpoints
 
             endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
-        return aws_client("dynamodb", self.region, endpoint)
+        return aws_client(service, self.region, endpoint)
 
     def layers(self, s3: Any, redis: Any, warehouse: Any) -> Any:
         """The service's view of the layers from the shared resources."""
@@ -58,7 +64,8 @@ class ReconcileResource(dg.ConfigurableResource):
 
         return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
                       warehouse=warehouse_reader(warehouse), dynamodb=self.dynamodb(),
-                      lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group)
+                      lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group,
+                      kinesis=self.kinesis())
 
 
 def warehouse_reader(warehouse: Any) -> Any:

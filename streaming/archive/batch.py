@@ -5,7 +5,9 @@ as the line's ``event`` value (they are one JSON object; msgspec.Raw writes and 
 bytes), so the warehouse parses each event once, straight into typed columns. A valid record whose
 bytes contain a line break (pretty-printed JSON) cannot sit inside a JSON line verbatim: it goes in
 ``data`` as a string instead. A rejected record's line carries its bytes base64-encoded with the
-rejection reason and detail. Records are split into one object per hour
+rejection reason and detail, and the numbers it still carries (``source_id``, ``tenant_id``,
+``source_seq``, read by :func:`streaming.events.sequence_position`: a dead letter holds its number, so
+the sequence analysis must not see a gap there). Records are split into one object per hour
 of ``received_at`` (a rejected record has no trustworthy ``received_at``: it goes to the hour it
 arrived on the stream), so a late event lands in its own, older hour's prefix.
 
@@ -31,7 +33,7 @@ from typing import Any, Protocol
 import msgspec
 
 from streaming.archive.layout import BatchRange, hour_start, object_key
-from streaming.events import Event, EventDecoder, Rejection
+from streaming.events import Event, EventDecoder, Rejection, sequence_position
 from streaming.kinesis.processor import StreamRecord
 
 MANIFEST_VERSION = 1
@@ -49,6 +51,10 @@ class ArchiveLine(msgspec.Struct, omit_defaults=True):
     data_b64: str | None = None
     reason: str | None = None
     detail: str | None = None
+    #: A rejected record's numbers, when its bytes still carry them (sequence_position).
+    source_id: str | None = None
+    tenant_id: str | None = None
+    source_seq: int | None = None
 
 
 _line_encoder = msgspec.json.Encoder()
@@ -145,9 +151,11 @@ def build_batch(
             assert isinstance(result, Rejection)
             part = parts[int(rec.arrival_ts) // 3600]
             part.dead_letters[result.reason.value] += 1
+            number = sequence_position(rec.data)
             line = ArchiveLine(rec.shard_id, rec.sequence_number, rec.partition_key, rec.arrival_ts,
                                data_b64=base64.b64encode(rec.data).decode("ascii"), reason=result.reason.value,
-                               detail=result.detail[:500])
+                               detail=result.detail[:500],
+                               **(number._asdict() if number is not None else {}))
         part.records += 1
         part.lines.append(_line_encoder.encode(line))
     batch = BatchRange(shard_id, records[0].sequence_number, records[-1].sequence_number)

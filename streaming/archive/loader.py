@@ -1,7 +1,8 @@
 """Load committed archive objects into the DuckDB warehouse's raw tables, an hour at a time.
 
 ``raw.events`` gets one row per archived valid record (its envelope fields as delivered, plus where it
-came from); ``raw.dead_letters`` one row per rejected record (reason, detail, the raw bytes). Both are
+came from); ``raw.dead_letters`` one row per rejected record (reason, detail, the raw bytes, and the numbers it still
+carries: ``source_id``, ``tenant_id``, ``source_seq``, null where unreadable). Both are
 partitioned by ``_archive_hour`` (the hour prefix the object lives under). Loading a set of hours
 deletes exactly those hours and inserts their committed objects in one transaction, so re-loading an
 hour replaces it and never duplicates it.
@@ -39,7 +40,12 @@ DDL = (
     f"""create table if not exists {RAW_SCHEMA}.dead_letters (
         reason varchar, detail varchar, raw_base64 varchar,
         _shard_id varchar, _sequence_number varchar, _partition_key varchar, _arrival_at timestamp,
-        _archive_key varchar, _archive_hour timestamp, _loaded_at timestamp)""",
+        _archive_key varchar, _archive_hour timestamp, _loaded_at timestamp,
+        source_id varchar, tenant_id varchar, source_seq bigint)""",
+    # Tables made before dead letters carried their numbers.
+    f"alter table {RAW_SCHEMA}.dead_letters add column if not exists source_id varchar",
+    f"alter table {RAW_SCHEMA}.dead_letters add column if not exists tenant_id varchar",
+    f"alter table {RAW_SCHEMA}.dead_letters add column if not exists source_seq bigint",
 )
 
 #: The envelope as DuckDB parses it, straight from the archive line (one parse per event).
@@ -48,7 +54,8 @@ _EVENT_STRUCT = ("STRUCT(event_id VARCHAR, tenant_id VARCHAR, event_type VARCHAR
                  "schema_version INTEGER, properties JSON)")
 _LINE_COLUMNS = ("{'shard_id': 'VARCHAR', 'sequence_number': 'VARCHAR', 'partition_key': 'VARCHAR', "
                  f"'arrival_ts': 'DOUBLE', 'event': '{_EVENT_STRUCT}', 'data': 'VARCHAR', 'data_b64': 'VARCHAR', "
-                 "'reason': 'VARCHAR', 'detail': 'VARCHAR'}")
+                 "'reason': 'VARCHAR', 'detail': 'VARCHAR', "
+                 "'source_id': 'VARCHAR', 'tenant_id': 'VARCHAR', 'source_seq': 'BIGINT'}")
 _JSON_STRUCT = ('{"event_id":"VARCHAR","tenant_id":"VARCHAR","event_type":"VARCHAR","anonymous_id":"VARCHAR",'
                 '"user_id":"VARCHAR","occurred_at":"VARCHAR","received_at":"VARCHAR","source_id":"VARCHAR",'
                 '"source_seq":"BIGINT","schema_version":"INTEGER","properties":"JSON"}')
@@ -144,8 +151,11 @@ def _replace(conn: Any, hours: Sequence[dt.datetime], objects: list[CommittedObj
             """).fetchone()[0]
             dead = conn.execute(f"""
                 insert into {RAW_SCHEMA}.dead_letters
+                    (reason, detail, raw_base64, _shard_id, _sequence_number, _partition_key, _arrival_at,
+                     _archive_key, _archive_hour, _loaded_at, source_id, tenant_id, source_seq)
                 select reason, detail, data_b64, shard_id, sequence_number, partition_key,
-                       to_timestamp(arrival_ts)::timestamp, archive_key, archive_hour, now()::timestamp
+                       to_timestamp(arrival_ts)::timestamp, archive_key, archive_hour, now()::timestamp,
+                       source_id, tenant_id, source_seq
                 from _load_lines where data_b64 is not null
             """).fetchone()[0]
             conn.execute("drop table _load_lines")

@@ -1,6 +1,7 @@
 """Shard leases in DynamoDB: who processes which shard, with a fencing token, and where it got to.
 
-One item per (group, stream, shard): ``owner``, ``token``, ``expires_at``, ``checkpoint``. Every change of
+One item per (group, stream, shard): ``owner``, ``token``, ``expires_at``, ``checkpoint``, and the shard's
+*position* (``pos_arrival``, ``pos_tip``, ``pos_at``: see :class:`Position`). Every change of
 owner increments ``token`` by a conditional write, so a token is held by exactly one worker and a newer
 owner always has a larger one: sinks that store the token next to their data (Redis markers) can refuse
 a write from a worker that lost its lease but has not noticed yet. Renewals and checkpoints are
@@ -26,15 +27,43 @@ SHARD_END = "SHARD_END"
 
 
 @dataclass(frozen=True)
+class Position:
+    """How far a consumer group has read a shard, beside its checkpoint (the last sequence number it
+    applied or committed). ``arrival`` is that record's ApproximateArrivalTimestamp; ``observed_at`` the
+    start of the last GetRecords call whose page the worker processed; ``at_tip`` that this call returned
+    nothing more (MillisBehindLatest 0) with everything read committed: every record that arrived on the
+    shard before ``observed_at`` has then been applied. Reconciliation reads these (and the stream after
+    them) to judge only what every layer has had the chance to see."""
+
+    arrival: float | None = None
+    at_tip: bool = False
+    observed_at: float | None = None
+
+
+@dataclass(frozen=True)
 class Lease:
     shard_id: str
     owner: str | None
     token: int
     expires_at: float
     checkpoint: str | None
+    position: Position = Position()
 
     def expired(self, now: float) -> bool:
         return self.owner is None or self.expires_at < now
+
+
+def _position_update(position: Position) -> tuple[str, dict[str, Any]]:
+    """The SET clauses (appended to an UpdateExpression) and values that record ``position``."""
+    expression = ", pos_tip = :tip"
+    values: dict[str, Any] = {":tip": {"BOOL": position.at_tip}}
+    if position.arrival is not None:
+        expression += ", pos_arrival = :arr"
+        values[":arr"] = {"N": repr(position.arrival)}
+    if position.observed_at is not None:
+        expression += ", pos_at = :at"
+        values[":at"] = {"N": repr(position.observed_at)}
+    return expression, values
 
 
 class LeaseLost(RuntimeError):
@@ -66,6 +95,11 @@ class LeaseTable:
             token=int(item.get("token", {}).get("N", "0")),
             expires_at=float(item.get("expires_at", {}).get("N", "0")),
             checkpoint=item.get("checkpoint", {}).get("S"),
+            position=Position(
+                arrival=float(item["pos_arrival"]["N"]) if "pos_arrival" in item else None,
+                at_tip=bool(item.get("pos_tip", {}).get("BOOL", False)),
+                observed_at=float(item["pos_at"]["N"]) if "pos_at" in item else None,
+            ),
         )
 
     def _scan(self) -> Iterator[dict[str, Any]]:
@@ -141,12 +175,38 @@ class LeaseTable:
                 raise LeaseLost(lease.shard_id) from None
             raise
 
-    def renew(self, lease: Lease, duration_s: float) -> Lease:
-        attrs = self._owned_update(lease, "SET expires_at = :exp", {":exp": {"N": repr(time.time() + duration_s)}})
-        return self._parse(attrs)
+    def renew(self, lease: Lease, duration_s: float, position: Position | None = None) -> Lease:
+        expression, values = "SET expires_at = :exp", {":exp": {"N": repr(time.time() + duration_s)}}
+        if position is not None:
+            more, position_values = _position_update(position)
+            expression += more
+            values.update(position_values)
+        return self._parse(self._owned_update(lease, expression, values))
 
-    def checkpoint(self, lease: Lease, sequence: str) -> Lease:
-        return self._parse(self._owned_update(lease, "SET checkpoint = :cp", {":cp": {"S": sequence}}))
+    def checkpoint(self, lease: Lease, sequence: str, position: Position | None = None) -> Lease:
+        expression, values = "SET checkpoint = :cp", {":cp": {"S": sequence}}
+        if position is not None:
+            more, position_values = _position_update(position)
+            expression += more
+            values.update(position_values)
+        return self._parse(self._owned_update(lease, expression, values))
+
+    def record_position(self, shard_id: str, sequence: str, position: Position) -> None:
+        """Record a position where no lease is held (the Lambda handler: the event source mapping owns
+        the shard). The checkpoint never moves back: a re-delivered older batch leaves it as it is."""
+        expression, values = _position_update(position)
+        try:
+            self.ddb.update_item(
+                TableName=self.table, Key=self._key(shard_id),
+                UpdateExpression="SET checkpoint = :cp, shard_id = :sid" + expression,
+                ConditionExpression="attribute_not_exists(checkpoint) OR size(checkpoint) < :len "
+                                    "OR (size(checkpoint) = :len AND checkpoint < :cp)",
+                ExpressionAttributeValues={":cp": {"S": sequence}, ":sid": {"S": shard_id},
+                                           ":len": {"N": str(len(sequence))}, **values},
+            )
+        except ClientError as exc:
+            if not _conditional_failed(exc):
+                raise
 
     def release(self, lease: Lease) -> None:
         """Give the shard up (clean shutdown): the next taker need not wait for expiry."""

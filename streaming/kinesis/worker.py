@@ -8,6 +8,10 @@ between polls; while a busy shard's page is processed, its next GetRecords call 
 (``read_ahead``, from a small thread pool, no sooner than the per-shard limit allows), so a consumer
 does not wait for the stream between pages.
 
+Beside each checkpoint the worker records the shard's *position* (:class:`~streaming.kinesis.leases.Position`:
+the checkpointed record's arrival time, and whether the last poll found the shard's tip with everything
+read committed), on every checkpoint and lease renewal: reconciliation and ``make demo`` read it.
+
 If ``process_batch`` raises, the records are kept and offered again after a backoff; the checkpoint does
 not move and the loop keeps renewing leases, so a failing sink (Redis down) makes the worker wait, never
 skip. A worker that finds its lease taken calls ``lease_lost`` and forgets the shard.
@@ -28,7 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable
+from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable, Position
 from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,11 @@ class _Owned:
     ahead: Future[dict[str, Any]] | None = None
     #: When the shard's last GetRecords call started: the next may start MIN_POLL_INTERVAL_S later.
     last_call_at: float = 0.0
+    #: When the call that returned ``pending`` started (the time an empty page proves the tip at).
+    pending_called_at: float = 0.0
+    #: Pages processed but not yet wholly covered by a checkpoint (to know the checkpoint's arrival time).
+    unacked: list[list[StreamRecord]] = field(default_factory=list)
+    position: Position = field(default_factory=Position)
 
     def waiting(self) -> bool:
         """Nothing to process until the page read ahead arrives: polling now would only wait for it."""
@@ -98,6 +107,23 @@ def _to_record(shard_id: str, raw: Any) -> StreamRecord:
     arrival = raw.get("ApproximateArrivalTimestamp")
     ts = arrival.timestamp() if hasattr(arrival, "timestamp") else float(arrival or 0.0)
     return StreamRecord(shard_id, raw["SequenceNumber"], raw["PartitionKey"], raw["Data"], ts)
+
+
+def _settle_unacked(owned: _Owned, safe: str, arrival: float | None) -> float | None:
+    """The arrival time of record ``safe`` (else ``arrival``); drops the pages the checkpoint now covers."""
+    target = int(safe)
+    keep: list[list[StreamRecord]] = []
+    for page in owned.unacked:
+        last = page[-1]
+        if int(last.sequence_number) <= target:
+            if int(last.sequence_number) == target:
+                arrival = last.arrival_ts
+            continue
+        if int(page[0].sequence_number) <= target:  # a commit inside a page (the archiver's bounded batches)
+            arrival = next((r.arrival_ts for r in page if int(r.sequence_number) == target), arrival)
+        keep.append(page)
+    owned.unacked = keep
+    return arrival
 
 
 @dataclass
@@ -191,7 +217,7 @@ class Worker:
     def _renew(self) -> None:
         for shard_id, owned in list(self._owned.items()):
             try:
-                owned.lease = self.leases.renew(owned.lease, self.config.lease_duration_s)
+                owned.lease = self.leases.renew(owned.lease, self.config.lease_duration_s, owned.position)
             except LeaseLost:
                 self._lose(shard_id)
 
@@ -220,6 +246,7 @@ class Worker:
                 return
             owned.pending = [_to_record(shard_id, r) for r in page["Records"]]
             owned.pending_lag = int(page.get("MillisBehindLatest", 0))
+            owned.pending_called_at = owned.last_call_at
             owned.iterator = page.get("NextShardIterator")
             metrics.last_poll_at = now
             busy = len(owned.pending) >= self.config.max_records or owned.pending_lag > 0
@@ -241,8 +268,8 @@ class Worker:
         metrics.records += len(records)
         if records:
             owned.last_read = records[-1].sequence_number
-        if safe is not None:
-            owned.lease = self.leases.checkpoint(owned.lease, safe)
+            owned.unacked.append(records)
+        self._record_position(owned, safe, records, lag)
         if owned.iterator is None:
             self._end_shard(shard_id, owned)
             return
@@ -251,6 +278,20 @@ class Worker:
         # *started* (a page that took longer to fetch and process than that is followed at once).
         owned.next_poll_at = max(owned.last_call_at + MIN_POLL_INTERVAL_S,
                                  now if records else now + self.config.idle_poll_interval_s)
+
+    def _record_position(self, owned: _Owned, safe: str | None, records: list[StreamRecord], lag: int) -> None:
+        """Checkpoint ``safe`` with the shard's position; write the position alone when only it changed."""
+        arrival = owned.position.arrival
+        if safe is not None and safe != owned.lease.checkpoint:
+            arrival = _settle_unacked(owned, safe, arrival)
+        committed = safe if safe is not None else owned.lease.checkpoint
+        at_tip = not records and lag == 0 and committed == owned.last_read
+        before = owned.position
+        owned.position = Position(arrival, at_tip, owned.pending_called_at)
+        if safe is not None and safe != owned.lease.checkpoint:
+            owned.lease = self.leases.checkpoint(owned.lease, safe, owned.position)
+        elif at_tip != before.at_tip:
+            owned.lease = self.leases.renew(owned.lease, self.config.lease_duration_s, owned.position)
 
     def _get_records(self, owned: _Owned, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
         """One GetRecords call, no sooner than ``not_before`` (the shard's next allowed poll)."""
@@ -276,7 +317,7 @@ class Worker:
 
     def _end_shard(self, shard_id: str, owned: _Owned) -> None:
         owned.processor.shard_ended(owned.ctx)
-        self.leases.checkpoint(owned.lease, SHARD_END)
+        self.leases.checkpoint(owned.lease, SHARD_END, Position(owned.position.arrival, True, time.time()))
         self.leases.release(owned.lease)
         del self._owned[shard_id]
         self._next_balance_at = 0.0  # children may be ready now

@@ -245,16 +245,26 @@ class _Run:
                 select c.*,
                        case when c.minute // 60 in {drilled_hours} then coalesce(e.e, 0) else c.wd end as e,
                        c.minute + 1 > $closed_min as open,
-                       h.reason is not null as held, h.reason as held_reason
+                       h.reason as listed_reason
                 from cells c left join e_cells e using (tenant_id, event_type, minute)
                 left join held h using (tenant_id, event_type, minute)
-            )
+            ),
+            -- A layer whose unread records could not all be read: hold every cell where it has less.
+            y as (
+                select x.*, coalesce(listed_reason,
+                           case when $unb_speed is not null and s < e then $unb_speed end,
+                           case when $unb_archive is not null and (a < s or e < s) then $unb_archive end)
+                           as held_reason
+                from x
+            ),
+            x2 as (select y.*, held_reason is not null as held from y)
             select tenant_id, event_type, minute, a, ap, wr, wd, wm, s, e, late, f,
                    {primary} as verdict, {findings} as findings,
                    case when open then $open_reason else held_reason end as pending_reason
-            from x
+            from x2
         """, tol_abs=self.config.tolerance.absolute, tol_rel=float(self.config.tolerance.relative),
-                  open_reason=self.inputs.watermarks.open_reason(self.config.lateness_s))
+                  open_reason=self.inputs.watermarks.open_reason(self.config.lateness_s),
+                  unb_speed=self.inputs.unbounded.get("speed layer"), unb_archive=self.inputs.unbounded.get("archive"))
 
     def _sequences(self) -> pd.DataFrame:
         seqs = self.inputs.sequences

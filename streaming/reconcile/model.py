@@ -178,6 +178,9 @@ class Inputs:
     rollups: Table | None = None  # ROLLUP_COLUMNS: the hour and day counters each layer serves
     held: Table | None = None  # HELD_CELL_COLUMNS: cells a lagging layer has not reached (see Positions)
     numbers: Table | None = None  # sequences.HELD_COLUMNS: numbers held by dead letters and unread records
+    #: Layers ("speed layer", "archive") whose unread records could not all be read, with why: every
+    #: cell where such a layer holds less than the others is held (see Positions).
+    unbounded: dict[str, str] = field(default_factory=dict)
     start_minute: int | None = None
     end_minute: int | None = None  # exclusive
 

@@ -57,14 +57,22 @@ def analyse_sequences(con: duckdb.DuckDBPyConnection, held_table: str, judged_ta
                    list(distinct event_id order by event_id) filter (where event_id is not null) as event_ids
             from held group by all
         ),
+        -- A number held only by a dead letter has no minute: the bracket runs to the nearest numbers
+        -- that have one.
         ordered as (
-            select *, lag(source_seq) over w as prev_seq, lag(minute) over w as prev_minute
-            from numbers window w as (partition by source_id, tenant_id order by source_seq)
+            select *, lag(source_seq) over (partition by source_id, tenant_id order by source_seq) as prev_seq,
+                   last_value(minute ignore nulls) over (
+                       partition by source_id, tenant_id order by source_seq
+                       rows between unbounded preceding and 1 preceding) as prev_minute,
+                   first_value(minute ignore nulls) over (
+                       partition by source_id, tenant_id order by source_seq
+                       rows between current row and unbounded following) as next_minute
+            from numbers
         ),
         gaps as (
             select source_id, tenant_id, prev_seq + 1 as first_missing, source_seq - 1 as last_missing,
                    source_seq - prev_seq - 1 as missing,
-                   least(prev_minute, minute) as min_minute, greatest(prev_minute, minute) as max_minute,
+                   least(prev_minute, next_minute) as min_minute, greatest(prev_minute, next_minute) as max_minute,
                    []::varchar[] as event_ids, '{gap}' as kind
             from ordered where source_seq - prev_seq > 1
         ),

@@ -1,8 +1,15 @@
 """Reconcile a time range of the real layers: read them, judge, report (what the CLI and Dagster call).
 
 This is the thin shell around the pure core: it builds the three count tables from S3, DuckDB and
-Redis, the watermarks (archive manifests, warehouse max ``received_at``, the speed consumer's lease
-checkpoints mapped through the manifests), the drill-down source and the sequence evidence.
+Redis, the positions (:mod:`streaming.reconcile.positions`: each stream reader's position per shard and
+the stream records after the lower one, which give the layers' clocks and the held cells), the cells
+the warehouse has not loaded or built yet, the drill-down source and the sequence evidence.
+
+The layers are read in an order that keeps every difference explainable: the warehouse first (it only
+loads committed archive objects, so the archive read after it holds at least what it holds; its reads
+are repeated until a load or build does not commit in between), then the archive's manifests, then the
+speed layer's checkpoints *before* its counters (Redis applies before it checkpoints, so the counters
+hold at least what the checkpoints say), then the stream after the lower position of each shard.
 """
 
 from __future__ import annotations
@@ -16,17 +23,22 @@ from typing import Any
 
 import pandas as pd
 
-from streaming.kinesis.leases import LeaseTable
+from streaming.kinesis.leases import SHARD_END, Lease, LeaseTable
 from streaming.reconcile.engine import reconcile
-from streaming.reconcile.model import Config, Inputs, Result, Tolerance, Watermarks
+from streaming.reconcile.model import HELD_CELL_COLUMNS, Config, Inputs, Result, Tolerance, Watermarks
+from streaming.reconcile.positions import LayerPosition, PositionsView, ShardPositions, judge_positions
 from streaming.reconcile.report import RunInfo, write_report
-from streaming.reconcile.sequences import SEQUENCE_MARGIN_MIN
+from streaming.reconcile.sequences import HELD_COLUMNS, SEQUENCE_MARGIN_MIN
 from streaming.reconcile.sources.archive import ArchiveReader, ArchiveSnapshot
-from streaming.reconcile.sources.speed import SpeedReader, speed_watermark
+from streaming.reconcile.sources.speed import SpeedReader
+from streaming.reconcile.sources.stream import StreamTailReader
 from streaming.reconcile.sources.warehouse import WarehouseReader
 from streaming.settings import Settings
 
 SPEED_GROUP = "speed"
+ARCHIVE_GROUP = "archiver"
+#: A load committing while the warehouse is read makes its reads disagree: read again, this many times.
+_WAREHOUSE_READ_ATTEMPTS = 5
 UTC = dt.timezone.utc
 
 
@@ -43,6 +55,10 @@ class Layers:
     lease_table: str | None = None
     stream_name: str | None = None
     speed_group: str = SPEED_GROUP
+    #: Kinesis: without it the stream between the layers' positions is not read, and the recorded
+    #: positions (arrival times, tips) stand in for it.
+    kinesis: Any | None = None
+    max_stream_read: int = 2_000_000
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Layers:
@@ -59,6 +75,8 @@ class Layers:
             dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url),
             lease_table=settings.lease_table,
             stream_name=settings.stream_name,
+            kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url),
+            max_stream_read=settings.reconcile_max_stream_read,
         )
 
 
@@ -94,35 +112,119 @@ def minute_of(ts: dt.datetime) -> int:
     return int(ts.timestamp()) // 60
 
 
-def collect(layers: Layers, start_minute: int, end_minute: int, lateness_s: int) -> tuple[Inputs, ArchiveSnapshot]:
-    """Read the three layers for ``[start_minute, end_minute)`` into the core's inputs."""
+@dataclass
+class _WarehouseView:
+    counts: pd.DataFrame
+    rollups: pd.DataFrame
+    sequences: pd.DataFrame
+    loaded: set[str]
+    unbuilt: pd.DataFrame
+    dead_letters: pd.DataFrame
+
+
+def _read_warehouse(warehouse: Any, start_minute: int, end_minute: int, lateness_s: int) -> _WarehouseView:
+    """Every warehouse read of a run, between two equal fingerprints (no load or build committed)."""
+    lo, hi = start_minute - SEQUENCE_MARGIN_MIN, end_minute + SEQUENCE_MARGIN_MIN
+    for _ in range(_WAREHOUSE_READ_ATTEMPTS):
+        before = warehouse.fingerprint()
+        view = _WarehouseView(
+            counts=warehouse.counts(start_minute, end_minute, lateness_s),
+            rollups=warehouse.rollups(start_minute, end_minute),
+            sequences=warehouse.sequences(lo, hi),
+            loaded=warehouse.loaded_keys(start_minute, end_minute),
+            unbuilt=warehouse.unbuilt(start_minute, end_minute),
+            dead_letters=warehouse.dead_letter_numbers(lo, hi),
+        )
+        if warehouse.fingerprint() == before:
+            return view
+    raise RuntimeError(f"the warehouse changed during each of {_WAREHOUSE_READ_ATTEMPTS} reads (a load or dbt "
+                       "build committing): reconcile again when it is idle")
+
+
+def _warehouse_held(snapshot: ArchiveSnapshot, view: _WarehouseView) -> pd.DataFrame:
+    """Cells the warehouse has not read yet: archive objects it has not loaded, rows dbt has not built."""
+    rows = [(t, e, m, "warehouse has not loaded " + ", ".join(
+                f"{n} archive object{'s' if n > 1 else ''} of hour {hour}" for hour, n in sorted(hours.items())))
+            for (t, e, m), hours in snapshot.unloaded.items()]
+    rows += [(r.tenant_id, r.event_type, int(r.minute), f"marts not rebuilt since rows were loaded at {r.loaded_at}")
+             for r in view.unbuilt.itertuples()]
+    return pd.DataFrame(rows, columns=list(HELD_CELL_COLUMNS))
+
+
+def _dead_letter_numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    """HELD_COLUMNS of the numbers dead letters hold: no event id, no minute of their own (a number
+    held only by a dead letter fills a hole; it is no bracket's end)."""
+    return frame.assign(event_id=None, minute=None)[list(HELD_COLUMNS)]
+
+
+def _leases(layers: Layers, group: str) -> dict[str, Lease]:
+    if layers.dynamodb is None or not layers.lease_table or not layers.stream_name:
+        return {}
+    return LeaseTable(layers.dynamodb, layers.lease_table, group, layers.stream_name).leases()
+
+
+def _layer_position(lease: Lease | None, seq: int | None = None) -> LayerPosition:
+    if lease is not None and lease.checkpoint == SHARD_END:
+        return LayerPosition(ended=True, recorded=lease.position)
+    if seq is None and lease is not None and lease.checkpoint is not None:
+        seq = int(lease.checkpoint)
+    return LayerPosition(seq, recorded=lease.position if lease is not None else None)
+
+
+def read_positions(layers: Layers, snapshot: ArchiveSnapshot, speed_leases: dict[str, Lease] | None) -> PositionsView:
+    """Each shard's speed and archive positions and the stream after the lower one (see positions)."""
+    archive_seq = snapshot.positions()
+    archive_leases = _leases(layers, ARCHIVE_GROUP)
+    reader = StreamTailReader(layers.kinesis, layers.stream_name, max_records=layers.max_stream_read) \
+        if layers.kinesis is not None and layers.stream_name else None
+    shard_ids = set(archive_seq) | set(speed_leases or {}) | set(archive_leases)
+    if reader is not None:
+        shard_ids |= set(reader.shard_ids())
+    shards = []
+    for shard_id in sorted(shard_ids):
+        archive_lease = archive_leases.get(shard_id)
+        archive = _layer_position(archive_lease, archive_seq.get(shard_id))
+        if archive_lease is not None and archive_lease.checkpoint not in (SHARD_END, None) \
+                and archive.seq is not None and int(archive_lease.checkpoint) != archive.seq:
+            archive = LayerPosition(archive.seq)  # the lease describes another position than the snapshot's
+        # Without a lease table the speed layer is taken to be where the archive is (the old assumption:
+        # only safe when its consumer is known to be caught up).
+        speed = archive if speed_leases is None else _layer_position(speed_leases.get(shard_id))
+        shards.append(ShardPositions(shard_id, speed, archive))
+    tails = reader.tails({s.shard_id: s.lower() for s in shards}) if reader is not None else {}
+    return judge_positions(shards, tails)
+
+
+def collect(layers: Layers, start_minute: int, end_minute: int,
+            lateness_s: int) -> tuple[Inputs, ArchiveSnapshot, PositionsView]:
+    """Read the three layers for ``[start_minute, end_minute)`` into the core's inputs (order: see above)."""
+    view = _read_warehouse(layers.warehouse, start_minute, end_minute, lateness_s)
     archive = ArchiveReader(layers.s3, layers.bucket)
-    snapshot = archive.snapshot(start_minute, end_minute)
+    snapshot = archive.snapshot(start_minute, end_minute, loaded=view.loaded)
+    speed_leases = _leases(layers, layers.speed_group) if layers.dynamodb is not None else None
     speed = SpeedReader(layers.redis)
-    if layers.dynamodb is not None and layers.lease_table and layers.stream_name:
-        leases = LeaseTable(layers.dynamodb, layers.lease_table, layers.speed_group, layers.stream_name).leases()
-        speed_mark = speed_watermark(leases, snapshot.shards)
-    else:
-        speed_mark = snapshot.watermark
-    marks = Watermarks(archive=snapshot.watermark, warehouse=layers.warehouse.watermark(), speed=speed_mark)
     speed_counts = speed.counts(start_minute, end_minute)
-    warehouse_counts = layers.warehouse.counts(start_minute, end_minute, lateness_s)
+    positions = read_positions(layers, snapshot, speed_leases)
+    clock_a, clock_s = positions.clocks["archive"], positions.clocks["speed layer"]
+    marks = Watermarks(archive=clock_a, warehouse=clock_a, speed=clock_s)
     tenants = sorted(set(speed_counts["tenant_id"]) | set(snapshot.counts["tenant_id"])
-                     | set(warehouse_counts["tenant_id"]))
-    rollups = pd.concat([speed.rollups(tenants, start_minute, end_minute),
-                         layers.warehouse.rollups(start_minute, end_minute)], ignore_index=True)
+                     | set(view.counts["tenant_id"]))
+    rollups = pd.concat([speed.rollups(tenants, start_minute, end_minute), view.rollups], ignore_index=True)
     inputs = Inputs(
         archive=snapshot.counts,
-        warehouse=warehouse_counts,
+        warehouse=view.counts,
         speed=speed_counts,
         rollups=rollups,
         watermarks=marks,
         event_ids=LayerEventIds(archive, layers.warehouse),
-        sequences=layers.warehouse.sequences(start_minute - SEQUENCE_MARGIN_MIN, end_minute + SEQUENCE_MARGIN_MIN),
+        sequences=view.sequences,
+        held=pd.concat([positions.held, _warehouse_held(snapshot, view)], ignore_index=True),
+        numbers=pd.concat([positions.numbers, _dead_letter_numbers(view.dead_letters)], ignore_index=True),
+        unbounded=positions.unbounded,
         start_minute=start_minute,
         end_minute=end_minute,
     )
-    return inputs, snapshot
+    return inputs, snapshot, positions
 
 
 def config_from(settings: Settings) -> Config:
@@ -137,6 +239,7 @@ class Run:
     inputs: Inputs
     snapshot: ArchiveSnapshot
     report_path: Path | None
+    positions: PositionsView | None = None
 
 
 def run_reconcile(settings: Settings, layers: Layers, start: dt.datetime, end: dt.datetime,
@@ -145,10 +248,10 @@ def run_reconcile(settings: Settings, layers: Layers, start: dt.datetime, end: d
     start_minute, end_minute = minute_of(start), minute_of(end)
     if end_minute <= start_minute:
         raise ValueError(f"--to ({end.isoformat()}) must be after --from ({start.isoformat()})")
-    inputs, snapshot = collect(layers, start_minute, end_minute, settings.allowed_lateness_s)
+    inputs, snapshot, positions = collect(layers, start_minute, end_minute, settings.allowed_lateness_s)
     result = reconcile(inputs, config_from(settings))
     now = dt.datetime.now(UTC)
     info = RunInfo(start_minute, end_minute, now,
                    run_id or f"reconcile-{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}", who or getpass.getuser())
     path = write_report(result, info, settings.home / "reports", layers.s3, layers.bucket) if write else None
-    return Run(result, info, inputs, snapshot, path)
+    return Run(result, info, inputs, snapshot, path, positions)

@@ -5,6 +5,12 @@ Configure the mapping with ``FunctionResponseTypes: [ReportBatchItemFailures]`` 
 the mapping guarantees at factor 1). The same aggregate/apply code as the long-running consumer runs
 here. When Redis fails, the response names the batch's first record as failed, so Lambda re-delivers
 the whole batch from there; tenants that did commit are no-ops on the retry thanks to their markers.
+
+After a shard's batch commits, the handler records the shard's position in the lease table (group
+``lambda``: the last sequence number and its arrival time), as the lease worker does beside its
+checkpoints, so reconciliation knows what the speed layer has had the chance to see. That write is
+observability: if it fails the batch still counts as done, and reconciliation holds the cells the
+unrecorded records touch as pending rather than blaming a layer.
 """
 
 from __future__ import annotations
@@ -14,7 +20,10 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import time
+
 from streaming.events import EventDecoder
+from streaming.kinesis.leases import LeaseTable, Position
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.segments import load_rules
 from streaming.speed.connect import TRANSIENT_ERRORS, connect
@@ -28,6 +37,7 @@ LAMBDA_GROUP = "lambda"
 LAMBDA_LEASE_TOKEN = 0
 
 _processor: SpeedProcessor | None = None
+_positions: LeaseTable | None = None
 
 
 def records_from_event(event: dict[str, Any]) -> list[StreamRecord]:
@@ -58,7 +68,17 @@ def build_processor() -> SpeedProcessor:
                           OpsRecorder(client, LAMBDA_GROUP), RetryPolicy(max_wait_s=5.0))
 
 
-def handle(event: dict[str, Any], processor: SpeedProcessor) -> dict[str, Any]:
+def build_positions() -> LeaseTable | None:
+    """The lease table positions are recorded in (the default credential chain), or None without one."""
+    from streaming.aws import aws_client
+    from streaming.settings import load_settings
+
+    settings = load_settings()
+    return LeaseTable(aws_client("dynamodb", settings.aws_region, settings.aws_endpoint_url), settings.lease_table,
+                      LAMBDA_GROUP, settings.stream_name)
+
+
+def handle(event: dict[str, Any], processor: SpeedProcessor, positions: LeaseTable | None = None) -> dict[str, Any]:
     records = records_from_event(event)
     if not records:
         return {"batchItemFailures": []}
@@ -77,6 +97,14 @@ def handle(event: dict[str, Any], processor: SpeedProcessor) -> dict[str, Any]:
             log.warning("Redis unavailable (%s): reporting the batch from %s as failed",
                         type(exc).__name__, shard_records[0].sequence_number)
             failures.append({"itemIdentifier": shard_records[0].sequence_number})
+            continue
+        if positions is not None:
+            last = shard_records[-1]
+            try:
+                positions.record_position(shard_id, last.sequence_number,
+                                          Position(last.arrival_ts, False, time.time()))
+            except Exception as exc:  # noqa: BLE001 - observability; reconciliation holds, never blames
+                log.warning("could not record the position of %s (%s)", shard_id, type(exc).__name__)
     return {"batchItemFailures": failures}
 
 
@@ -91,9 +119,11 @@ def _stream_name(event: dict[str, Any]) -> str:
     return arn.rsplit("/", 1)[-1] if "/" in arn else arn
 
 
-def handler(event: dict[str, Any], context: Any, _factory: Callable[[], SpeedProcessor] = build_processor) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: Any, _factory: Callable[[], SpeedProcessor] = build_processor,
+            _positions_factory: Callable[[], LeaseTable | None] = build_positions) -> dict[str, Any]:
     """The Lambda entry point: ``streaming.speed.lambda_handler.handler``."""
-    global _processor
+    global _processor, _positions
     if _processor is None:
         _processor = _factory()
-    return handle(event, _processor)
+        _positions = _positions_factory()
+    return handle(event, _processor, _positions)

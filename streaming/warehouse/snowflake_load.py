@@ -42,14 +42,17 @@ FILES = f"{RAW_SCHEMA}.ARCHIVE_FILES"
 EVENTS = f"{RAW_SCHEMA}.EVENTS"
 DEAD_LETTERS = f"{RAW_SCHEMA}.DEAD_LETTERS"
 
-_LINE_COLUMNS = ("shard_id", "sequence_number", "partition_key", "arrival_ts", "data", "data_b64", "reason", "detail")
+_LINE_COLUMNS = ("shard_id", "sequence_number", "partition_key", "arrival_ts", "data", "data_b64", "reason", "detail",
+                 "source_id", "tenant_id", "source_seq")
+#: A rejected record's numbers (streaming.archive.batch.ArchiveLine), null where unreadable.
+_NUMBER_COLUMNS = (("source_id", "varchar"), ("tenant_id", "varchar"), ("source_seq", "bigint"))
 
 DDL = (
     f"create schema if not exists {RAW_SCHEMA}",
     f"""create table if not exists {LINES} (
         shard_id varchar, sequence_number varchar, partition_key varchar, arrival_ts double,
         data varchar, data_b64 varchar, reason varchar, detail varchar,
-        _archive_key varchar, _landed_at timestamp_ntz)""",
+        _archive_key varchar, _landed_at timestamp_ntz, source_id varchar, tenant_id varchar, source_seq bigint)""",
     f"""create table if not exists {FILES} (
         archive_key varchar, archive_hour timestamp_ntz, records integer, landed_at timestamp_ntz)""",
     f"""create table if not exists {EVENTS} (
@@ -61,7 +64,11 @@ DDL = (
     f"""create table if not exists {DEAD_LETTERS} (
         reason varchar, detail varchar, raw_base64 varchar,
         _shard_id varchar, _sequence_number varchar, _partition_key varchar, _arrival_at timestamp_ntz,
-        _archive_key varchar, _archive_hour timestamp_ntz, _loaded_at timestamp_ntz)""",
+        _archive_key varchar, _archive_hour timestamp_ntz, _loaded_at timestamp_ntz,
+        source_id varchar, tenant_id varchar, source_seq bigint)""",
+    # Tables made before dead letters carried their numbers.
+    *(f"alter table {table} add column if not exists {name} {kind}"
+      for table in (LINES, DEAD_LETTERS) for name, kind in _NUMBER_COLUMNS),
 )
 
 # An archive key goes into COPY's FILES list; the archive layout only makes keys like this one
@@ -129,11 +136,12 @@ def land_by_copy(conn: Any, stage: str, objects: Sequence[CommittedObject]) -> N
         # metadata$filename is the path below the stage's URL; the stage starts at the events prefix.
         cur.execute(
             f"""copy into {LINES} (shard_id, sequence_number, partition_key, arrival_ts, data, data_b64,
-                                    reason, detail, _archive_key, _landed_at)
+                                    reason, detail, source_id, tenant_id, source_seq, _archive_key, _landed_at)
                 from (select $1:shard_id::varchar, $1:sequence_number::varchar, $1:partition_key::varchar,
                              $1:arrival_ts::double, coalesce($1:data::varchar, to_json($1:event)),
                              $1:data_b64::varchar, $1:reason::varchar,
-                             $1:detail::varchar, '{EVENTS_PREFIX}' || metadata$filename, sysdate()
+                             $1:detail::varchar, $1:source_id::varchar, $1:tenant_id::varchar,
+                             $1:source_seq::bigint, '{EVENTS_PREFIX}' || metadata$filename, sysdate()
                       from @{stage})
                 files = ({_placeholders(len(chunk))})
                 file_format = (type = json, compression = gzip)""",
@@ -181,7 +189,7 @@ def land_by_insert(conn: Any, store: ArchiveStore, objects: Sequence[CommittedOb
         )
         select j:shard_id::varchar, j:sequence_number::varchar, j:partition_key::varchar, j:arrival_ts::double,
                coalesce(j:data::varchar, to_json(j:event)), j:data_b64::varchar, j:reason::varchar,
-               j:detail::varchar, %s, sysdate()
+               j:detail::varchar, j:source_id::varchar, j:tenant_id::varchar, j:source_seq::bigint, %s, sysdate()
         from lines
     """
     cur = conn.cursor()
@@ -237,11 +245,13 @@ def replace_hours(conn: Any, hours: Sequence[dt.datetime]) -> tuple[int, int]:
         from parsed
     """
     dead_sql = f"""
-        insert into {DEAD_LETTERS}
+        insert into {DEAD_LETTERS} (reason, detail, raw_base64, _shard_id, _sequence_number, _partition_key,
+                                    _arrival_at, _archive_key, _archive_hour, _loaded_at,
+                                    source_id, tenant_id, source_seq)
         with lines as ({lines})
         select reason, detail, data_b64, shard_id, sequence_number, partition_key,
                to_timestamp_ntz(round(arrival_ts * 1000000)::bigint, 6),
-               _archive_key, archive_hour, sysdate()
+               _archive_key, archive_hour, sysdate(), source_id, tenant_id, source_seq
         from lines where data is null
     """
     counts = _transaction(conn, [

@@ -22,6 +22,7 @@ import pandas as pd
 from streaming.reconcile.model import EVENT_COLUMNS
 
 RAW = "RAW.EVENTS"
+RAW_DEAD = "RAW.DEAD_LETTERS"
 MART = "MARTS.FCT_EVENTS"
 HOUR_MART = "MARTS.FCT_EVENT_COUNTS_HOUR"
 DAY_MART = "MARTS.FCT_EVENT_COUNTS_DAY"
@@ -155,3 +156,60 @@ class SnowflakeWarehouseReader:
             from {RAW} where {_RAW_MINUTE} >= %s and {_RAW_MINUTE} < %s
         """, [start_minute, end_minute])
         return self._ints(frame, ["minute", "source_seq"])
+
+    # -- what the warehouse has read of the archive (see streaming.reconcile.positions) ------------------
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever a load or a build commits: reads taken between two equal fingerprints agree."""
+        parts: list[Any] = []
+        for table, column in ((RAW, "_loaded_at"), (RAW_DEAD, "_loaded_at"), (MART, "loaded_at")):
+            if self._exists(table):
+                frame = self._run(f"select count(*) as n, max({column})::varchar as m from {table}")
+                parts += [int(frame["n"].iloc[0]), frame["m"].iloc[0]]
+            else:
+                parts += [None, None]
+        return tuple(parts)
+
+    def loaded_keys(self, start_minute: int, end_minute: int) -> set[str]:
+        """Archive object keys the raw tables hold rows of, for the archive hours the range touches."""
+        keys: set[str] = set()
+        hour = f"datediff('hour', {_EPOCH}, _archive_hour)"
+        for table in (RAW, RAW_DEAD):
+            if self._exists(table):
+                frame = self._run(f"select distinct _archive_key from {table} where {hour} >= %s and {hour} < %s",
+                                  [start_minute // 60, -(-end_minute // 60)])
+                keys.update(frame["_archive_key"].dropna())
+        return keys
+
+    def unbuilt(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """Cells of raw rows loaded after the newest row the mart holds (tenant_id, event_type, minute,
+        rows, loaded_at)."""
+        columns = ["tenant_id", "event_type", "minute", "rows", "loaded_at"]
+        if not self._exists(RAW):
+            return pd.DataFrame(columns=columns)
+        built = f"(select max(loaded_at) from {MART})" if self._exists(MART) else "null::timestamp_ntz"
+        frame = self._run(f"""
+            select tenant_id, event_type, {_RAW_MINUTE} as minute, count(*) as row_count,
+                   max(_loaded_at)::varchar as loaded_at
+            from {RAW}
+            where {built} is null or _loaded_at > {built}
+            group by tenant_id, event_type, minute
+            having minute >= %s and minute < %s
+        """, [start_minute, end_minute])
+        return self._ints(frame, ["minute", "rows"])[columns] if len(frame) else pd.DataFrame(columns=columns)
+
+    def dead_letter_numbers(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """(source_id, tenant_id, source_seq) held by dead letters, for the (source, tenant) sequences the
+        raw rows of the range have, within their numbers there."""
+        columns = ["source_id", "tenant_id", "source_seq"]
+        if not (self._exists(RAW) and self._exists(RAW_DEAD)):
+            return pd.DataFrame(columns=columns)
+        frame = self._run(f"""
+            with spans as (
+                select source_id, tenant_id, min(source_seq) as lo, max(source_seq) as hi from {RAW}
+                where {_RAW_MINUTE} >= %s and {_RAW_MINUTE} < %s group by source_id, tenant_id
+            )
+            select distinct d.source_id, d.tenant_id, d.source_seq::bigint as source_seq
+            from {RAW_DEAD} d join spans s on s.source_id = d.source_id and s.tenant_id = d.tenant_id
+            where d.source_seq between s.lo and s.hi
+        """, [start_minute, end_minute])
+        return self._ints(frame, ["source_seq"]) if len(frame) else pd.DataFrame(columns=columns)

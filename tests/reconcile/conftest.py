@@ -117,7 +117,8 @@ def run_settings(clean_run: PipelineRun, tmp_path: Path, speed_lease_table: str,
 
 def layers_for(settings: Settings, client: redis.Redis, clients: Clients) -> Layers:
     return Layers(s3=clients.s3, bucket=settings.bucket, redis=client, warehouse=WarehouseReader(settings.duckdb_path),
-                  dynamodb=clients.dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name)
+                  dynamodb=clients.dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name,
+                  kinesis=clients.kinesis)
 
 
 def reconcile_run(settings: Settings, client: redis.Redis, clients: Clients) -> Run:

@@ -374,3 +374,32 @@ def test_open_windows_say_which_layer_has_read_least(events: list[Ev]) -> None:
     result = reconcile(inp)
     reasons = set(result.cells[result.cells.verdict == "pending"].pending_reason)
     assert len(reasons) == 1 and reasons.pop().startswith("window not closed: the speed layer has read the stream up to")
+
+
+def test_an_unbounded_lag_holds_only_cells_where_that_layer_has_less(events: list[Ev]) -> None:
+    ahead, lost = events[500], events[40]
+    layers = Layers.clean(events)
+    layers.archive, layers.raw, layers.mart = (drop(x, ahead) for x in (layers.archive, layers.raw, layers.mart))
+    layers.speed = drop(layers.speed, lost)
+    inp = inputs(layers)
+    inp.unbounded = {"archive": "archive behind beyond the stream's retention"}
+    result = reconcile(inp)
+    verdicts = {(r.tenant_id, r.event_type, r.minute): (r.verdict, r.pending_reason) for r in result.findings().itertuples()}
+    assert verdicts == {
+        (ahead.tenant_id, ahead.event_type, ahead.minute): ("pending", "archive behind beyond the stream's retention"),
+        (lost.tenant_id, lost.event_type, lost.minute): ("speed_missing", None),  # the archive has more here: judged
+    }
+
+
+def test_a_dead_letters_number_has_no_minute_and_the_bracket_comes_from_its_neighbours(events: list[Ev]) -> None:
+    same = sorted((e for e in events if (e.source_id, e.tenant_id) == (events[301].source_id, events[301].tenant_id)),
+                  key=lambda e: e.source_seq)
+    rejected, lost = same[100], same[101]  # one number held by a dead letter, the next lost upstream
+    layers = Layers.clean(drop(events, rejected, lost))
+    inp = inputs(layers)
+    inp.numbers = pd.DataFrame([(rejected.source_id, rejected.tenant_id, rejected.source_seq, None, None)],
+                               columns=["source_id", "tenant_id", "source_seq", "event_id", "minute"])
+    gaps = reconcile(inp).sequences
+    assert list(gaps[["first_missing", "last_missing", "verdict"]].itertuples(index=False, name=None)) == [
+        (lost.source_seq, lost.source_seq, "upstream_gap")]
+    assert gaps.iloc[0].min_minute == same[99].minute and gaps.iloc[0].max_minute == same[102].minute

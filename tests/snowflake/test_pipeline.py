@@ -189,7 +189,7 @@ SECRET = "emulator-accepts-any-password-7f3a"
 
 def _reconcile(w: Warehouses, reader: Any, redis_client: Any, start_minute: int, end_minute: int) -> Any:
     layers = Layers(s3=w.archive.store.s3, bucket=w.archive.store.bucket, redis=redis_client, warehouse=reader)
-    inputs, _ = collect(layers, start_minute, end_minute, 300)
+    inputs, _, _ = collect(layers, start_minute, end_minute, 300)
     return reconcile(inputs)
 
 

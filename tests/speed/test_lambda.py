@@ -58,7 +58,8 @@ def test_batches_apply_exactly_once_and_redis_failure_reports_the_batch(tmp_path
         events = [kinesis_event(datas[i:i + size], i) for i in range(0, len(datas), size)]
         half = len(events) // 2
         for event in events[:half]:
-            assert lambda_handler.handler(event, None, _factory=lambda: proc) == {"batchItemFailures": []}
+            assert lambda_handler.handler(event, None, _factory=lambda: proc,
+                                          _positions_factory=lambda: None) == {"batchItemFailures": []}
         server.kill()
         failed = lambda_handler.handle(events[half], proc)
         assert failed == {"batchItemFailures": [{"itemIdentifier": events[half]["Records"][0]["kinesis"]["sequenceNumber"]}]}
@@ -70,6 +71,22 @@ def test_batches_apply_exactly_once_and_redis_failure_reports_the_batch(tmp_path
     finally:
         server.stop()
         lambda_handler._processor = None
+
+
+def test_each_committed_batch_records_the_shards_position_and_it_never_moves_back(
+        redis_client: redis.Redis, dynamodb: Any, lease_table: str) -> None:
+    from streaming.kinesis.leases import LeaseTable
+
+    datas, _, _ = generated(GeneratorConfig(seed=4, tenants=3, duration_s=10, rate_per_s=50))
+    events = [kinesis_event(datas[i:i + 100], i) for i in range(0, 300, 100)]
+    positions = LeaseTable(dynamodb, lease_table, lambda_handler.LAMBDA_GROUP, "tally-events")
+    proc = _processor(redis_client)
+    for event in [*events, events[0]]:  # the first batch is re-delivered last
+        assert lambda_handler.handle(event, proc, positions) == {"batchItemFailures": []}
+    lease = positions.leases()[SHARD]
+    assert lease.checkpoint == events[-1]["Records"][-1]["kinesis"]["sequenceNumber"]
+    assert lease.position.arrival == pytest.approx(1_767_225_600.123)
+    assert not lease.position.at_tip  # a Lambda never sees the tip: reconciliation reads the stream for it
 
 
 @pytest.mark.unit

@@ -50,6 +50,14 @@ def _valid_event_bytes(line: Any) -> bytes | None:
     return line.data.encode("utf-8") if line.data is not None else None
 
 
+def _net_cells(obj: dict[str, Any]) -> dict[tuple[str, str, str], int]:
+    """An object entry's counts less what it lists as forgotten: the lines the object holds per cell."""
+    net = {(t, e, m): int(n) for t, e, m, n in obj["counts"]}
+    for t, e, m, n in obj.get("forgotten", []):
+        net[(t, e, m)] = net.get((t, e, m), 0) - int(n)
+    return net
+
+
 def _minute(iso: str) -> int:
     return int(_epoch(iso)) // 60
 
@@ -79,6 +87,13 @@ class ArchiveSnapshot:
     shards: dict[str, ShardProgress]
     dead_letters: dict[str, int]
     missing_objects: list[str]
+    #: Cells of committed, existing objects the warehouse has not loaded: (tenant, type, minute) -> the
+    #: hours (ISO) of those objects and how many objects (only when the snapshot was given the loaded keys).
+    unloaded: dict[tuple[str, str, int], dict[str, int]] = field(default_factory=dict)
+
+    def positions(self) -> dict[str, int]:
+        """The archive's position per shard: the last sequence number a committed manifest covers."""
+        return {shard: max(last for last, _ in p.batches) for shard, p in self.shards.items() if p.batches}
 
 
 class ArchiveReader:
@@ -94,8 +109,9 @@ class ArchiveReader:
             keys.update(item["Key"] for item in page.get("Contents", []))
         return keys
 
-    def snapshot(self, start_minute: int, end_minute: int) -> ArchiveSnapshot:
-        """Counts of cells in ``[start_minute, end_minute)`` from every committed manifest."""
+    def snapshot(self, start_minute: int, end_minute: int, loaded: set[str] | None = None) -> ArchiveSnapshot:
+        """Counts of cells in ``[start_minute, end_minute)`` from every committed manifest; with ``loaded``
+        (the object keys the warehouse holds rows of), the cells of the existing objects it lacks."""
         manifest_keys = [k for shard in self.store.shard_ids() for k in self.store.manifest_keys(shard)]
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             manifests = list(pool.map(self.store.read_manifest, manifest_keys))
@@ -104,6 +120,7 @@ class ArchiveReader:
         shards: dict[str, ShardProgress] = defaultdict(ShardProgress)
         dead: dict[str, int] = defaultdict(int)
         missing: list[str] = []
+        unloaded: dict[tuple[str, str, int], dict[str, int]] = {}
         for key, manifest in zip(manifest_keys, manifests, strict=True):
             if manifest is None:
                 continue
@@ -117,6 +134,8 @@ class ArchiveReader:
                 exists = obj["key"] in present
                 if not exists:
                     missing.append(obj["key"])
+                lacking = exists and loaded is not None and obj["key"] not in loaded
+                kept = _net_cells(obj) if lacking else {}
                 for tenant, etype, minute_iso, n in obj["counts"]:
                     minute = _minute(minute_iso)
                     if start_minute <= minute < end_minute:
@@ -124,6 +143,9 @@ class ArchiveReader:
                         cell[0] += int(n)
                         if exists:
                             cell[1] += int(n)
+                        if kept.get((tenant, etype, minute_iso), 0) > 0:
+                            hours = unloaded.setdefault((tenant, etype, minute), {})
+                            hours[obj["hour"]] = hours.get(obj["hour"], 0) + 1
                 # Lines a deletion request (or the archiver, for a suppressed subject) left out.
                 for tenant, etype, minute_iso, n in obj.get("forgotten", []):
                     minute = _minute(minute_iso)
@@ -135,7 +157,7 @@ class ArchiveReader:
                              columns=["tenant_id", "event_type", "minute", "n", "n_present", "forgotten"])
         marks = [p.watermark for p in shards.values()]
         watermark = None if not marks or any(m is None for m in marks) else min(m for m in marks if m is not None)
-        return ArchiveSnapshot(frame, watermark, dict(shards), dict(dead), sorted(missing))
+        return ArchiveSnapshot(frame, watermark, dict(shards), dict(dead), sorted(missing), unloaded)
 
     def events(self, hours: list[int]) -> pd.DataFrame:
         """Distinct valid events in the existing committed objects of these epoch hours."""

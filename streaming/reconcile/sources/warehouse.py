@@ -19,6 +19,7 @@ import pandas as pd
 from streaming.reconcile.model import EVENT_COLUMNS
 
 RAW = "raw.events"
+RAW_DEAD = "raw.dead_letters"
 MART = "marts.fct_events"
 HOUR_MART = "marts.fct_event_counts_hour"
 DAY_MART = "marts.fct_event_counts_day"
@@ -131,4 +132,61 @@ class WarehouseReader:
         return self._run(f"""
             select event_id, tenant_id, event_type, {_RAW_MINUTE} as minute, source_id, source_seq::bigint as source_seq
             from {RAW} where {_RAW_MINUTE} >= $1 and {_RAW_MINUTE} < $2
+        """, [start_minute, end_minute])
+
+    # -- what the warehouse has read of the archive (see streaming.reconcile.positions) ------------------
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Changes whenever a load or a build commits: reads taken between two equal fingerprints agree."""
+        parts: list[Any] = []
+        for table, column in ((RAW, "_loaded_at"), (RAW_DEAD, "_loaded_at"), (MART, "loaded_at")):
+            if self._exists(table):
+                frame = self._run(f"select count(*) as n, max({column})::varchar as m from {table}", [])
+                parts += [int(frame["n"].iloc[0]), frame["m"].iloc[0]]
+            else:
+                parts += [None, None]
+        return tuple(parts)
+
+    def loaded_keys(self, start_minute: int, end_minute: int) -> set[str]:
+        """Archive object keys the raw tables hold rows of, for the archive hours the range touches."""
+        keys: set[str] = set()
+        for table in (RAW, RAW_DEAD):
+            if self._exists(table):
+                frame = self._run(f"""
+                    select distinct _archive_key from {table}
+                    where _archive_hour >= to_timestamp($1 * 3600)::timestamp
+                      and _archive_hour < to_timestamp($2 * 3600)::timestamp
+                """, [start_minute // 60, -(-end_minute // 60)])
+                keys.update(frame["_archive_key"].dropna())
+        return keys
+
+    def unbuilt(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """Cells of raw rows loaded after the newest row the mart holds: dbt has not built them yet
+        (columns tenant_id, event_type, minute, rows, loaded_at)."""
+        columns = ["tenant_id", "event_type", "minute", "rows", "loaded_at"]
+        if not self._exists(RAW):
+            return pd.DataFrame(columns=columns)
+        built = f"(select max(loaded_at) from {MART})" if self._exists(MART) else "null::timestamp"
+        return self._run(f"""
+            select tenant_id, event_type, {_RAW_MINUTE} as minute, count(*) as rows,
+                   max(_loaded_at)::varchar as loaded_at
+            from {RAW}
+            where ({built}) is null or _loaded_at > ({built})
+            group by all having minute >= $1 and minute < $2
+        """, [start_minute, end_minute])
+
+    def dead_letter_numbers(self, start_minute: int, end_minute: int) -> pd.DataFrame:
+        """(source_id, tenant_id, source_seq) held by dead letters, for the (source, tenant) sequences the
+        raw rows of the range have, within their numbers there: the sequence evidence of rejected records
+        (whose hour is their arrival's, not their events')."""
+        columns = ["source_id", "tenant_id", "source_seq"]
+        if not (self._exists(RAW) and self._exists(RAW_DEAD)):
+            return pd.DataFrame(columns=columns)
+        return self._run(f"""
+            with spans as (
+                select source_id, tenant_id, min(source_seq) as lo, max(source_seq) as hi from {RAW}
+                where {_RAW_MINUTE} >= $1 and {_RAW_MINUTE} < $2 group by all
+            )
+            select distinct d.source_id, d.tenant_id, d.source_seq::bigint as source_seq
+            from {RAW_DEAD} d join spans s on s.source_id = d.source_id and s.tenant_id = d.tenant_id
+            where d.source_seq between s.lo and s.hi
         """, [start_minute, end_minute])
