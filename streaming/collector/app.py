@@ -9,7 +9,8 @@ A 200 means every message of the request is durable: an event in the spool (fsyn
 ``TALLY_COLLECTOR_FSYNC=none``), or, for a message that cannot be an event, a dead-letter record in the
 spool with its reason and raw bytes (listed in the answer). The spool's drainer forwards both to Kinesis.
 
-Answers are Segment-shaped JSON: ``{"success": true, "accepted": n, "rejected": m, "rejections": [...]}``;
+Answers are Segment-shaped JSON: ``{"success": true, "accepted": n, "rejected": m, "received_at": t,
+"rejections": [...]}`` (``received_at``: the time every event of the request was given, its minute);
 errors ``{"code": ..., "message": ...}`` (the SDKs read both). 400: the body is not JSON / not gzip / not a
 batch; 401: the write key is missing, unknown or revoked (one answer for all); 413: the body is over the
 batch limit or, on a single-message route, over the message limit; 503 + Retry-After: the spool is full.
@@ -249,7 +250,8 @@ class CollectorApp:
         await done
         self.counts["accepted"] += len(builders) - len(rejections)
         self.counts["rejected"] += len(rejections)
-        answer: dict[str, Any] = {"success": True, "accepted": len(builders) - len(rejections), "rejected": len(rejections)}
+        answer: dict[str, Any] = {"success": True, "accepted": len(builders) - len(rejections), "rejected": len(rejections),
+                                  "received_at": received_at}
         if rejections:
             answer["rejections"] = rejections[:100]
         return answer
