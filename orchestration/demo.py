@@ -326,8 +326,8 @@ def run(settings: Settings, t0: float) -> None:
                   f"takes it, then {size.live_s} s live with a 10x spike, as Segment batch requests"))
     now0 = time.time()
     config, (generated, records) = generate(settings, now0, size)
-    keys = create_keys(settings, [f"tenant-{i:03d}" for i in range(1, config.tenants + 1)])
     collector_url = state["collector"].url
+    keys = create_keys(settings, [f"tenant-{i:03d}" for i in range(1, config.tenants + 1)], collector_url)
     console.print(f"  generated {len(records):,} messages (seed {config.seed}) for {config.tenants} tenants "
                   f"({generated.duplicates:,} SDK retries of a message already sent, "
                   f"{sum(generated.dead_letters.values()):,} invalid); one write key per tenant; collector at "

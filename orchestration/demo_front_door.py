@@ -142,8 +142,17 @@ class FrontDoor:
         self.on_sent(len(batch))
 
 
-def create_keys(settings: Any, tenants: list[str]) -> dict[str, str]:
-    """A write key per tenant (the demo's SDK users)."""
+def create_keys(settings: Any, tenants: list[str], collector_url: str, timeout_s: float = 60.0) -> dict[str, str]:
+    """A write key per tenant (the demo's SDK users), once the collector has read them (it re-reads the
+    key table every TALLY_COLLECTOR_KEYS_REFRESH_S)."""
     from orchestration.commands.collector import create_write_key
 
-    return {t: create_write_key(settings, t) for t in tenants}
+    keys = {t: create_write_key(settings, t) for t in tenants}
+    deadline = time.monotonic() + timeout_s
+    last = keys[tenants[-1]]
+    while time.monotonic() < deadline:
+        answer = requests.post(collector_url.rstrip("/") + "/v1/batch", json={"batch": []}, auth=(last, ""), timeout=10)
+        if answer.status_code == 200:
+            return keys
+        time.sleep(0.2)
+    raise RuntimeError(f"the collector at {collector_url} did not take the new write keys in {timeout_s:.0f} s")

@@ -134,3 +134,16 @@ def test_a_collector_rejection_with_an_unknown_reason_is_invalid_value() -> None
     raw = encode_rejected(Reason.MISSING_FIELD, "x", b"{}", "acme", "col-1", 1, "2026-01-01T00:00:02Z")
     result = EventDecoder().decode(raw.replace(b'"missing_field"', b'"made_up"'))
     assert isinstance(result, Rejection) and result.reason is Reason.INVALID_VALUE
+
+
+def test_the_warehouse_accepts_every_reason() -> None:
+    """dbt's accepted_values test on the dead letters' reason lists exactly the contract's reasons."""
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dbt_project/models/staging/_kinesis__models.yml").read_text())
+    model = next(m for m in doc["models"] if m["name"] == "stg_kinesis__dead_letters")
+    column = next(c for c in model["columns"] if c["name"] == "reason")
+    accepted = next(t["accepted_values"] for t in column["data_tests"] if isinstance(t, dict) and "accepted_values" in t)
+    assert set(accepted["arguments"]["values"]) == set(REASONS)
