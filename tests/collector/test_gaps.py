@@ -7,6 +7,7 @@ collector's clock is set back so the windows are closed when reconciliation runs
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import threading
 import time
@@ -102,15 +103,14 @@ def test_a_record_lost_after_the_collector_is_an_upstream_gap_of_its_tenant(
     assert len(events) == 2 * 12 * 3 - 2
     run_layers(settings, kinesis, dynamodb, s3, redis_client, tmp_path)
     layers = Layers(s3=s3, bucket=settings.bucket, redis=redis_client, warehouse=WarehouseReader(settings.duckdb_path),
-                    dynamodb=dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name)
-    import datetime as dt
-
+                    dynamodb=dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name, kinesis=kinesis)
     utc = dt.timezone.utc
     run = run_reconcile(settings, layers, dt.datetime.fromtimestamp(start, utc),
                         dt.datetime.fromtimestamp(start + 3600, utc), who="pytest", write=False)
     gaps = run.result.sequences
     found = gaps[gaps.verdict == "upstream_gap"]
-    assert len(found) == 1, gaps
+    cells = run.result.cells
+    assert len(found) == 1, (gaps.astype(str).to_dict("records"), set(cells["pending_reason"].dropna()))
     gap = found.iloc[0]
     assert (gap.tenant_id, gap.source_id, gap.first_missing, gap.last_missing) == (
         "globex", app.spool.source_id, 5, 6)

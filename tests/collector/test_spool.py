@@ -156,3 +156,24 @@ def test_group_commit_serves_many_requests_with_few_fsyncs(tmp_path: Path, monke
         assert done.acquire(timeout=10)
     assert 1 <= len(calls) < 200
     spool.close()
+
+
+def test_no_waiter_is_woken_before_its_fsync_returns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    release = threading.Event()
+    real = os.fdatasync
+
+    def slow_sync(fd: int) -> None:
+        assert release.wait(10)
+        real(fd)
+
+    spool = opened(tmp_path)
+    monkeypatch.setattr(os, "fdatasync", slow_sync)
+    woken = threading.Event()
+    spool.append("a", [lambda seq: ("k", b"z")], lambda exc: woken.set())
+    assert not woken.wait(0.5), "a 200 before the fsync would be a 200 for an event not on disk"
+    assert spool.status()["durable"] == f"{spool.drained.segment}:0", "nor may the drainer see it"
+    release.set()
+    assert woken.wait(10)
+    spool.close()
