@@ -39,7 +39,9 @@ def test_up_twice_then_down(local_settings) -> None:
     assert set(stopped) == {"aws-emulator", "redis"}
     assert not any(pid_alive(p) for p in pids)
     with pytest.raises(manager.StackNotRunning, match="tally stack up"):
-        manager.resolve_endpoints(local_settings)
+        manager.resolve_endpoints(local_settings).redis_url
+    with pytest.raises(manager.StackNotRunning, match="tally stack up"):
+        manager.resolve_endpoints(local_settings).aws_url("kinesis")
 
 
 def test_taken_port_names_the_setting(tmp_path: Path) -> None:

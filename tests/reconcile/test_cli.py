@@ -34,7 +34,7 @@ def test_reconcile_exits_non_zero_on_loss_and_heal_repairs_it(
     speed()
     clean = runner.invoke(main, ["reconcile", *window])
     assert clean.exit_code == 0, clean.output
-    assert "all closed cells agree" in clean.output and "report: " in clean.output
+    assert "all closed cells agree" in clean.output and "report path=" in clean.output
 
     redis_client.flushall()
     lossy = runner.invoke(main, ["reconcile", *window])
