@@ -95,7 +95,7 @@ def plain_value(value: Any) -> str:
 
 
 def plain_line(kind: str, row: Mapping[str, Any]) -> str:
-    return " ".join([kind, *(f"{k}={plain_value(v)}" for k, v in row.items())])
+    return " ".join([kind, *(f"{str(k).replace(' ', '_')}={plain_value(v)}" for k, v in row.items())])
 
 
 def cell(value: Any) -> str:

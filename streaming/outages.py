@@ -178,7 +178,7 @@ def _explain_one(error: BaseException, settings: Settings | None) -> str | None:
 
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
+    return text.splitlines()[0].rstrip(".")
 
 
 def _redis_where(settings: Settings | None) -> tuple[str, str]:
@@ -201,23 +201,36 @@ def _redis_fix(source: str) -> str:
 def _aws_where(error: BaseException, settings: Settings | None) -> tuple[str, str, str]:
     """(service name, endpoint, the setting it came from) for a failed AWS call."""
     service = getattr(error, "tally_service", "")
-    url = str(getattr(error, "kwargs", {}).get("endpoint_url") or "")
+    url = _base(str(getattr(error, "kwargs", {}).get("endpoint_url") or ""))
     endpoints = None
+    matching: list[str] = []
     if settings is not None:
         from streaming.stack.manager import resolve_endpoints
 
         endpoints = resolve_endpoints(settings, require_running=False)
         if not service and url:
-            matching = [s for s in SERVICE_NAMES if (endpoints.aws.get(s) or "").rstrip("/") == url.rstrip("/")]
+            matching = [s for s in SERVICE_NAMES if _base(endpoints.aws.get(s) or "") == url]
             service = matching[0] if len(matching) == 1 else ""
-    name = SERVICE_NAMES.get(service, "the AWS endpoint")
+    if service:
+        name = SERVICE_NAMES.get(service, service)
+    elif matching:  # a client made elsewhere (Dagster's S3 resource): every service at that address
+        names = [SERVICE_NAMES[s] for s in matching]
+        name = "the AWS endpoint of " + (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0])
+    else:
+        name = "the AWS endpoint"
     source = "an AWS endpoint setting"
-    if endpoints is not None and service:
-        source = endpoints.sources.get(service, source)
-        url = url or (endpoints.aws.get(service) or "")
-    elif endpoints is not None:
-        source = endpoints.sources.get("aws", source)
+    if endpoints is not None:
+        source = endpoints.sources.get(service or (matching[0] if matching else "aws"), source)
+        url = url or _base(endpoints.aws.get(service) or "") if service else url
     return name, redact_url(url) if url else "AWS", source
+
+
+def _base(url: str) -> str:
+    """scheme://host:port of an endpoint (a failed call's URL carries its path and query)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    return f"{parsed.scheme}://{parsed.netloc}" if parsed.scheme and parsed.netloc else url.rstrip("/")
 
 
 def _aws_fix(error: BaseException, source: str) -> str:

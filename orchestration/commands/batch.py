@@ -70,9 +70,16 @@ def register(main: click.Group) -> None:
         The runs are recorded in DAGSTER_HOME, by default $TALLY_HOME/dagster_home (as `make` sets it),
         so they show in the Dagster UI (`make ui`)."""
         import os
+        import warnings
+
+        import dagster as dg
 
         from orchestration.batch import build_marts
         from streaming.settings import load_settings
+
+        # Dagster's notes about the stability of APIs tally uses are for tally's developers, not its users.
+        for category in (dg.PreviewWarning, dg.BetaWarning):
+            warnings.filterwarnings("ignore", category=category)
 
         settings = load_settings()
         if not os.environ.get("DAGSTER_HOME"):

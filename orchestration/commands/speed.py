@@ -91,7 +91,7 @@ def register(main: click.Group) -> None:
         settings = _settings()
         worker = run_consumer(settings, ConsumerOptions(group=group, worker_id=worker_id), until_caught_up, timeout_s)
         lag = worker.lag() if worker is not None else {}
-        console.print(f"consumer {getattr(worker, 'worker_id', worker_id)} stopped; MillisBehindLatest per shard: "
+        console.print(f"consumer {getattr(worker, 'worker_id', worker_id) or ''} stopped; MillisBehindLatest per shard: "
                       + (", ".join(f"{s}={ms}" for s, ms in sorted(lag.items())) or "no shards read"))
 
     # -- dead letters ----------------------------------------------------------------------------
