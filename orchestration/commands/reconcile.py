@@ -65,8 +65,9 @@ def print_report(run: Any, fmt: str, limit: int = 30) -> None:
     if fmt == "csv":
         import pandas as pd
 
-        parts = [pd.DataFrame(counts).assign(section="count")]
-        parts += [frame.assign(section=_KINDS[name]) for name, frame in frames.items() if len(frame)]
+        # object columns: a count stays 3, not 3.0, where another section leaves the column empty
+        parts = [pd.DataFrame(counts).astype(object).assign(section="count")]
+        parts += [frame.astype(object).assign(section=_KINDS[name]) for name, frame in frames.items() if len(frame)]
         table = pd.concat(parts, ignore_index=True)
         table = table[["section"] + [c for c in table.columns if c != "section"]]
         write_csv(list(table.columns), table.astype(object).where(table.notna(), None).itertuples(index=False))
