@@ -178,7 +178,7 @@ def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: lis
     from streaming.query.api import SpeedQueries
     from streaming.speed.connect import connect
 
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
+    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis"))
     queries = SpeedQueries(connect(endpoints.redis_url))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
     sent = progress.add_task("events sent", total=len(records))

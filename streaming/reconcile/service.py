@@ -68,14 +68,14 @@ class Layers:
 
         endpoints = resolve_endpoints(settings)
         return cls(
-            s3=aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url),
+            s3=aws_client("s3", settings.aws_region, endpoints.aws_url("s3")),
             bucket=settings.bucket,
             redis=connect(endpoints.redis_url),
             warehouse=warehouse_reader(settings),
-            dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url),
+            dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_url("dynamodb")),
             lease_table=settings.lease_table,
             stream_name=settings.stream_name,
-            kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url),
+            kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis")),
             max_stream_read=settings.reconcile_max_stream_read,
         )
 
