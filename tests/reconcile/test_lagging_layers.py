@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,6 +110,10 @@ def test_500_tenants_on_a_saturated_machine_equal_the_ledger(tmp_path: Path, aws
         run.wait_for_tip(run.send(records), timeout_s=600)
         run.batch()
         result = run.reconcile(dt.datetime(2026, 1, 8, 11, tzinfo=UTC), dt.datetime(2026, 1, 8, 14, tzinfo=UTC))
+        cli = subprocess.run([sys.executable, "-m", "orchestration.cli", "reconcile", "--from", "2026-01-08T11:00:00",
+                              "--to", "2026-01-08T14:00:00", "--format", "json"], env=run.env, capture_output=True,
+                             text=True, timeout=600)
+    assert cli.returncode == 0, cli.stdout[-2000:] + cli.stderr[-2000:]  # cron and CI see no loss
     summary = result.result.summary
     assert _no_loss(summary) == {}, (losses(result.result), result.result.sequences)
     assert summary["pending"] == 0 and summary["ok"] == len(ledger_cells(ledger))
@@ -146,8 +152,38 @@ def test_windows_close_on_a_quiet_stream_with_an_idle_shard(tmp_path: Path, aws_
         # The last window ends at (end_minute + 1) * 60; it closes 15 s (the lateness) later.
         time.sleep(max(0.0, (end_minute + 1) * 60 + 15 + 2 - time.time()))
         run.wait_for_tip(time.time())
-        result = run.reconcile(start - dt.timedelta(minutes=5), start + dt.timedelta(minutes=10)).result
+        done = run.reconcile(start - dt.timedelta(minutes=5), start + dt.timedelta(minutes=10))
+    result = done.result
     assert result.summary["pending"] == 0, result.cells[result.cells.verdict == "pending"]
     assert _no_loss(result.summary) == {}
     assert result.summary["ok"] == len(ledger_cells(ledger))
-    assert low in shards
+    assert done.positions is not None
+    idle = done.positions.shards.set_index("shard_id").drop(index=low)
+    assert len(idle) == 1 and idle.iloc[0].speed_seq is None and idle.iloc[0].archive_seq is None  # never a record
+
+
+def test_a_stopped_archiver_commits_what_it_has_read(tmp_path: Path, aws_endpoint: str, redis_url: str,
+                                                     clients: Clients, redis_client: redis.Redis) -> None:
+    """SIGTERM: the archiver flushes its buffer (an hour's flush interval, so only the stop commits it)."""
+    from streaming.kinesis.leases import LeaseTable
+    from streaming.reconcile.sources.archive import ArchiveReader
+    from tests.batch.streams import read_shard
+
+    records, _ = generated(GeneratorConfig(seed=61, tenants=3, start="2026-01-09T00:00:00Z", duration_s=60,
+                                           rate_per_s=20.0))
+    with live(tmp_path, aws_endpoint, redis_url, clients, redis_client, TALLY_ARCHIVE_FLUSH_S="3600") as run:
+        run.start("archiver")
+        sent = run.send(records)
+        leases = LeaseTable(clients.dynamodb, run.settings.lease_table, "archiver", run.settings.stream_name)
+        deadline = time.time() + 60
+        # Its positions say it has polled past the last record (nothing committed yet: not at the tip).
+        while not (len(found := leases.leases()) == 2 and all(
+                (lease.position.observed_at or 0) > sent and not lease.position.at_tip for lease in found.values())):
+            assert time.time() < deadline, found
+            time.sleep(0.5)
+        assert ArchiveReader(clients.s3, run.settings.bucket).snapshot(0, 0).positions() == {}
+        run.procs["archiver"].terminate()
+        assert run.procs["archiver"].wait(timeout=60) == 0
+    last = {shard: int(read_shard(clients.kinesis, run.settings.stream_name, shard)[-1].sequence_number)
+            for shard in found}
+    assert ArchiveReader(clients.s3, run.settings.bucket).snapshot(0, 0).positions() == last
