@@ -22,6 +22,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from streaming.kinesis.processor import LeaseLost  # noqa: F401 - defined with the lifecycle, raised here
+
 SHARD_END = "SHARD_END"
 
 
@@ -35,10 +37,6 @@ class Lease:
 
     def expired(self, now: float) -> bool:
         return self.owner is None or self.expires_at < now
-
-
-class LeaseLost(RuntimeError):
-    """A conditional write failed: another worker holds the shard now."""
 
 
 def _conditional_failed(exc: ClientError) -> bool:

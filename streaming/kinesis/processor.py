@@ -28,6 +28,12 @@ class StreamRecord(msgspec.Struct, frozen=True, gc=False):
     arrival_ts: float  # ApproximateArrivalTimestamp, epoch seconds
 
 
+class LeaseLost(RuntimeError):
+    """A conditional write failed: another worker holds the shard now. Defined here, with the lifecycle,
+    rather than in ``leases`` (which needs botocore), so a processor imports it without the AWS SDK: the
+    speed layer's Lambda zip carries no botocore."""
+
+
 @dataclass(frozen=True)
 class ShardContext:
     """Who is processing which shard, under which lease generation (the fencing token)."""
