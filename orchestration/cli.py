@@ -213,13 +213,14 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, plan, privacy, reconcile, speed
+    from orchestration.commands import batch, package, plan, privacy, reconcile, speed
 
     speed.register(main)
     batch.register(main)
     reconcile.register(main)
     privacy.register(main)
     plan.register(main)
+    package.register(main)
 
 
 _register_domains()
