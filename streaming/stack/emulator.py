@@ -10,7 +10,8 @@ shard was written for unit tests:
 * every record was a moto ``BaseModel``, which appends each instance to a class-wide list, so even
   trimmed records were never freed; and building each one cost two datetime conversions;
 * PutRecords and GetRecords answers went through moto's generic serializer (a tenth of the put time);
-* with a Lambda event source mapping on a stream, every put record invoked the function in Docker;
+* with a Lambda event source mapping on a stream, every put record tried to run the function in Docker
+  (which the emulator does not have: 2,500 records took 13.6 s instead of 0.16 s);
 * resharding copied a parent's records into its children and a closed shard never reported SHARD_END,
   where Kinesis keeps the records on the parent and ends its iterator (``NextShardIterator`` null);
   and new records could still be routed to a closed parent.
