@@ -12,7 +12,7 @@ from typing import Any
 
 from streaming.plan.figures import Figures
 from streaming.plan.load import Load
-from streaming.plan.memory import RedisMemory, redis_memory
+from streaming.plan.memory import RedisMemory, redis_memory, tenant_shares
 
 HOURS = 730  # AWS bills a month as 730 hours
 SECONDS_PER_MONTH = HOURS * 3_600
@@ -217,16 +217,20 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
     by_cpu = math.ceil(peak / per_node)
     hour = prices["elasticache_node_hour"]
     gib = prices["elasticache_node_memory_gib"]
+    tags = memory.tag_used_bytes()
+    largest_tag, largest = tags[0]
     options = []
     for node, price in hour.items():
         usable = gib[node] * GIB * (1 - REDIS_RESERVED) * REDIS_FILL
-        count = max(by_cpu, math.ceil(need / usable), 1)
+        count = max(by_cpu, _shards_holding([b for _, b in tags], usable), 1)
         if node.startswith("cache.t") and count > 1:  # burstable nodes only as a single small node
             continue
-        options.append((count * (1 + load.redis_replicas) * price * HOURS, count, node))
-    cheapest = min(o[0] for o in options)
+        options.append((count * (1 + load.redis_replicas) * price * HOURS, count, node, largest <= usable))
+    feasible = [o for o in options if o[3]] or [max(options, key=lambda o: gib[o[2]])]
+    cheapest = min(o[0] for o in feasible)
     # Within 5% of the cheapest, fewer shards win: fewer nodes to run, fewer slots to move.
-    monthly, count, node = min((o for o in options if o[0] <= cheapest * 1.05), key=lambda o: (o[1], o[0]))
+    monthly, count, node, fits = min((o for o in feasible if o[0] <= cheapest * 1.05), key=lambda o: (o[1], o[0]))
+    usable = gib[node] * GIB * (1 - REDIS_RESERVED) * REDIS_FILL
     cluster = count > 1
     c = Component("redis", {"node_type": node, "shards": count, "replicas_per_shard": load.redis_replicas,
                             "cluster_mode": "enabled" if cluster else "disabled", "memory_bytes": need,
@@ -236,10 +240,23 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
                         monthly, f"{need / GIB:,.2f} GiB measured-model memory (largest: "
                         + ", ".join(f"{f.family} {f.bytes * memory.ratio / GIB:,.2f} GiB" for f in biggest)
                         + f"); nodes filled to {REDIS_FILL:.0%} of what reserved-memory-percent {REDIS_RESERVED:.0%} leaves"))
+    if not fits:
+        over = ", ".join(f"{'the dead letters ({' + t + '})' if t.startswith('_') else t} {b / GIB:,.1f} GiB"
+                         for t, b in tags if b > usable)
+        c.beyond.append(f"beyond the design: each hash tag lives on one node, and {over} need more than the largest node "
+                        f"({node}) holds at this fill ({usable / GIB:,.1f} GiB): shorten the TTLs, the dedup horizon or "
+                        "how long dead letters stay, or split the tenant")
     if cluster:
-        why = "memory" if math.ceil(need / (gib[node] * GIB * (1 - REDIS_RESERVED) * REDIS_FILL)) >= by_cpu else "throughput"
+        c.notes.append(f"a tenant's keys share its {{tenant}} hash tag, one slot: {largest_tag} ({largest / GIB:,.2f} GiB) sits on "
+                       "one shard; the plan packs the biggest tags onto separate shards (move their slots to balance: "
+                       "an even spread of slots alone can put two big tenants together)")
+        why = "memory" if _shards_holding([b for _, b in tags], usable) >= by_cpu else "throughput"
         c.beyond.append(f"past one Redis node ({why}): Redis Cluster with {count} shards (cluster mode enabled; every key "
                         "one call touches shares a {tenant} hash tag, so the same code runs there)")
+    hottest = peak * max(tenant_shares(load.tenants, load.tenant_skew))
+    if hottest > per_node:
+        c.beyond.append(f"beyond the design: the busiest tenant's peak ({hottest:,.0f} events/s) is more than one node applies "
+                        f"(speed_apply_500_tenants_events_per_s {per_node:,.0f}), and a tenant cannot be spread over nodes")
     if by_cpu > 1:
         c.notes.append(f"throughput: peak {peak:,.0f} events/s over speed_apply_500_tenants_events_per_s {per_node:,.0f} "
                        f"(a lower bound of one node) = {by_cpu} shard(s)")
@@ -252,6 +269,20 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
         c.notes.append(f"dead letters: {dl.bytes * memory.ratio / GIB:,.2f} GiB for {load.dead_letter_days} days of them; "
                        "nothing in tally deletes them today")
     return c, memory
+
+
+def _shards_holding(sizes: list[float], capacity: float) -> int:
+    """Shards a Redis Cluster needs for hash tags of these sizes (largest first): first-fit decreasing; a tag
+    larger than a node still takes one node of its own (said as beyond the design by the caller)."""
+    bins: list[float] = []
+    for size in sizes:
+        for i, used in enumerate(bins):
+            if used + size <= capacity:
+                bins[i] += size
+                break
+        else:
+            bins.append(size)
+    return len(bins)
 
 
 def _collector(load: Load, prices: dict[str, Any], figures: Figures, record_bytes: float) -> Component:

@@ -22,7 +22,7 @@ from streaming.events import EVENT_TYPES
 from streaming.plan.figures import Figures
 from streaming.plan.load import Load
 from streaming.segments import SegmentRule, load_rules
-from streaming.speed.keys import FAMILIES
+from streaming.speed.keys import DEAD_LETTER_TAG, FAMILIES, OPS_TAG
 from streaming.speed.ops import HISTOGRAM_TTL_S
 from streaming.speed.store import DEDUP_BUCKETS, Retention
 
@@ -47,6 +47,9 @@ class FamilyMemory:
 class RedisMemory:
     families: tuple[FamilyMemory, ...]
     ratio: float
+    #: Bytes (before the ratio) per hash tag: each tenant's keys share ``{tenant}``, so on Redis Cluster they
+    #: live in one slot, on one node; the dead letters and ops keys have their own tags.
+    by_tag: dict[str, float]
 
     @property
     def usage_bytes(self) -> float:
@@ -59,6 +62,10 @@ class RedisMemory:
 
     def of(self, family: str) -> FamilyMemory:
         return next(f for f in self.families if f.family == family)
+
+    def tag_used_bytes(self) -> list[tuple[str, float]]:
+        """Each hash tag's share of ``used_bytes``, largest first: what one Cluster node must hold at least."""
+        return sorted(((tag, b * self.ratio) for tag, b in self.by_tag.items()), key=lambda kv: -kv[1])
 
 
 def tenant_shares(tenants: int, skew: float) -> list[float]:
@@ -125,6 +132,8 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     valid_per_s = load.events_per_day * (1 - load.malformed_rate) / 86_400
     tenant_rates = [valid_per_s * w for w in tenant_shares(load.tenants, load.tenant_skew)]
     families: list[FamilyMemory] = []
+    tenant_bytes = [0.0] * load.tenants
+    by_tag: dict[str, float] = {}
 
     def add(family: str, keys: float, elements: float, nbytes: float, basis: str) -> None:
         families.append(FamilyMemory(family, keys, elements, nbytes, basis))
@@ -134,7 +143,11 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     life = average if elapsed_s is None else min(elapsed_s, average)
     bucket_s = math.ceil(load.dedup_horizon_s / DEDUP_BUCKETS)
     ids = valid_per_s * life
-    keys_ = load.tenants * _buckets(_window(longest, elapsed_s), bucket_s)
+    per_tenant_keys = _buckets(_window(longest, elapsed_s), bucket_s)
+    keys_ = load.tenants * per_tenant_keys
+    for i, rate in enumerate(tenant_rates):
+        tenant_bytes[i] += (per_tenant_keys * cost.f("memory_dedup_hashtable_key_bytes")
+                            + rate * life * cost.f("memory_dedup_hashtable_member_bytes"))
     add("dedup", keys_, ids, keys_ * cost.f("memory_dedup_hashtable_key_bytes") + ids * cost.f("memory_dedup_hashtable_member_bytes"),
         f"{ids:,.0f} ids alive ({life / 3600:.1f} h of valid events) x memory_dedup_hashtable_member_bytes")
 
@@ -143,7 +156,7 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
                                 ("counts_day", 86_400, retention.day_s)):
         window = _window(ttl, elapsed_s)
         keys_total = elements_total = bytes_total = 0.0
-        for rate in tenant_rates:
+        for i, rate in enumerate(tenant_rates):
             n = rate * min(bucket, window)
             occupied = 1 - math.exp(-n)
             if occupied <= 0:
@@ -153,13 +166,14 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
             keys_total += k
             elements_total += k * types
             bytes_total += k * cost.collection(family, "hashtable", types)
+            tenant_bytes[i] += k * cost.collection(family, "hashtable", types)
         add(family, keys_total, elements_total, bytes_total,
             f"tenant-{family.split('_')[1]}s with events over {window / 3600:,.1f} h x memory_{family}_listpack_*")
 
     # unique visitors: one HyperLogLog per tenant-hour; sparse while small, dense past hll-sparse-max-bytes.
     window = _window(retention.day_s, elapsed_s)
     keys_total = elements_total = bytes_total = 0.0
-    for rate in tenant_rates:
+    for i, rate in enumerate(tenant_rates):
         n = rate * min(3_600, window)
         occupied = 1 - math.exp(-n)
         k = occupied * _buckets(window, 3_600)
@@ -167,6 +181,7 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
         keys_total += k
         elements_total += k * cardinality
         bytes_total += k * cost.hll(cardinality)
+        tenant_bytes[i] += k * cost.hll(cardinality)
     add("uniques_hour", keys_total, elements_total, bytes_total,
         f"tenant-hours over {window / 86_400:,.1f} d; visitors = events / {epvh:.2f} (events per visitor-hour); "
         "memory_uniques_hour_sparse_* or memory_hll_dense_key_bytes")
@@ -176,7 +191,7 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     for family, bucket, ttl in (("top_pages_hour", 3_600, retention.hour_s), ("top_pages_day", 86_400, retention.day_s)):
         window = _window(ttl, elapsed_s)
         keys_total = elements_total = bytes_total = 0.0
-        for rate in tenant_rates:
+        for i, rate in enumerate(tenant_rates):
             views = rate * page_share * min(bucket, window)
             occupied = 1 - math.exp(-views)
             if occupied <= 0:
@@ -186,6 +201,7 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
             keys_total += k
             elements_total += k * paths
             bytes_total += k * cost.pages(paths)
+            tenant_bytes[i] += k * cost.pages(paths)
         add(family, keys_total, elements_total, bytes_total,
             f"{load.pages} distinct paths; tenant-{family.split('_')[2]}s over {window / 86_400:,.1f} d")
 
@@ -201,19 +217,21 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
         # windows of visitors are alive in the current bucket and the two before it.
         window_s = rule.window_hours * 3_600
         state_window = _window(2.5 * window_s + 60, elapsed_s)
-        for rate in tenant_rates:
+        for i, rate in enumerate(tenant_rates):
             visitor_hours_per_s = rate / epvh
             members = member_rate * visitor_hours_per_s * member_window
             if members > 0:
                 members_keys += 1
                 members_total += members
                 members_bytes += cost.collection("segment_members", "skiplist", members)
+                tenant_bytes[i] += cost.collection("segment_members", "skiplist", members)
             states = state_rate * visitor_hours_per_s * state_window
             if rule.min_count > 1 and states > 0:
                 buckets = min(3.0, _buckets(state_window, window_s))
                 states_keys += buckets
                 states_total += states
                 states_bytes += buckets * cost.collection("segment_state", "hashtable", states / buckets)
+                tenant_bytes[i] += buckets * cost.collection("segment_state", "hashtable", states / buckets)
     add("segment_members", members_keys, members_total, members_bytes,
         f"{len(rules)} rules; members per visitor-hour as measured, kept {_window(retention.day_s, elapsed_s) / 86_400:,.1f} d "
         "(members are never trimmed before the key's TTL)")
@@ -223,6 +241,8 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     # applied markers: one per tenant, consumer group and shard it has events on.
     window = _window(retention.marker_s, elapsed_s)
     markers = groups * sum(shards * (1 - math.exp(-rate * window / shards)) for rate in tenant_rates)
+    for i, rate in enumerate(tenant_rates):
+        tenant_bytes[i] += groups * shards * (1 - math.exp(-rate * window / shards)) * cost.fit("applied_markers", "listpack", 2)
     add("applied_markers", markers, 2 * markers, markers * cost.fit("applied_markers", "listpack", 2),
         f"tenants x {shards} shards x {groups} group(s) x memory_applied_markers_listpack_key_bytes")
 
@@ -230,16 +250,19 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     window = _window(load.dead_letter_days * 86_400, elapsed_s)
     letters = load.events_per_day / 86_400 * load.malformed_rate * window
     each = figures("memory_dead_letters_hashtable_member_bytes") + figures("memory_dead_letters_skiplist_member_bytes")
+    by_tag[DEAD_LETTER_TAG] = letters * each
     add("dead_letters", 3, letters, letters * each,
         f"{load.malformed_rate:.2%} of records kept {window / 86_400:,.1f} d x {each:,.0f} B each (the generator's mix of reasons)")
 
     # ops: a latency histogram per received minute (2-day TTL) and the lag hash.
     minutes = _buckets(_window(HISTOGRAM_TTL_S, elapsed_s), 60)
-    add("ops", minutes + 1, minutes + shards, minutes * cost.fit("ops", "listpack", 1) + cost.fit("ops", "listpack", shards),
+    by_tag[OPS_TAG] = minutes * cost.fit("ops", "listpack", 1) + cost.fit("ops", "listpack", shards)
+    add("ops", minutes + 1, minutes + shards, by_tag[OPS_TAG],
         "one latency histogram per minute (2 d) and the lag per shard")
 
     modelled = {f.family for f in families} | set(NOT_MODELLED)
     missing = {f.name for f in FAMILIES} - modelled
     if missing:  # a family added to the key layout must be added here too
         raise AssertionError(f"key families without a memory model: {sorted(missing)}")
-    return RedisMemory(tuple(families), figures("memory_used_per_usage_ratio"))
+    by_tag.update({f"tenant #{i + 1}": b for i, b in enumerate(tenant_bytes)})
+    return RedisMemory(tuple(families), figures("memory_used_per_usage_ratio"), by_tag)

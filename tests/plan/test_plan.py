@@ -147,3 +147,20 @@ def test_wrong_price_and_figure_files_are_named_with_the_fix(tmp_path: Path) -> 
     result = CliRunner().invoke(main, ["plan", "--preset", "growth", "--figures", str(figures)])
     assert result.exit_code == 2
     assert "has no measured figure memory_used_per_usage_ratio. Fix: run `make bench`" in " ".join(result.stderr.split())
+
+
+def test_a_tenant_is_never_split_over_redis_cluster_shards() -> None:
+    # One tenant: all its keys share one hash tag, one slot, one node; a Cluster adds nothing.
+    alone = _plan("growth", tenants=1)
+    redis = alone.component("redis").sizing
+    assert redis["shards"] == 1 and redis["cluster_mode"] == "disabled"
+    gib = load_prices()["elasticache_node_memory_gib"][redis["node_type"]]
+    assert alone.redis.used_bytes <= gib * 1024 ** 3 * 0.75 * 0.8
+    # Many tenants: the biggest tag decides the smallest node a Cluster may use.
+    growth = _plan("growth")
+    sizing = growth.component("redis").sizing
+    biggest = growth.redis.tag_used_bytes()[0][1]
+    assert biggest <= load_prices()["elasticache_node_memory_gib"][sizing["node_type"]] * 1024 ** 3 * 0.75 * 0.8
+    # A tenant bigger than the biggest node is said to be past the design, not planned onto a Cluster.
+    huge = _plan("enterprise").component("redis")
+    assert any("each hash tag lives on one node" in text and "tenant #1" in text for text in huge.beyond)
