@@ -90,6 +90,9 @@ def test_the_stack_deploys_on_the_emulator_and_tally_runs_against_its_outputs(
     env_json = json.loads(_tally(["deploy", "env", "--stack", stack, "--format", "json"], base))
     assert env_json["TALLY_ENV"] == "prod" and env_json["TALLY_STREAM_NAME"] == f"{stack}-events"
     prod = base | env_json | {"TALLY_REDIS_URL": redis_url}  # ElastiCache is not in the emulator: the fixture's Redis
+    missing = subprocess.run([str(Path(sys.executable).with_name("tally")), "deploy", "env", "--stack", "no-such-stack"],
+                             env=base, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and "--stack='no-such-stack' is not a stack" in " ".join(missing.stderr.split())
 
     # What the stack made is what the plan and the template say.
     kinesis = aws_client("kinesis", REGION, aws_endpoint)
