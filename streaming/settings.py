@@ -201,6 +201,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_RECONCILE_MAX_STREAM_READ", "2000000", "reconciliation reads at most this many stream records (all shards) after the lagging layer's position; past it, every cell where that layer has less is held pending", _positive_int),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
     Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
+    Setting("TALLY_PLAN_PRICES", None, "`tally plan`: JSON file of prices replacing those of its dated table (`streaming/plan/prices.json`); `--prices` wins", _text),
     Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
     Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
     Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from streaming.kinesis.leases import Position
+from streaming.kinesis.processor import Position
 from streaming.reconcile.model import HELD_CELL_COLUMNS
 from streaming.reconcile.sequences import HELD_COLUMNS
 from streaming.reconcile.sources.stream import ShardTail

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from streaming.events import SequencePosition
-from streaming.kinesis.leases import Position
+from streaming.kinesis.processor import Position
 from streaming.reconcile.positions import LayerPosition, ShardPositions, judge_positions
 from streaming.reconcile.sources.stream import ShardTail, TailRecord
 
