@@ -30,7 +30,6 @@ def archiver_worker(settings: Settings, worker_id: str = "") -> object:
     """A lease worker (group "archiver") whose processors write the archive."""
     from streaming.archive.processor import GROUP, FlushPolicy, processor_factory
     from streaming.archive.store import ArchiveStore
-    from streaming.aws import aws_client
     from streaming.events import EventDecoder
     from streaming.kinesis.worker import Worker
     from streaming.stack.manager import resolve_endpoints
@@ -39,13 +38,12 @@ def archiver_worker(settings: Settings, worker_id: str = "") -> object:
     from streaming.speed.connect import connect
 
     endpoints = resolve_endpoints(settings)
-    endpoint = endpoints.aws_endpoint_url if settings.is_local else settings.aws_endpoint_url
-    store = ArchiveStore(aws_client("s3", settings.aws_region, endpoint), settings.bucket)
+    store = ArchiveStore(endpoints.client("s3", settings.aws_region), settings.bucket)
     redis_client = connect(endpoints.redis_url)  # the suppression list (privacy): checked per batch
     policy = FlushPolicy(settings.archive_max_records, settings.archive_max_bytes, settings.archive_flush_s)
     decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew_s)
     return Worker(
-        aws_client("kinesis", settings.aws_region, endpoint), aws_client("dynamodb", settings.aws_region, endpoint),
+        endpoints.client("kinesis", settings.aws_region), endpoints.client("dynamodb", settings.aws_region),
         settings.stream_name, settings.lease_table, GROUP,
         processor_factory(store, decoder, policy, lambda: SuppressionCache(redis_client, settings.privacy_salt)),
         worker_id=worker_id,
@@ -54,18 +52,39 @@ def archiver_worker(settings: Settings, worker_id: str = "") -> object:
 
 def run_archiver(settings: Settings, until_caught_up: bool = True, timeout_s: float = 600.0,
                  stop: threading.Event | None = None) -> None:
-    """Archive the stream: to its current end (then flush and exit), or until ``stop`` is set."""
-    worker = archiver_worker(settings)
+    """Archive the stream: to its current end (then flush and exit), or until ``stop`` is set.
+
+    Running on, it waits out services that are down, at start as mid-run
+    (:func:`streaming.outages.keep_running`: a log line with the fix, retries with backoff); the archive
+    is its own checkpoint, so a worker built again resumes after the last committed batch."""
+    from streaming.outages import keep_running
+    from streaming.speed.run import default_worker_id
+
     if until_caught_up:
-        worker.run_until_caught_up(timeout_s)  # type: ignore[attr-defined]
-    else:
-        worker.run(stop or threading.Event())  # type: ignore[attr-defined]
+        archiver_worker(settings).run_until_caught_up(timeout_s)  # type: ignore[attr-defined]
+        return
+    stop = stop or threading.Event()
+    worker_id = default_worker_id()
+
+    def attempt() -> None:
+        archiver_worker(settings, worker_id).run(stop)  # type: ignore[attr-defined]
+
+    keep_running(attempt, stop, f"archiver {worker_id}", settings)
+
+
+def ensure_dagster_home(home: Path) -> Path:
+    """A Dagster home with tally's ``dagster.yaml`` (as ``make dagster-home`` makes it)."""
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text((Path(__file__).parent / "dagster.yaml").read_text())
+    return home
 
 
 def _instance() -> dg.DagsterInstance:
     home = os.environ.get("DAGSTER_HOME")
     if home:
-        Path(home).mkdir(parents=True, exist_ok=True)
+        ensure_dagster_home(Path(home))
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

@@ -8,44 +8,46 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from streaming.settings import SettingError, Settings, load_settings
+from orchestration.output import console, err_console, format_option, print_rows, resolved
+from streaming.outages import exit_on_user_error
+from streaming.settings import Settings, load_settings
 
-console = Console()
-err_console = Console(stderr=True)
+__all__ = ["console", "err_console", "main", "user_errors"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def user_errors(fn: F) -> F:
-    """Turn configuration and stack errors into one clear line and exit code 2."""
+    """Turn errors a user can fix (a wrong setting, a stack that is not up, a service that does not
+    answer) into one sentence on stderr and exit 2. Every command run through ``tally`` gets this from
+    :class:`TallyGroup` already; the decorator keeps it when a command is invoked on its own."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from streaming.stack.manager import StackNotRunning
-        from streaming.stack.redis_local import RedisNotFound
-
-        try:
-            return fn(*args, **kwargs)
-        except (SettingError, StackNotRunning, RedisNotFound) as exc:
-            err_console.print(f"[bold red]tally:[/] {exc}", highlight=False)
-            sys.exit(2)
+        return exit_on_user_error(lambda: fn(*args, **kwargs))
 
     return wrapper  # type: ignore[return-value]
+
+
+class TallyGroup(click.Group):
+    """The ``tally`` group. A sub-command runs inside this group's ``invoke``, so every command and
+    group added to it, now or later, has its errors translated here (:func:`streaming.outages.explain`):
+    one sentence naming the service, the setting and the fix, exit 2, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return exit_on_user_error(lambda: super(TallyGroup, self).invoke(ctx))
 
 
 def _settings() -> Settings:
     return load_settings()
 
 
-@click.group()
+@click.group(cls=TallyGroup)
 def main() -> None:
     """tally: product event analytics with a real-time layer, a batch layer, and proof they agree."""
 
@@ -59,16 +61,16 @@ def stack() -> None:
 @stack.command("up")
 @user_errors
 def stack_up() -> None:
-    """Start what is not running; create the stream, bucket and lease table."""
+    """Start what is not running; create the stream, bucket and lease table. A failed `up` changes nothing."""
     from streaming.stack import manager
 
     settings = _settings()
     state = manager.up(settings)
     for component in state.values():
         how = "started" if component.started_by_tally else "using"
-        console.print(f"{how} [bold]{component.name}[/] at {_redacted(component.url)} ({component.origin} {component.version})")
-    console.print(f"stream [bold]{settings.stream_name}[/] ({settings.stream_shards} shards), bucket "
-                  f"[bold]{settings.bucket}[/], lease table [bold]{settings.lease_table}[/] ready; state in {settings.home}/")
+        console.print(f"{how} {component.name} at {_redacted(component.url)} ({component.origin} {component.version})")
+    console.print(f"stream {settings.stream_name} ({settings.stream_shards} shards), bucket "
+                  f"{settings.bucket}, lease table {settings.lease_table} ready; state in {settings.home}/")
 
 
 @stack.command("down")
@@ -82,17 +84,19 @@ def stack_down() -> None:
 
 
 @stack.command("status")
+@format_option()
 @user_errors
-def stack_status() -> None:
-    """Say what runs, where, which version, and Redis memory."""
+def stack_status(fmt: str | None) -> None:
+    """Say what runs, where, which version, Redis memory, and what commands use (variables first)."""
     from streaming.stack import manager
 
     rows = manager.status(_settings())
-    table = Table("component", "running", "where", "origin", "version", "details")
-    for row in rows:
-        details = ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None)
-        table.add_row(row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"], details)
-    console.print(table)
+    columns = ("component", "running", "where", "origin", "version", "used by", "details")
+    print_rows(resolved(fmt), "component", columns, (
+        (row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"],
+         row.get("used_by", ""),
+         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None))
+        for row in rows), json_doc=rows)
 
 
 def _redacted(url: str) -> str:
@@ -140,12 +144,10 @@ def generate(out_dir: Path | None, to_stream: bool, spikes: tuple[str, ...], sta
 def _send(settings: Settings, records: Any, total: int) -> None:
     from rich.progress import Progress
 
-    from streaming.aws import aws_client
     from streaming.producer import Producer
     from streaming.stack.manager import resolve_endpoints
 
-    endpoints = resolve_endpoints(settings)
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
+    kinesis = resolve_endpoints(settings).client("kinesis", settings.aws_region)
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("events sent", total=total)
         producer = Producer(kinesis, settings.stream_name, on_sent=lambda n: progress.advance(task, n))
@@ -165,35 +167,43 @@ def stream() -> None:
 
 @stream.command("summary")
 @click.option("--top", default=15, show_default=True, help="Tenants to list (the rest are summed).")
+@format_option()
 @user_errors
-def stream_summary(top: int) -> None:
+def stream_summary(top: int, fmt: str | None) -> None:
     """Read the whole stream once and count records by tenant and event type."""
-    from streaming.aws import aws_client
     from streaming.events import EVENT_TYPES, EventDecoder
     from streaming.stack.manager import resolve_endpoints
     from streaming.stream_reader import summarize
 
     settings = _settings()
-    endpoints = resolve_endpoints(settings)
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
+    kinesis = resolve_endpoints(settings).client("kinesis", settings.aws_region)
     summary = summarize(kinesis, settings.stream_name,
                         EventDecoder(settings.max_event_bytes, settings.max_future_skew_s))
     tenants: dict[str, dict[str, int]] = {}
     for (tenant, etype), n in summary.by_tenant_type.items():
         tenants.setdefault(tenant, {})[etype] = n
     ranked = sorted(tenants.items(), key=lambda kv: -sum(kv[1].values()))
-    table = Table("tenant", *EVENT_TYPES, "total", title=f"stream {settings.stream_name}: {summary.records:,} records")
+    valid = sum(summary.by_tenant_type.values())
+    fmt = resolved(fmt)
+    if fmt == "json":
+        from orchestration.output import echo_json
+
+        echo_json({"stream": settings.stream_name, "records": summary.records, "valid_records": valid,
+                   "distinct_event_ids": summary.distinct_event_ids, "by_tenant": dict(ranked),
+                   "by_shard": dict(sorted(summary.by_shard.items())), "would_be_dead_lettered": summary.rejected})
+        return
+    rows: list[list[Any]] = []
     rest: dict[str, int] = {}
     for i, (tenant, by_type) in enumerate(ranked):
         if i < top:
-            table.add_row(tenant, *(f"{by_type.get(t, 0):,}" for t in EVENT_TYPES), f"{sum(by_type.values()):,}")
+            rows.append([tenant, *(by_type.get(t, 0) for t in EVENT_TYPES), sum(by_type.values())])
         else:
             for t, n in by_type.items():
                 rest[t] = rest.get(t, 0) + n
     if rest:
-        table.add_row(f"{len(ranked) - top} more tenants", *(f"{rest.get(t, 0):,}" for t in EVENT_TYPES), f"{sum(rest.values()):,}")
-    console.print(table)
-    valid = sum(summary.by_tenant_type.values())
+        rows.append([f"{len(ranked) - top} more tenants", *(rest.get(t, 0) for t in EVENT_TYPES), sum(rest.values())])
+    print_rows(fmt, "tenant", ("tenant", *EVENT_TYPES, "total"), rows,
+               title=f"stream {settings.stream_name}: {summary.records:,} records")
     console.print(f"valid records {valid:,} ({summary.distinct_event_ids:,} distinct event_ids, "
                   f"{valid - summary.distinct_event_ids:,} repeats); shards: "
                   + ", ".join(f"{s}={n:,}" for s, n in sorted(summary.by_shard.items())))
@@ -213,12 +223,15 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, collector, privacy, reconcile, speed
+    from orchestration.commands import batch, collector, package, plan, privacy, reconcile, send, speed
 
     speed.register(main)
+    send.register(main)
     batch.register(main)
     reconcile.register(main)
     privacy.register(main)
+    plan.register(main)
+    package.register(main)
     collector.register(main)
 
 

@@ -32,7 +32,7 @@ def build_definitions() -> dg.Definitions:
     resources = {
         **build_resources(environment, project),
         "stream": StreamConfig(stream_name=settings.stream_name, region=settings.aws_region,
-                               endpoint_url=environment.aws_endpoint_url, tally_local=environment.is_local),
+                               endpoint_url=environment.aws_endpoint("kinesis"), tally_local=environment.is_local),
     }
     return dg.Definitions.merge(
         ingest_domain.defs(),

@@ -48,7 +48,6 @@ HISTORY_RATE = 8.0
 LIVE_FACTOR = 12.0  # 96 events/s during the live minute, and 10x that in the spike
 #: The archiver's flush interval in the demo: short, so it reaches the tip soon after the last record.
 DEMO_ARCHIVE_FLUSH_S = 5
-GROUPS = {"speed": "speed layer", "archiver": "archive"}
 
 
 @dataclass(frozen=True)
@@ -234,28 +233,16 @@ def wait_for_spool(collector_url: str, timeout_s: float = 180.0) -> float:
     return time.time() - started
 
 
-def _positions(settings: Settings, endpoints: Any) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """The stream's shards and each consumer group's lease (checkpoint and position) per shard."""
-    from streaming.aws import aws_client
-    from streaming.kinesis.leases import LeaseTable
-    from streaming.reconcile.sources.stream import StreamTailReader
-
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
-    dynamodb = aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url)
-    shards = StreamTailReader(kinesis, settings.stream_name).shard_ids()
-    leases = {group: LeaseTable(dynamodb, settings.lease_table, group, settings.stream_name).leases() for group in GROUPS}
-    return shards, leases
-
-
-def wait_for_tip(settings: Settings, endpoints: Any, after: float, timeout_s: float = 180.0) -> bool:
+def wait_for_tip(settings: Settings, after: float, timeout_s: float = 180.0) -> bool:
     """Until both consumers' positions say they reached the tip of every shard, seen by a poll that
     started after ``after`` (the last record sent). True if they did within ``timeout_s``."""
+    from streaming.reconcile.service import Layers, consumers_behind
+
+    layers = Layers.from_settings(settings)
     deadline = time.time() + timeout_s
     with console.status("waiting for the speed consumer and the archiver to reach the tip of every shard") as status:
         while time.time() < deadline:
-            shards, leases = _positions(settings, endpoints)
-            behind = [f"{name} on {shard}" for group, name in GROUPS.items() for shard in shards
-                      if not _at_tip_after(leases[group].get(shard), after)]
+            behind = consumers_behind(layers, after)
             if not behind:
                 return True
             status.update(f"waiting for the tip of every shard: {', '.join(behind[:4])}"
@@ -264,20 +251,17 @@ def wait_for_tip(settings: Settings, endpoints: Any, after: float, timeout_s: fl
     return False
 
 
-def _at_tip_after(lease: Any, after: float) -> bool:
-    return (lease is not None and lease.position.at_tip and lease.position.observed_at is not None
-            and lease.position.observed_at >= after)
-
-
-def check_stopped(settings: Settings, endpoints: Any) -> bool:
+def check_stopped(settings: Settings) -> bool:
     """After both consumers stopped: every shard read by both to its end (nothing in the stream after
     their positions). Prints the positions checked."""
+    from streaming.kinesis.leases import LeaseTable
     from streaming.reconcile.service import Layers, read_positions
     from streaming.reconcile.sources.archive import ArchiveReader
 
     layers = Layers.from_settings(settings)
     snapshot = ArchiveReader(layers.s3, layers.bucket).snapshot(0, 0)
-    view = read_positions(layers, snapshot, _positions(settings, endpoints)[1]["speed"])
+    speed = LeaseTable(layers.dynamodb, settings.lease_table, layers.speed_group, settings.stream_name).leases()
+    view = read_positions(layers, snapshot, speed)
     table = Table("shard", "speed layer position", "archive position", "records after them", title="positions checked")
     for row in view.shards.itertuples():
         table.add_row(str(row.shard_id), str(row.speed_seq), str(row.archive_seq), str(row.unread_records))
@@ -342,9 +326,9 @@ def run(settings: Settings, t0: float) -> None:
         drained = wait_for_spool(collector_url)
         console.print(f"  the collector acknowledged {ledger.records_total:,} messages in {acks.requests:,} requests "
                       f"({acks.retries:,} retried); its spool drained to Kinesis {drained:.1f} s after the last")
-        reached = wait_for_tip(settings, endpoints, time.time())
+        reached = wait_for_tip(settings, time.time())
     codes = {"speed consumer": consumer.returncode, "archiver": archiver.returncode}
-    clean = check_stopped(settings, endpoints)
+    clean = check_stopped(settings)
     if reached and clean and not any(codes.values()):
         console.print("  speed consumer and archiver stopped cleanly: both had reached the tip of every shard, "
                       "and the stream holds nothing after their positions")

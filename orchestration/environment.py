@@ -20,7 +20,7 @@ class Environment:
 
     name: str
     settings: Settings
-    aws_endpoint_url: str | None
+    aws_endpoints: Mapping[str, str | None]
     redis_url: str | None
 
     @property
@@ -28,29 +28,27 @@ class Environment:
         return self.name == "local"
 
     @property
+    def aws_endpoint_url(self) -> str | None:
+        """The endpoint of the services without one of their own (the emulator locally)."""
+        return self.aws_endpoints.get("*")
+
+    def aws_endpoint(self, service: str) -> str | None:
+        return self.aws_endpoints.get(service)
+
+    @property
     def dbt_target(self) -> str:
         return get_dbt_target(self)
 
 
-def _recorded_endpoints(settings: Settings) -> tuple[str | None, str | None]:
-    """Endpoints `tally stack up` recorded, without requiring them to be up right now: definitions
-    must load while the stack is down (the UI, the definitions test); a run then fails on connect."""
-    from streaming.stack.manager import load_state
-
-    state = load_state(settings)
-    aws = state["aws-emulator"].url if "aws-emulator" in state else None
-    redis_url = state["redis"].url if "redis" in state else None
-    return aws, redis_url
-
-
 def get_environment(env: Mapping[str, str] | None = None) -> Environment:
+    """Endpoints as every command resolves them, but taking what `tally stack up` recorded without
+    requiring it to be up right now: definitions must load while the stack is down (the UI, the
+    definitions test); a run then fails on connect."""
+    from streaming.stack.manager import resolve_endpoints
+
     settings = load_settings(dict(os.environ if env is None else env))
-    aws, redis_url = settings.aws_endpoint_url, settings.redis_url
-    if settings.is_local and (aws is None or redis_url is None):
-        recorded_aws, recorded_redis = _recorded_endpoints(settings)
-        aws = aws or recorded_aws
-        redis_url = redis_url or recorded_redis
-    return Environment(settings.env, settings, aws, redis_url)
+    endpoints = resolve_endpoints(settings, require_running=False)
+    return Environment(settings.env, settings, dict(endpoints.aws), endpoints.redis)
 
 
 def get_dbt_target(environment: Environment) -> str:

@@ -29,7 +29,7 @@ class TallyS3Resource(S3Resource):
             from streaming.settings import load_settings
             from streaming.stack.manager import resolve_endpoints
 
-            endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
+            endpoint = resolve_endpoints(load_settings()).aws_url("s3")
             return self.model_copy(update={"endpoint_url": endpoint}).get_client()
         return super().get_client()
 
@@ -88,7 +88,7 @@ def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[s
     s3 = TallyS3Resource(
         bucket=settings.bucket,
         region_name=settings.aws_region,
-        endpoint_url=environment.aws_endpoint_url,
+        endpoint_url=environment.aws_endpoint("s3"),
         tally_local=local_loopback,
         aws_access_key_id=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
         aws_secret_access_key=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,

@@ -34,7 +34,24 @@ def aws_client(service: str, region: str, endpoint_url: str | None = None, max_p
         kwargs["endpoint_url"] = endpoint_url
         if not os.environ.get("AWS_ACCESS_KEY_ID") and _is_loopback(endpoint_url):
             kwargs.update(_LOCAL_PLACEHOLDER)
-    return boto3.session.Session().client(service, **kwargs)
+    client = boto3.session.Session().client(service, **kwargs)
+    client.meta.events.register("after-call-error", _tag_error(service))
+    return client
+
+
+def _tag_error(service: str) -> Any:
+    """botocore's ``after-call-error`` hook: mark a failed call's exception with the service and the
+    operation, so the one sentence a user reads (:mod:`streaming.outages`) names them."""
+
+    def tag(exception: BaseException | None = None, event_name: str = "", **_: Any) -> None:
+        if exception is not None:
+            try:
+                exception.tally_service = service  # type: ignore[attr-defined]
+                exception.tally_operation = event_name.rsplit(".", 1)[-1]  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+
+    return tag
 
 
 def _is_loopback(url: str) -> bool:

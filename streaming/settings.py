@@ -196,6 +196,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_HOME", ".tally", "directory for local state: pid files, ports, logs, DuckDB file, reports", _text),
     Setting("TALLY_REDIS_URL", None, "Redis or Redis Cluster URL; unset locally = tally starts a redis-server on a free loopback port", _redis_url),
     Setting("TALLY_AWS_ENDPOINT_URL", None, "AWS endpoint override; unset locally = the emulator `tally stack up` started; unset in prod = real AWS", _http_url),
+    Setting("TALLY_AWS_ENDPOINT_URL_KINESIS", None, "Kinesis only: endpoint override (beats `AWS_ENDPOINT_URL_KINESIS`, which beats `TALLY_AWS_ENDPOINT_URL`, then `AWS_ENDPOINT_URL`)", _http_url),
+    Setting("TALLY_AWS_ENDPOINT_URL_S3", None, "S3 only: endpoint override (same order, with `AWS_ENDPOINT_URL_S3`)", _http_url),
+    Setting("TALLY_AWS_ENDPOINT_URL_DYNAMODB", None, "DynamoDB only: endpoint override (same order, with `AWS_ENDPOINT_URL_DYNAMODB`)", _http_url),
     Setting("TALLY_AWS_REGION", "us-east-1", "AWS region for Kinesis, S3 and DynamoDB", _identifier),
     Setting("TALLY_EMULATOR_PORT", None, "loopback port for the AWS emulator; unset = a free port", _port),
     Setting("TALLY_EMULATOR_RETENTION_S", "86400", "the emulator trims stream records older than this (seconds), like Kinesis retention", _positive_int),
@@ -231,6 +234,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_COLLECTOR_EVENT_MAP", None, "collector: YAML file naming, per tenant, the `track` events that are `click` or `form_submit` (README: the collector)", _existing_path),
     Setting("TALLY_WRITE_KEY_TABLE", "tally-write-keys", "DynamoDB table of the collectors' write keys (hashed); each collector caches it in its state directory", _identifier),
     Setting("TALLY_COLLECTOR_KEYS_REFRESH_S", "10", "collector: re-reads the write-key table this often (seconds); a new or revoked key takes effect within it", _positive_int),
+    Setting("TALLY_PLAN_PRICES", None, "`tally plan`: JSON file of prices replacing those of its dated table (`streaming/plan/prices.json`); `--prices` wins", _text),
     Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
     Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
     Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),
@@ -249,6 +253,47 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+#: The AWS services tally uses, by the identifiers the AWS SDKs use in ``AWS_ENDPOINT_URL_<SERVICE>``.
+AWS_SERVICES: tuple[str, ...] = ("kinesis", "s3", "dynamodb")
+
+
+@dataclass(frozen=True)
+class EndpointSetting:
+    """An AWS endpoint given by a variable: its URL and the variable that set it (for messages)."""
+
+    url: str
+    variable: str
+
+
+def endpoint_variables(service: str) -> tuple[str, ...]:
+    """The variables that can set ``service``'s endpoint, first wins.
+
+    The AWS SDKs' order is: ``endpoint_url=`` passed to the client, then ``AWS_ENDPOINT_URL_<SERVICE>``,
+    then ``AWS_ENDPOINT_URL``, then the shared config file. tally passes ``endpoint_url=`` itself (which
+    would hide the SDK variables), so it reads them here in the SDKs' order: a service's own variable
+    beats a global one, and at each level tally's own variable beats the SDK's.
+    """
+    upper = service.upper()
+    return (f"TALLY_AWS_ENDPOINT_URL_{upper}", f"AWS_ENDPOINT_URL_{upper}", "TALLY_AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL")
+
+
+def _aws_endpoints(env: Mapping[str, str]) -> dict[str, EndpointSetting]:
+    """Each service's endpoint set by a variable (absent: the emulator locally, AWS's default in prod);
+    ``"*"`` is the global one (``TALLY_AWS_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL``).
+    ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS=true`` makes the SDK variables count for nothing, as in the SDKs."""
+    ignore_sdk = env.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").strip().lower() == "true"
+    out: dict[str, EndpointSetting] = {}
+    for service in (*AWS_SERVICES, "*"):
+        variables = endpoint_variables(service)[2:] if service == "*" else endpoint_variables(service)
+        for variable in variables:
+            if ignore_sdk and variable.startswith("AWS_"):
+                continue
+            raw = env.get(variable)
+            if raw:
+                out[service] = EndpointSetting(_http_url(variable, raw), variable)
+                break
+    return out
 
 #: Settings whose values are secrets: never in a repr, a log line, an error message or Dagster metadata.
 SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "TALLY_PRIVACY_SALT"})
@@ -421,6 +466,8 @@ class Settings:
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     privacy_salt: str = field(default="", repr=False)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: Per AWS service, the endpoint a variable sets (see :func:`endpoint_variables`).
+    aws_endpoints: Mapping[str, EndpointSetting] = field(default_factory=dict)
 
     @property
     def is_local(self) -> bool:
@@ -481,6 +528,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         collector=_collector_settings(env, home),
         privacy_salt=_get(env, "TALLY_PRIVACY_SALT") or "",
         raw={k: v for k, v in env.items() if k.startswith("TALLY_") and k not in SECRET_SETTINGS},
+        aws_endpoints=_aws_endpoints(env),
     )
     if settings.env == "prod" and settings.redis_url is None:
         raise SettingError(

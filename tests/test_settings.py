@@ -82,3 +82,25 @@ def test_collector_settings_name_the_setting_and_the_fix(env: dict[str, str], wo
     with pytest.raises(SettingError) as err:
         load_settings(env)
     assert all(w in str(err.value) for w in words), str(err.value)
+def test_per_service_endpoints_follow_the_sdks_order() -> None:
+    """A service's own variable beats a global one (as in the AWS SDKs); tally's own beats the SDK's at
+    each level; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS drops the SDK variables; the stack fills the rest."""
+    from streaming.stack.manager import resolve_endpoints
+
+    env = {"TALLY_AWS_ENDPOINT_URL": "http://all:1", "AWS_ENDPOINT_URL": "http://sdk-all:1",
+           "AWS_ENDPOINT_URL_KINESIS": "http://sdk-kinesis:1", "TALLY_AWS_ENDPOINT_URL_S3": "http://s3:1",
+           "AWS_ENDPOINT_URL_S3": "http://sdk-s3:1"}
+    endpoints = resolve_endpoints(load_settings(env), state={})
+    assert {s: endpoints.aws_url(s) for s in ("kinesis", "s3", "dynamodb")} == {
+        "kinesis": "http://sdk-kinesis:1", "s3": "http://s3:1", "dynamodb": "http://all:1"}
+    assert endpoints.sources["kinesis"] == "AWS_ENDPOINT_URL_KINESIS" and endpoints.sources["dynamodb"] == "TALLY_AWS_ENDPOINT_URL"
+    ignored = resolve_endpoints(load_settings({**env, "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"}), state={})
+    assert ignored.aws_url("kinesis") == "http://all:1" and ignored.aws_url("s3") == "http://s3:1"
+    only_kinesis = resolve_endpoints(load_settings({"AWS_ENDPOINT_URL_KINESIS": "http://k:1"}), state={})
+    assert only_kinesis.aws_url("kinesis") == "http://k:1"
+    with pytest.raises(Exception, match="tally stack up"):
+        only_kinesis.aws_url("s3")  # locally, the rest is the emulator, which is not running
+    prod = resolve_endpoints(load_settings({"TALLY_ENV": "prod", "TALLY_REDIS_URL": "redis://r:6379/0"}), state={})
+    assert prod.aws_url("kinesis") is None  # real AWS: botocore's own resolution
+    with pytest.raises(SettingError, match="AWS_ENDPOINT_URL_DYNAMODB"):
+        load_settings({"AWS_ENDPOINT_URL_DYNAMODB": "dynamodb:8000"})

@@ -43,7 +43,9 @@ def test_up_twice_then_down(local_settings) -> None:
     assert set(stopped) == {"aws-emulator", "redis", "collector"}
     assert not any(pid_alive(p) for p in pids)
     with pytest.raises(manager.StackNotRunning, match="tally stack up"):
-        manager.resolve_endpoints(local_settings)
+        manager.resolve_endpoints(local_settings).redis_url
+    with pytest.raises(manager.StackNotRunning, match="tally stack up"):
+        manager.resolve_endpoints(local_settings).aws_url("kinesis")
 
 
 def test_taken_port_names_the_setting(tmp_path: Path) -> None:
@@ -78,3 +80,65 @@ def test_unreachable_redis_fails_fast_with_the_setting(tmp_path: Path) -> None:
                    env={"PATH": "/usr/bin:/bin", "TALLY_HOME": str(tmp_path)}, capture_output=True)
     assert proc.returncode == 2
     assert "TALLY_REDIS_URL" in proc.stderr and "does not answer" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def _processes_with_home(home: Path) -> list[int]:
+    """Live processes started with TALLY_HOME=home in their environment (what `up` spawned)."""
+    found = []
+    marker = f"TALLY_HOME={home}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0") and pid_alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_failed_up_leaves_the_stack_as_it_was(tmp_path: Path) -> None:
+    """The issue's case: `tally stack up` with a bad TALLY_REDIS_URL stopped tally's Redis and wrote the
+    URL into stack.json. Now: stack.json byte for byte the same, the same processes alive, and commands
+    without the variable still use tally's Redis; `status` with the variable says what commands use."""
+    env = {"PATH": "/usr/bin:/bin", "TALLY_HOME": str(tmp_path / "home"), "TALLY_STREAM_SHARDS": "1"}
+    cli = [sys.executable, "-m", "orchestration.cli"]
+    try:
+        assert subprocess.run([*cli, "stack", "up"], env=env, capture_output=True, timeout=120).returncode == 0
+        state_file = tmp_path / "home" / "stack.json"
+        before = state_file.read_bytes()
+        settings = load_settings(env)
+        pids = {name: c.pid for name, c in manager.load_state(settings).items()}
+        bad = {**env, "TALLY_REDIS_URL": "redis://127.0.0.1:1/0"}
+        proc = subprocess.run([*cli, "stack", "up"], env=bad, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "TALLY_REDIS_URL" in proc.stderr and "Traceback" not in proc.stderr
+        assert state_file.read_bytes() == before
+        assert all(pid_alive(pid) for pid in pids.values()), pids
+        endpoints = manager.resolve_endpoints(settings)
+        assert redis.Redis.from_url(endpoints.redis_url).ping()
+        status = subprocess.run([*cli, "stack", "status", "--format", "json"], env=bad, capture_output=True,
+                                text=True, timeout=60)
+        import json
+
+        rows = json.loads(status.stdout)
+        used = {(r["component"], r["origin"]): r.get("used_by") for r in rows}
+        assert used[("redis", "TALLY_REDIS_URL")] == "commands"
+        assert [v for (c, o), v in used.items() if c == "redis" and o != "TALLY_REDIS_URL"] == [
+            "nothing: TALLY_REDIS_URL is set"]
+    finally:
+        subprocess.run([*cli, "stack", "down"], env=env, capture_output=True, timeout=60)
+
+
+def test_up_that_fails_midway_stops_what_it_started(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An endpoint that does not answer, found after the emulator and Redis were started: both are
+    stopped again and no stack.json is left behind (there was none)."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("TALLY_HOME", str(home))  # inherited by what `up` spawns: how we find them
+    settings = load_settings({"TALLY_HOME": str(home), "TALLY_STREAM_SHARDS": "1",
+                              "TALLY_AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:1"})
+    with pytest.raises(Exception) as info:
+        manager.up(settings)
+    from streaming.outages import explain
+
+    assert "DynamoDB at http://127.0.0.1:1 (TALLY_AWS_ENDPOINT_URL_DYNAMODB) does not answer" in explain(info.value, settings)
+    assert not (home / "stack.json").exists()
+    assert _processes_with_home(home) == []

@@ -25,7 +25,7 @@ class StreamConfig(dg.ConfigurableResource):
             from streaming.settings import load_settings
             from streaming.stack.manager import resolve_endpoints
 
-            endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
+            endpoint = resolve_endpoints(load_settings()).aws_url("kinesis")
         return aws_client("kinesis", self.region, endpoint)
 
 

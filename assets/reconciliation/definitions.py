@@ -31,5 +31,5 @@ def defs(environment: object | None = None) -> dg.Definitions:
         jobs=[reconciliation_job],
         schedules=[build_schedule(settings.allowed_lateness_s, settings.archive_flush_s)],
         sensors=[layer_progress_sensor],
-        resources={"reconcile": ReconcileResource.from_settings(settings, environment.aws_endpoint_url)},  # type: ignore[attr-defined]
+        resources={"reconcile": ReconcileResource.from_settings(settings, environment.aws_endpoint("dynamodb"))},  # type: ignore[attr-defined]
     )

@@ -55,7 +55,7 @@ class ReconcileResource(dg.ConfigurableResource):
         if self.tally_local and not endpoint:
             from streaming.stack.manager import resolve_endpoints
 
-            endpoint = resolve_endpoints(load_settings()).aws_endpoint_url
+            endpoint = resolve_endpoints(load_settings()).aws_url(service)
         return aws_client(service, self.region, endpoint)
 
     def layers(self, s3: Any, redis: Any, warehouse: Any) -> Any:

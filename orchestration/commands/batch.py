@@ -25,11 +25,13 @@ def _hour(value: str | None) -> dt.datetime | None:
 
 def register(main: click.Group) -> None:
     """Add this domain's commands to the `tally` group."""
-    from orchestration.cli import console, user_errors
+    from orchestration.cli import user_errors
+    from orchestration.output import console
 
     @main.command("archive")
     @click.option("--follow/--until-caught-up", default=False, show_default=True,
-                  help="Keep archiving until Ctrl-C, or stop once every shard is read to its current end.")
+                  help="Keep archiving until Ctrl-C (waiting out services that are down, with a log line per "
+                       "retry), or stop once every shard is read to its current end (a service down: exit 2).")
     @click.option("--timeout-s", default=600.0, show_default=True, help="Give up catching up after this long.")
     @user_errors
     def archive(follow: bool, timeout_s: float) -> None:
@@ -40,6 +42,10 @@ def register(main: click.Group) -> None:
         settings = load_settings()
         stop = threading.Event()
         if follow:
+            import logging
+
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             console.print(f"archiving {settings.stream_name} to s3://{settings.bucket}/raw/ (Ctrl-C stops)")
             try:
@@ -59,11 +65,28 @@ def register(main: click.Group) -> None:
     @click.option("--to", "last", default=None, help="Last hour, inclusive; default: the archive's last.")
     @user_errors
     def build(first: str | None, last: str | None) -> None:
-        """Backfill raw_events over the hours (one run per stretch of hours), then dbt build the marts."""
-        from orchestration.batch import build_marts
+        """Backfill raw_events over the hours (one run per stretch of hours), then dbt build the marts.
 
+        The runs are recorded in DAGSTER_HOME, by default $TALLY_HOME/dagster_home (as `make` sets it),
+        so they show in the Dagster UI (`make ui`)."""
+        import os
+        import warnings
+
+        import dagster as dg
+
+        from orchestration.batch import build_marts
+        from streaming.settings import load_settings
+
+        # Dagster's notes about the stability of APIs tally uses are for tally's developers, not its users.
+        for category in (dg.PreviewWarning, dg.BetaWarning):
+            warnings.filterwarnings("ignore", category=category)
+
+        settings = load_settings()
+        if not os.environ.get("DAGSTER_HOME"):
+            os.environ["DAGSTER_HOME"] = str((settings.home / "dagster_home").resolve())
         report = build_marts(_hour(first), _hour(last))
-        status = "[green]succeeded[/]" if report.success else "[red]failed[/]"
-        console.print(f"batch build {status}: {report.hours} hour(s), runs {', '.join(r[:8] for r in report.runs)}")
+        status = "succeeded" if report.success else "failed"
+        console.print(f"batch build {status}: {report.hours} hour(s), runs {', '.join(r[:8] for r in report.runs)} "
+                      f"(recorded in {os.environ['DAGSTER_HOME']})", style="green" if report.success else "red")
         if not report.success:
             raise SystemExit(1)

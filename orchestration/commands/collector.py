@@ -44,5 +44,5 @@ def create_write_key(settings: Settings, tenant: str) -> str:
     from streaming.collector.run import aws_endpoint
     from streaming.collector.writekeys import create_write_key as create
 
-    dynamodb = aws_client("dynamodb", settings.aws_region, aws_endpoint(settings))
+    dynamodb = aws_client("dynamodb", settings.aws_region, aws_endpoint(settings, "dynamodb"))
     return create(dynamodb, settings.collector.write_key_table, tenant)

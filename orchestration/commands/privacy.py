@@ -6,7 +6,6 @@ error. Output names the request id, the tenant and counts, never the user id.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -18,10 +17,12 @@ def _print_request(console: Any, request: Any, as_json: bool) -> None:
 
     doc = request.to_json()
     if as_json:
-        click.echo(json.dumps(doc, indent=1))
+        from orchestration.output import echo_json
+
+        echo_json(doc)
         return
-    console.print(f"request [bold]{doc['request_id']}[/] tenant [bold]{doc['tenant']}[/] subject "
-                  f"{doc['subject'][:16]}… status [bold]{doc['status']}[/] (asked {doc['requested_at']} by "
+    console.print(f"request {doc['request_id']} tenant {doc['tenant']} subject "
+                  f"{doc['subject'][:16]}… status {doc['status']} (asked {doc['requested_at']} by "
                   f"{doc['requested_by']}; suppressed from epoch ms {doc['since_ms']})", highlight=False)
     table = Table("step", "status", "finished", "what was done")
     for name, step in doc["steps"].items():
@@ -34,12 +35,13 @@ def _print_request(console: Any, request: Any, as_json: bool) -> None:
                       f"{len(doc['forgotten']):,} tenant × event type × minute cells (reconciliation reads them "
                       "from the manifests)")
     if doc["error"]:
-        console.print(f"[red]error:[/] {doc['error']}", highlight=False)
+        console.print(f"error: {doc['error']}", style="red")
 
 
 def register(main: click.Group) -> None:
     """Add this domain's commands to the `tally` group."""
-    from orchestration.cli import console, err_console, user_errors
+    from orchestration.cli import user_errors
+    from orchestration.output import console, err_console
 
     @main.command("forget")
     @click.option("--tenant", default=None, help="Tenant id of the person to forget.")
@@ -78,7 +80,7 @@ def register(main: click.Group) -> None:
                 from streaming.aws import aws_client
                 from streaming.stack.manager import resolve_endpoints
 
-                endpoint = resolve_endpoints(settings).aws_endpoint_url
+                endpoint = resolve_endpoints(settings).aws_url("s3")
                 store = RequestStore(aws_client("s3", settings.aws_region, endpoint), settings.bucket)
                 if status_of:
                     _print_request(console, store.find(status_of), as_json)
@@ -103,8 +105,8 @@ def register(main: click.Group) -> None:
                 return
             _print_request(console, eraser.forget(tenant, user_id, requested_by="cli"), as_json)
         except (BadRequest, UnknownRequest, DeletionBusy) as exc:
-            err_console.print(f"[bold red]tally:[/] {exc}", highlight=False)
+            err_console.print(f"tally: {exc}", style="bold red", soft_wrap=True)
             sys.exit(2)
         except DeletionIncomplete as exc:
-            err_console.print(f"[bold red]tally:[/] {exc}", highlight=False)
+            err_console.print(f"tally: {exc}", style="bold red", soft_wrap=True)
             sys.exit(1)

@@ -58,6 +58,14 @@ def revised_object_key(key: str, revision: int) -> str:
     return f"{key[:m.start('first')]}{m['first']}-{m['last']}.r{revision}.jsonl.gz"
 
 
+def base_object_key(key: str) -> str:
+    """The key an object had as the archiver wrote it (a rewrite by a deletion request adds ``.r<N>``)."""
+    m = _OBJECT_RE.match(key)
+    if m is None or not m["rev"]:
+        return key
+    return f"{key[:m.start('first')]}{m['first']}-{m['last']}.jsonl.gz"
+
+
 def object_revision(key: str) -> int:
     """0 for an object as the archiver wrote it, N for its N-th rewrite."""
     m = _OBJECT_RE.match(key)

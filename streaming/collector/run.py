@@ -31,17 +31,12 @@ log = logging.getLogger("tally.collector")
 DEFAULT_PORT = 8088
 
 
-def aws_endpoint(settings: Settings) -> str | None:
-    """The AWS endpoint: the setting, else (locally) the emulator `tally stack up` started. Never Redis."""
-    if settings.aws_endpoint_url or not settings.is_local:
-        return settings.aws_endpoint_url
-    from streaming.stack.manager import StackNotRunning, load_state
+def aws_endpoint(settings: Settings, service: str = "kinesis") -> str | None:
+    """``service``'s endpoint as every command resolves it (variables, else what `tally stack up` started).
+    Never Redis: the collector does not need it, so it does not ask for it."""
+    from streaming.stack.manager import resolve_endpoints
 
-    emulator = load_state(settings).get("aws-emulator")
-    if emulator is None or not emulator.alive():
-        raise StackNotRunning("The local AWS emulator is not running. Fix: run `tally stack up` (or set "
-                              "TALLY_AWS_ENDPOINT_URL).")
-    return emulator.url
+    return resolve_endpoints(settings).aws_url(service)
 
 
 def _client(service: str, settings: Settings, endpoint: str | None, attempts: int) -> Any:
@@ -52,7 +47,7 @@ def _client(service: str, settings: Settings, endpoint: str | None, attempts: in
         max_pool_connections=4, tcp_keepalive=True))
 
 
-def build_app(settings: Settings, endpoint: str | None, kinesis: Any = None,
+def build_app(settings: Settings, endpoint: str | None | dict[str, str | None], kinesis: Any = None,
               clock: Callable[[], float] = time.time) -> CollectorApp:
     """The collector for these settings; its spool is recovered and its drainer started at ASGI startup.
     ``kinesis`` and ``clock`` replace the drainer's client and ``received_at``'s clock (tests only)."""
@@ -63,8 +58,9 @@ def build_app(settings: Settings, endpoint: str | None, kinesis: Any = None,
         raise SettingError("TALLY_COLLECTOR_EVENT_MAP", c.event_map, f"is not a valid event map ({exc})",
                            "fix the file: {tenant: {track event name: click | form_submit}}, '*' for every tenant") from None
     spool = Spool(c.state_dir, c.spool_max_bytes, fsync=c.fsync == "always")
-    kinesis = kinesis or _client("kinesis", settings, endpoint, attempts=2)
-    dynamodb = _client("dynamodb", settings, endpoint, attempts=2)
+    urls = endpoint if isinstance(endpoint, dict) else {"kinesis": endpoint, "dynamodb": endpoint}
+    kinesis = kinesis or _client("kinesis", settings, urls["kinesis"], attempts=2)
+    dynamodb = _client("dynamodb", settings, urls["dynamodb"], attempts=2)
     keys = WriteKeys(lambda: scan_table(dynamodb, c.write_key_table), c.state_dir / "write_keys.json", c.keys_refresh_s)
     drainer: list[Drainer] = []
 
@@ -102,7 +98,8 @@ def uvicorn_server(app: Any, host: str, port: int) -> Any:
 
 
 def serve(settings: Settings, host: str, port: int, kinesis: Any = None) -> None:
-    server = uvicorn_server(build_app(settings, aws_endpoint(settings), kinesis=kinesis), host, port)
+    urls = {service: aws_endpoint(settings, service) for service in ("kinesis", "dynamodb")}
+    server = uvicorn_server(build_app(settings, urls, kinesis=kinesis), host, port)
     log.info("collector listening on http://%s:%d", host, port)
     server.run()
     if not server.started:

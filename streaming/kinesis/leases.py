@@ -23,21 +23,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from streaming.kinesis.processor import LeaseLost, Position  # noqa: F401 - defined with the lifecycle (no botocore)
+
 SHARD_END = "SHARD_END"
-
-
-@dataclass(frozen=True)
-class Position:
-    """How far a consumer group has read a shard, beside its checkpoint (the last sequence number it
-    applied or committed). ``arrival`` is that record's ApproximateArrivalTimestamp; ``observed_at`` the
-    start of the last GetRecords call whose page the worker processed; ``at_tip`` that this call returned
-    nothing more (MillisBehindLatest 0) with everything read committed: every record that arrived on the
-    shard before ``observed_at`` has then been applied. Reconciliation reads these (and the stream after
-    them) to judge only what every layer has had the chance to see."""
-
-    arrival: float | None = None
-    at_tip: bool = False
-    observed_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -64,10 +52,6 @@ def _position_update(position: Position) -> tuple[str, dict[str, Any]]:
         expression += ", pos_at = :at"
         values[":at"] = {"N": repr(position.observed_at)}
     return expression, values
-
-
-class LeaseLost(RuntimeError):
-    """A conditional write failed: another worker holds the shard now."""
 
 
 def _conditional_failed(exc: ClientError) -> bool:

@@ -28,6 +28,12 @@ class StreamRecord(msgspec.Struct, frozen=True, gc=False):
     arrival_ts: float  # ApproximateArrivalTimestamp, epoch seconds
 
 
+class LeaseLost(RuntimeError):
+    """A conditional write failed: another worker holds the shard now. Defined here, with the lifecycle,
+    rather than in ``leases`` (which needs botocore), so a processor imports it without the AWS SDK: the
+    speed layer's Lambda zip carries no botocore."""
+
+
 @dataclass(frozen=True)
 class ShardContext:
     """Who is processing which shard, under which lease generation (the fencing token)."""
@@ -60,3 +66,17 @@ class RecordProcessor(Protocol):
     def shutdown(self, ctx: ShardContext) -> None:
         """The worker is stopping cleanly: flush what is pending. The lease is released afterwards
         without a new checkpoint, so a processor whose own store is the truth loses nothing."""
+
+
+@dataclass(frozen=True)
+class Position:
+    """How far a consumer group has read a shard, beside its checkpoint (the last sequence number it
+    applied or committed). ``arrival`` is that record's ApproximateArrivalTimestamp; ``observed_at`` the
+    start of the last GetRecords call whose page the worker processed; ``at_tip`` that this call returned
+    nothing more (MillisBehindLatest 0) with everything read committed: every record that arrived on the
+    shard before ``observed_at`` has then been applied. Reconciliation reads these (and the stream after
+    them) to judge only what every layer has had the chance to see."""
+
+    arrival: float | None = None
+    at_tip: bool = False
+    observed_at: float | None = None

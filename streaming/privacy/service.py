@@ -39,7 +39,7 @@ def eraser_from_settings(settings: Settings, redis_client: Any | None = None, s3
     if redis_client is None or s3 is None:
         endpoints = resolve_endpoints(settings)
         redis_client = redis_client or connect(endpoints.redis_url)
-        s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url)
+        s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_url("s3"))
     warehouse = warehouse_eraser(settings)
     target = "local" if settings.is_local else "prod"
     env = {"DBT_LOG_PATH": str(settings.home / "logs" / "privacy-dbt")}

@@ -292,6 +292,11 @@ class _Run:
         if served is None:
             return pd.DataFrame(columns=columns)
         self.con.register("rollups_in", served)
+        grains = self.inputs.rollup_grains
+        if grains is None:
+            frame = served if isinstance(served, pd.DataFrame) else served.to_pandas()
+            grains = set(zip(frame["layer"], frame["grain"]))
+        self.con.register("grains_in", pd.DataFrame(sorted(grains), columns=["layer", "grain"]))
         return self._sql(f"""
             with own as (
                 select 'speed' as layer, 'hour' as grain, tenant_id, event_type, hour as bucket, s as n from hours
@@ -299,7 +304,10 @@ class _Run:
                 union all select 'speed', 'day', tenant_id, event_type, hour // 24, sum(s) from hours group by all
                 union all select 'warehouse', 'day', tenant_id, event_type, hour // 24, sum(wm) from hours group by all
             ),
-            own_sum as (select layer, grain, tenant_id, event_type, bucket, sum(n) as n from own group by all),
+            own_sum as (
+                select layer, grain, tenant_id, event_type, bucket, sum(n) as n from own
+                semi join grains_in g using (layer, grain) group by all
+            ),
             served as (
                 select layer::varchar as layer, grain::varchar as grain, tenant_id::varchar as tenant_id,
                        event_type::varchar as event_type, bucket::bigint as bucket, sum(n)::bigint as n

@@ -176,6 +176,9 @@ class Inputs:
     event_ids: EventIds | None = None
     sequences: Table | None = None  # EVENT_COLUMNS rows from the warehouse raw table
     rollups: Table | None = None  # ROLLUP_COLUMNS: the hour and day counters each layer serves
+    #: The (layer, grain) pairs a layer serves at all (a mart dbt never built serves nothing); None = every
+    #: pair that has a row in ``rollups``.
+    rollup_grains: set[tuple[str, str]] | None = None
     held: Table | None = None  # HELD_CELL_COLUMNS: cells a lagging layer has not reached (see Positions)
     numbers: Table | None = None  # sequences.HELD_COLUMNS: numbers held by dead letters and unread records
     #: Layers ("speed layer", "archive") whose unread records could not all be read, with why: every

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from streaming.kinesis.leases import Position
+from streaming.kinesis.processor import Position
 from streaming.reconcile.model import HELD_CELL_COLUMNS
 from streaming.reconcile.sequences import HELD_COLUMNS
 from streaming.reconcile.sources.stream import ShardTail
@@ -159,7 +159,7 @@ def judge_positions(shards: list[ShardPositions], tails: dict[str, ShardTail]) -
                 for name, marks in clocks.items()},
         held=pd.DataFrame(held_rows, columns=list(HELD_CELL_COLUMNS)),
         numbers=pd.DataFrame(numbers, columns=["source_id", "tenant_id", "source_seq", "event_id", "minute"])
-        [list(HELD_COLUMNS)],
+        .astype({"minute": "Int64"})[list(HELD_COLUMNS)],
         shards=pd.DataFrame(rows, columns=["shard_id", "speed_seq", "archive_seq", "speed_clock", "archive_clock",
                                            "unread_records", "read_complete", "notes"]),
         unbounded=unbounded,

@@ -68,14 +68,14 @@ class Layers:
 
         endpoints = resolve_endpoints(settings)
         return cls(
-            s3=aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url),
+            s3=aws_client("s3", settings.aws_region, endpoints.aws_url("s3")),
             bucket=settings.bucket,
             redis=connect(endpoints.redis_url),
             warehouse=warehouse_reader(settings),
-            dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url),
+            dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_url("dynamodb")),
             lease_table=settings.lease_table,
             stream_name=settings.stream_name,
-            kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url),
+            kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis")),
             max_stream_read=settings.reconcile_max_stream_read,
         )
 
@@ -120,6 +120,7 @@ class _WarehouseView:
     loaded: set[str]
     unbuilt: pd.DataFrame
     dead_letters: pd.DataFrame
+    grains: set[tuple[str, str]]
 
 
 def _read_warehouse(warehouse: Any, start_minute: int, end_minute: int, lateness_s: int) -> _WarehouseView:
@@ -134,6 +135,7 @@ def _read_warehouse(warehouse: Any, start_minute: int, end_minute: int, lateness
             loaded=warehouse.loaded_keys(start_minute, end_minute),
             unbuilt=warehouse.unbuilt(start_minute, end_minute),
             dead_letters=warehouse.dead_letter_numbers(lo, hi),
+            grains=warehouse.rollup_grains(),
         )
         if warehouse.fingerprint() == before:
             return view
@@ -154,7 +156,15 @@ def _warehouse_held(snapshot: ArchiveSnapshot, view: _WarehouseView) -> pd.DataF
 def _dead_letter_numbers(frame: pd.DataFrame) -> pd.DataFrame:
     """HELD_COLUMNS of the numbers dead letters hold: no event id, no minute of their own (a number
     held only by a dead letter fills a hole; it is no bracket's end)."""
-    return frame.assign(event_id=None, minute=None)[list(HELD_COLUMNS)]
+    n = len(frame)
+    return frame.assign(event_id=pd.Series([None] * n, dtype="object", index=frame.index),
+                        minute=pd.Series([pd.NA] * n, dtype="Int64", index=frame.index))[list(HELD_COLUMNS)]
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    """Row-wise concatenation that skips empty frames (pandas warns about their dtypes otherwise)."""
+    kept = [f for f in frames if len(f)]
+    return pd.concat(kept, ignore_index=True) if kept else pd.DataFrame(columns=columns)
 
 
 def _leases(layers: Layers, group: str) -> dict[str, Lease]:
@@ -169,6 +179,23 @@ def _layer_position(lease: Lease | None, seq: int | None = None) -> LayerPositio
     if seq is None and lease is not None and lease.checkpoint is not None:
         seq = int(lease.checkpoint)
     return LayerPosition(seq, recorded=lease.position if lease is not None else None)
+
+
+def consumers_behind(layers: Layers, after: float) -> list[str]:
+    """The (layer, shard) pairs whose recorded position is not at the tip as seen by a poll that started
+    at or after ``after`` (e.g. the last record sent): empty once both consumers have read everything."""
+    shard_ids = StreamTailReader(layers.kinesis, layers.stream_name).shard_ids()
+    behind = []
+    for group, name in ((layers.speed_group, "speed layer"), (ARCHIVE_GROUP, "archive")):
+        leases = _leases(layers, group)
+        for shard_id in shard_ids:
+            lease = leases.get(shard_id)
+            position = lease.position if lease is not None else None
+            if lease is not None and lease.checkpoint == SHARD_END:
+                continue
+            if position is None or not position.at_tip or (position.observed_at or 0.0) < after:
+                behind.append(f"{name} on {shard_id}")
+    return behind
 
 
 def read_positions(layers: Layers, snapshot: ArchiveSnapshot, speed_leases: dict[str, Lease] | None) -> PositionsView:
@@ -215,11 +242,12 @@ def collect(layers: Layers, start_minute: int, end_minute: int,
         warehouse=view.counts,
         speed=speed_counts,
         rollups=rollups,
+        rollup_grains={("speed", "hour"), ("speed", "day"), *view.grains},
         watermarks=marks,
         event_ids=LayerEventIds(archive, layers.warehouse),
         sequences=view.sequences,
-        held=pd.concat([positions.held, _warehouse_held(snapshot, view)], ignore_index=True),
-        numbers=pd.concat([positions.numbers, _dead_letter_numbers(view.dead_letters)], ignore_index=True),
+        held=_concat([positions.held, _warehouse_held(snapshot, view)], list(HELD_CELL_COLUMNS)),
+        numbers=_concat([positions.numbers, _dead_letter_numbers(view.dead_letters)], list(HELD_COLUMNS)),
         unbounded=positions.unbounded,
         start_minute=start_minute,
         end_minute=end_minute,

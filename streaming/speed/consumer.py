@@ -26,7 +26,7 @@ from itertools import chain
 from typing import Any
 
 from streaming.events import EventDecoder
-from streaming.kinesis.leases import LeaseLost as WorkerLeaseLost
+from streaming.kinesis.processor import LeaseLost as WorkerLeaseLost
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.segments import SegmentRule
 from streaming.speed.aggregate import Batch, aggregate, paused_gc

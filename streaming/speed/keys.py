@@ -9,6 +9,7 @@ underscore, which no tenant id can, so they never collide with a tenant.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from streaming.events import TENANT_ID_PATTERN
 
@@ -92,3 +93,47 @@ def latency_histogram(minute: int) -> str:
 def api_keys() -> str:
     """Hash sha256(api key) -> tenant id. Keys are stored hashed only."""
     return f"tally:{{{API_KEYS_TAG}}}:api"
+
+
+# -- key families ------------------------------------------------------------------------------------
+# Every key tally writes, grouped by what it holds: the memory benchmark (bench/bench_memory.py) measures
+# each family's bytes on a real workload, and the capacity planner (streaming/plan/) predicts each one.
+# A key layout change is made here, in the builders above, and in this table; the test that classifies
+# every builder's output keeps them together.
+
+
+@dataclass(frozen=True)
+class KeyFamily:
+    name: str
+    pattern: re.Pattern[str]
+    holds: str
+
+
+_T = r"tally:\{[a-z0-9][a-z0-9_-]{0,63}\}:"
+FAMILIES: tuple[KeyFamily, ...] = (
+    KeyFamily("dedup", re.compile(_T + r"seen:-?\d+$"), "set of 16-byte event_ids first seen in one time bucket"),
+    KeyFamily("counts_minute", re.compile(_T + r"cnt:m:\d+$"), "hash event_type -> count, one tenant-minute"),
+    KeyFamily("counts_hour", re.compile(_T + r"cnt:h:\d+$"), "hash event_type -> count, one tenant-hour"),
+    KeyFamily("counts_day", re.compile(_T + r"cnt:d:\d+$"), "hash event_type -> count, one tenant-day"),
+    KeyFamily("uniques_hour", re.compile(_T + r"uv:h:\d+$"), "HyperLogLog of anonymous_ids, one tenant-hour"),
+    KeyFamily("top_pages_hour", re.compile(_T + r"top:h:\d+$"), "sorted set path -> page views, one tenant-hour"),
+    KeyFamily("top_pages_day", re.compile(_T + r"top:d:\d+$"), "sorted set path -> page views, one tenant-day"),
+    KeyFamily("segment_members", re.compile(_T + r"seg:[^:]+$"), "sorted set anonymous_id -> member until (ms), per rule"),
+    KeyFamily("segment_state", re.compile(_T + r"segst:[^:]+:-?\d+$"), "hash anonymous_id -> newest hits, per rule and window bucket"),
+    KeyFamily("applied_markers", re.compile(_T + r"applied:[^:]+:.+$"), "hash {token, seq} per tenant, group and shard"),
+    KeyFamily("suppressed_counts", re.compile(_T + r"sup:m:\d+$"), "hash event_type -> suppressed events, one tenant-minute"),
+    KeyFamily("suppression", re.compile(_T + r"suppress(:ver)?$"), "a tenant's suppression list and its version"),
+    KeyFamily("dead_letters", re.compile(r"tally:\{" + DEAD_LETTER_TAG + r"\}:"), "dead-letter entries, pending set, counts per reason"),
+    KeyFamily("ops", re.compile(r"tally:\{" + OPS_TAG + r"\}:"), "consumer lag per shard, latency histograms per minute"),
+    KeyFamily("api_keys", re.compile(r"tally:\{" + API_KEYS_TAG + r"\}:"), "hashed API keys"),
+)
+OTHER_FAMILY = "other"
+
+
+def family_of(key: str | bytes) -> str:
+    """The name of the family a key belongs to (:data:`FAMILIES`), or ``"other"``."""
+    text = key.decode() if isinstance(key, bytes) else key
+    for family in FAMILIES:
+        if family.pattern.match(text):
+            return family.name
+    return OTHER_FAMILY

@@ -7,6 +7,7 @@ imports (the crash tests restart it dozens of times).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import logging
 import signal
@@ -69,10 +70,10 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
     from streaming.speed.fast_kinesis import install_fast_get_records
 
     endpoints = resolve_endpoints(settings)
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url)
+    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis"))
     if options.fast_get_records:
         install_fast_get_records(kinesis)
-    dynamodb = aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url)
+    dynamodb = aws_client("dynamodb", settings.aws_region, endpoints.aws_url("dynamodb"))
     client = connect(endpoints.redis_url)
     factory = processor_factory(settings, client, options.group, stop, options.redis_wait_s)
     return Worker(kinesis, dynamodb, settings.stream_name, settings.lease_table, options.group, factory,
@@ -81,22 +82,50 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
 
 
 def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: bool = False,
-                 timeout_s: float = 600.0) -> Any:
-    """Run until SIGTERM/SIGINT (or until caught up); returns the worker (for its lag figures)."""
+                 timeout_s: float = 600.0, stop: threading.Event | None = None) -> Any:
+    """Run until SIGTERM/SIGINT (or until caught up); returns the worker (for its lag figures).
+
+    Until caught up (a job with an end), a service that is down is an error for the caller to report.
+    Running on, it waits (:func:`streaming.outages.keep_running`): Redis, Kinesis or DynamoDB down at
+    start, or gone mid-run beyond what the processor's own retries cover, is logged with the fix and
+    retried with backoff; the checkpoint only moves for applied batches, so nothing is lost or doubled.
+    Returns None if stopped while waiting.
+    """
+    from streaming.outages import keep_running
+
     sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL_S)  # the processors' sending threads (see there)
-    stop = threading.Event()
-    worker = build_worker(settings, options, stop)
+    stop = stop or threading.Event()
     if until_caught_up:
+        worker = build_worker(settings, options, stop)
         worker.run_until_caught_up(timeout_s)
         return worker
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    worker.run(stop)
-    return worker
+    # One worker id for every attempt: after an outage the new worker takes its own leases back.
+    options = dataclasses.replace(options, worker_id=options.worker_id or default_worker_id())
+
+    def attempt() -> Any:
+        worker = build_worker(settings, options, stop)
+        worker.run(stop)
+        return worker
+
+    return keep_running(attempt, stop, f"speed consumer {options.worker_id}", settings)
+
+
+def default_worker_id() -> str:
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 def main(argv: list[str] | None = None) -> None:
+    """``python -m streaming.speed.run``: settings read and errors said as ``tally`` does (one sentence,
+    exit 2); the consumer then runs as :func:`run_consumer` says."""
+    from streaming.outages import exit_on_user_error
+
     parser = argparse.ArgumentParser(description="tally speed-layer consumer")
     parser.add_argument("--group", default=DEFAULT_GROUP)
     parser.add_argument("--worker-id", default="")
@@ -105,10 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lease-duration-s", type=float, default=10.0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = exit_on_user_error(load_settings)
     # Everything imported so far lives as long as the process: keep it out of every later GC scan.
     gc.freeze()
     options = ConsumerOptions(group=args.group, worker_id=args.worker_id, lease_duration_s=args.lease_duration_s)
-    run_consumer(load_settings(), options, args.until_caught_up, args.timeout_s)
+    exit_on_user_error(lambda: run_consumer(settings, options, args.until_caught_up, args.timeout_s),
+                       lambda: settings)
 
 
 if __name__ == "__main__":

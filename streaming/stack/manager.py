@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ import redis
 
 from streaming.aws import aws_client
 from streaming.resources import ResourceNames, ensure_all
-from streaming.settings import SettingError, Settings, redact_url
+from streaming.settings import AWS_SERVICES, SettingError, Settings, redact_url
 from streaming.stack.process import free_port, pid_alive, port_in_use, spawn, stop_pid, wait_until
 from streaming.stack.redis_local import RedisServer, find_redis_server, server_version
 
@@ -42,12 +43,47 @@ class Component:
         return pid_alive(self.pid) and self.port is not None and port_in_use(self.port)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Endpoints:
-    """Where the running services are: what every command and the Dagster resources connect to."""
+    """Where the services are: what every command and the Dagster resources connect to.
 
-    aws_endpoint_url: str | None
-    redis_url: str
+    Resolved once (:func:`resolve_endpoints`); a component that is needed but not running raises
+    :class:`StackNotRunning` only when it is asked for, so a command that needs only Redis runs while
+    the AWS emulator is down, and the other way round.
+    """
+
+    aws: Mapping[str, str | None]
+    redis: str | None
+    #: Where each value came from: the variable, or ``tally stack up`` (``.tally/stack.json``).
+    sources: Mapping[str, str] = field(default_factory=dict)
+    missing: Mapping[str, str] = field(default_factory=dict)
+
+    def aws_url(self, service: str) -> str | None:
+        """``service``'s endpoint (None = AWS's own, from the SDK's default chain)."""
+        if service in self.missing:
+            raise StackNotRunning(self.missing[service])
+        return self.aws[service]
+
+    @property
+    def aws_endpoint_url(self) -> str | None:
+        """The endpoint shared by the services without an endpoint of their own (the emulator locally)."""
+        if "aws" in self.missing:
+            raise StackNotRunning(self.missing["aws"])
+        return self.aws.get("*")
+
+    @property
+    def redis_url(self) -> str:
+        if self.redis is None:
+            raise StackNotRunning(self.missing["redis"])
+        return self.redis
+
+    def client(self, service: str, region: str, max_pool: int = 32) -> Any:
+        """A boto3 client for ``service`` at its endpoint."""
+        return aws_client(service, region, self.aws_url(service), max_pool)
+
+
+_NO_EMULATOR = "The local AWS emulator is not running. Fix: run `tally stack up` (or `make demo`)."
+_NO_REDIS = "No Redis is running for tally. Fix: run `tally stack up`, or set TALLY_REDIS_URL."
 
 
 def _state_path(settings: Settings) -> Path:
@@ -105,43 +141,62 @@ def _external_redis(settings: Settings) -> Component:
 
 
 def up(settings: Settings) -> dict[str, Component]:
-    """Start what is not running, create the stream, bucket and lease table; return the components."""
-    state = load_state(settings)
-    settings.home.mkdir(parents=True, exist_ok=True)
-    if settings.is_local and settings.aws_endpoint_url is None:
-        emulator = state.get("aws-emulator")
-        if emulator is None or not emulator.alive():
-            state["aws-emulator"] = _start_emulator(settings)
-            _save_state(settings, state)
+    """Start what is not running, create the stream, bucket and lease table; return the components in use.
+
+    A failed ``up`` leaves ``stack.json`` and the running services as they were: an external Redis
+    (``TALLY_REDIS_URL``) is checked before anything changes, ``up`` never stops a running component,
+    and what this call started is stopped again (and ``stack.json`` restored byte for byte) when a later
+    step fails. ``stack.json`` records only what tally started: a URL from a variable is never written
+    there, so a command run later without the variable never goes to that address.
+    """
     if settings.redis_url is not None:
-        old = state.get("redis")
-        if old is not None and old.started_by_tally:
-            stop_pid(old.pid or 0)
-        state["redis"] = _external_redis(settings)
-    else:
-        current = state.get("redis")
-        if current is None or not current.started_by_tally or not current.alive():
-            state["redis"] = _start_redis(settings)
-    _save_state(settings, state)
-    endpoints = resolve_endpoints(settings, state)
-    _check_redis(endpoints.redis_url)
-    names = ResourceNames(settings.stream_name, settings.stream_shards, settings.bucket, settings.lease_table)
-    ensure_all(
-        aws_client("kinesis", settings.aws_region, endpoints.aws_endpoint_url),
-        aws_client("s3", settings.aws_region, endpoints.aws_endpoint_url),
-        aws_client("dynamodb", settings.aws_region, endpoints.aws_endpoint_url),
-        names,
-        settings.aws_region,
-    )
-    collector = state.get("collector")
-    if collector is None or not collector.alive():
-        state["collector"] = _start_collector(settings, endpoints.aws_endpoint_url)
-        _save_state(settings, state)
-    return state
+        _check_redis(settings.redis_url)
+    path = _state_path(settings)
+    before = path.read_bytes() if path.exists() else None
+    state = load_state(settings)
+    started: list[Component] = []
+    try:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        needs_emulator = settings.is_local and any(s not in settings.aws_endpoints for s in AWS_SERVICES)
+        emulator = state.get("aws-emulator")
+        if needs_emulator and (emulator is None or not emulator.alive()):
+            state["aws-emulator"] = _start_emulator(settings)
+            started.append(state["aws-emulator"])
+            _save_state(settings, state)
+        if settings.redis_url is None:
+            current = state.get("redis")
+            if current is None or not current.started_by_tally or not current.alive():
+                state["redis"] = _start_redis(settings)
+                started.append(state["redis"])
+                _save_state(settings, state)
+        endpoints = resolve_endpoints(settings, state)
+        _check_redis(endpoints.redis_url)
+        names = ResourceNames(settings.stream_name, settings.stream_shards, settings.bucket, settings.lease_table)
+        ensure_all(endpoints.client("kinesis", settings.aws_region), endpoints.client("s3", settings.aws_region),
+                   endpoints.client("dynamodb", settings.aws_region), names, settings.aws_region)
+        collector = state.get("collector")
+        if collector is None or not collector.alive():
+            state["collector"] = _start_collector(settings)
+            started.append(state["collector"])
+            _save_state(settings, state)
+    except BaseException:
+        for component in started:
+            if component.pid:
+                stop_pid(component.pid)
+        if before is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_bytes(before)
+        raise
+    in_use = dict(state)
+    if settings.redis_url is not None:
+        in_use["redis"] = _external_redis(settings)
+    return in_use
 
 
-def _start_collector(settings: Settings, aws_endpoint_url: str | None) -> Component:
-    """The collector on loopback (its own process, state in TALLY_COLLECTOR_STATE_DIR)."""
+def _start_collector(settings: Settings) -> Component:
+    """The collector on loopback (its own process, state in TALLY_COLLECTOR_STATE_DIR; it finds the
+    emulator as every command does, from the variables or ``stack.json``)."""
     c = settings.collector
     if c.port is not None and port_in_use(c.port):
         raise SettingError("TALLY_COLLECTOR_PORT", str(c.port), "is already in use by another process",
@@ -149,8 +204,6 @@ def _start_collector(settings: Settings, aws_endpoint_url: str | None) -> Compon
     port = c.port or free_port()
     log = settings.home / "logs" / "collector.log"
     env = {**os.environ, "TALLY_COLLECTOR_STATE_DIR": str(c.state_dir.resolve())}
-    if aws_endpoint_url:
-        env["TALLY_AWS_ENDPOINT_URL"] = aws_endpoint_url
     proc = spawn([sys.executable, "-m", "streaming.collector.run", "--host", "127.0.0.1", "--port", str(port)], log, env)
     wait_until(lambda: port_in_use(port), 60, f"collector on port {port}", proc, log)
     return Component("collector", f"http://127.0.0.1:{port}", "tally collector (uvicorn)", True, proc.pid, port)
@@ -180,30 +233,74 @@ def _check_redis(url: str) -> None:
         ) from None
 
 
-def resolve_endpoints(settings: Settings, state: dict[str, Component] | None = None) -> Endpoints:
-    """The AWS endpoint and Redis URL to use: settings first, then what ``tally stack up`` started."""
+def resolve_endpoints(settings: Settings, state: dict[str, Component] | None = None,
+                      require_running: bool = True) -> Endpoints:
+    """The one place that says where each service is: variables first (see
+    :func:`streaming.settings.endpoint_variables`), then what ``tally stack up`` started (locally).
+    ``require_running=False`` takes what ``stack.json`` recorded even when it is not running now
+    (Dagster definitions must load while the stack is down)."""
     state = load_state(settings) if state is None else state
-    aws_url = settings.aws_endpoint_url
-    if settings.is_local and aws_url is None:
+    aws: dict[str, str | None] = {}
+    sources: dict[str, str] = {}
+    missing: dict[str, str] = {}
+    given_general = settings.aws_endpoints.get("*")
+    general = given_general.url if given_general else None
+    general_source = given_general.variable if given_general else ""
+    if general is None and settings.is_local:
         emulator = state.get("aws-emulator")
-        if emulator is None or not emulator.alive():
-            raise StackNotRunning("The local AWS emulator is not running. Fix: run `tally stack up` (or `make demo`).")
-        aws_url = emulator.url
+        if emulator is not None and (not require_running or emulator.alive()):
+            general, general_source = emulator.url, "tally stack up (stack.json)"
+        else:
+            missing["aws"] = _NO_EMULATOR
+    elif general is None:
+        general_source = "AWS default endpoint"
+    aws["*"], sources["aws"] = general, general_source
+    for service in AWS_SERVICES:
+        given = settings.aws_endpoints.get(service)
+        if given is not None and given.variable != general_source:
+            aws[service], sources[service] = given.url, given.variable
+        else:
+            aws[service], sources[service] = general, general_source
+            if "aws" in missing:
+                missing[service] = missing["aws"]
     redis_url = settings.redis_url
+    sources["redis"] = "TALLY_REDIS_URL"
     if redis_url is None:
         component = state.get("redis")
-        if component is None or not component.alive():
-            raise StackNotRunning("No Redis is running for tally. Fix: run `tally stack up`, or set TALLY_REDIS_URL.")
-        redis_url = component.url
-    return Endpoints(aws_url, redis_url)
+        if component is not None and component.started_by_tally and (not require_running or component.alive()):
+            redis_url, sources["redis"] = component.url, "tally stack up (stack.json)"
+        else:
+            missing["redis"] = _NO_REDIS
+    return Endpoints(aws, redis_url, sources, missing)
+
+
+def _redis_details(url: str) -> dict[str, Any]:
+    try:
+        info = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2).info()
+    except redis.RedisError as exc:
+        return {"running": False, "error": type(exc).__name__}
+    keys = sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db") and isinstance(v, dict))
+    return {"running": True, "version": info.get("redis_version", ""), "memory": info.get("used_memory_human"),
+            "keys": keys}
+
+
+def _answers(url: str) -> bool:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        return port_in_use(port, parsed.hostname or "127.0.0.1")
+    except OSError:  # a host name that does not resolve
+        return False
 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
-    """One row per component: name, running, where, origin, version, and details (Redis memory)."""
+    """One row per component: name, running, where, origin, version, details (Redis memory), and what
+    uses it (``used_by``): commands use the variables' endpoints first, then what ``up`` started."""
     state = load_state(settings)
+    endpoints = resolve_endpoints(settings, state, require_running=False)
     rows: list[dict[str, Any]] = []
-    if settings.redis_url is not None and "redis" not in state:
-        state["redis"] = _external_redis(settings)
     for name, component in state.items():
         row: dict[str, Any] = {
             "component": name, "running": component.alive(), "url": redact_url(component.url),
@@ -214,15 +311,26 @@ def status(settings: Settings) -> list[dict[str, Any]]:
 
             spool = spool_status(settings.collector.state_dir)
             row.update(spool_bytes=spool["depth_bytes"], drained=spool["drained"], source_id=spool["source_id"])
-        if name == "redis" and row["running"]:
-            try:
-                info = redis.Redis.from_url(component.url, socket_connect_timeout=2).info()
-                row["version"] = info.get("redis_version", component.version)
-                row["memory"] = info.get("used_memory_human")
-                row["keys"] = sum(v.get("keys", 0) for k, v in info.items() if k.startswith("db") and isinstance(v, dict))
-            except redis.RedisError as exc:
-                row["running"] = False
-                row["error"] = type(exc).__name__
+        if name == "aws-emulator":
+            used = [s for s in AWS_SERVICES if endpoints.aws.get(s) == component.url]
+            row["used_by"] = ", ".join(used) if used else "nothing: every service has an endpoint variable"
+        elif name == "redis":
+            row["used_by"] = "commands" if endpoints.redis == component.url else "nothing: TALLY_REDIS_URL is set"
+            if row["running"]:
+                row.update({k: v for k, v in _redis_details(component.url).items() if v is not None})
+        rows.append(row)
+    explicit: dict[str, list[str]] = {}
+    for service in AWS_SERVICES:
+        if service in settings.aws_endpoints:
+            explicit.setdefault(settings.aws_endpoints[service].url, []).append(service)
+    for url, services in explicit.items():
+        variables = sorted({settings.aws_endpoints[s].variable for s in services})
+        rows.append({"component": "aws", "running": _answers(url), "url": redact_url(url),
+                     "origin": ", ".join(variables), "version": "", "pid": None, "used_by": ", ".join(services)})
+    if settings.redis_url is not None:
+        row = {"component": "redis", "running": False, "url": redact_url(settings.redis_url),
+               "origin": "TALLY_REDIS_URL", "version": "", "pid": None, "used_by": "commands"}
+        row.update({k: v for k, v in _redis_details(settings.redis_url).items() if v is not None})
         rows.append(row)
     if not any(r["component"] == "redis" for r in rows):
         try:
@@ -232,5 +340,6 @@ def status(settings: Settings) -> list[dict[str, Any]]:
         except RuntimeError as exc:
             rows.append({"component": "redis", "running": False, "url": "", "origin": str(exc), "version": "", "pid": None})
     rows.append({"component": "warehouse", "running": settings.duckdb_path.exists(), "url": str(settings.duckdb_path),
-                 "origin": "DuckDB file" if settings.is_local else "Snowflake", "version": "", "pid": None})
+                 "origin": "DuckDB file" if settings.is_local else "Snowflake", "version": "", "pid": None,
+                 "used_by": "commands"})
     return rows

@@ -100,6 +100,10 @@ class SnowflakeWarehouseReader:
         return both.groupby(["tenant_id", "event_type", "minute"], as_index=False)[
             ["rows", "distinct_ids", "mart", "late"]].sum()
 
+    def rollup_grains(self) -> set[tuple[str, str]]:
+        """The roll-ups the warehouse serves: a count mart dbt has built."""
+        return {("warehouse", grain) for grain, table in (("hour", HOUR_MART), ("day", DAY_MART)) if self._exists(table)}
+
     def rollups(self, start_minute: int, end_minute: int) -> pd.DataFrame:
         """ROLLUP_COLUMNS from the hour and day count marts (buckets starting inside the range)."""
         columns = ["layer", "grain", "tenant_id", "event_type", "bucket", "n"]

@@ -7,7 +7,10 @@ every layer and reported as late, never as loss. Records dropped between produce
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,15 +19,19 @@ import redis
 
 from streaming.generator import GeneratorConfig
 from tests.reconcile import pipeline
-from tests.reconcile.conftest import Clients, batch_layer, generated, new_settings, prepare, reconcile_run
+from streaming.reconcile.service import run_reconcile
+from tests.reconcile.conftest import (Clients, batch_layer, generated, layers_for, new_settings, prepare,
+                                      reconcile_run)
 from tests.reconcile.helpers import closed_minute, losses, minute_of_iso
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 LATE_INSIDE = GeneratorConfig(seed=5, tenants=4, start="2026-01-05T10:00:00Z", duration_s=900, rate_per_s=4.0,
                               late_rate=0.03, late_delay_s=(30, 200))
+#: Real gaps among ~1% rejected records of every reason from the same collectors: only the real ones count.
 MESSY = GeneratorConfig(seed=9, tenants=4, start="2026-01-05T10:00:00Z", duration_s=900, rate_per_s=5.0,
-                        duplicate_rate=0.02, upstream_loss_rate=0.003, late_rate=0.01, late_delay_s=(400, 480))
+                        duplicate_rate=0.02, upstream_loss_rate=0.003, late_rate=0.01, late_delay_s=(400, 480),
+                        malformed_rate=0.01)
 
 
 def _cell(data: bytes) -> tuple[str, str, int]:
@@ -34,29 +41,41 @@ def _cell(data: bytes) -> tuple[str, str, int]:
 
 def test_late_events_inside_the_lateness_are_pending_then_ok(
         tmp_path: Path, aws_endpoint: str, redis_url: str, redis_client: redis.Redis, clients: Clients) -> None:
-    settings = new_settings(aws_endpoint, redis_url, tmp_path)
+    """Live time: windows close on the layers' clocks (arrival on the stream), so the test runs at the wall
+    clock with a short lateness. Late events still outstanding leave their windows pending (open); once
+    they arrived and the lateness has passed, the same cells are closed and ok."""
+    lateness = 60
+    settings = replace(new_settings(aws_endpoint, redis_url, tmp_path), allowed_lateness_s=lateness)
     prepare(settings, clients)
-    records, _ = generated(LATE_INSIDE)
-    cut = next(i for i, r in enumerate(records) if r.emit_ms > 420_000)
-    outstanding = {_cell(r.data) for r in records[cut:] if r.kind == "late"
-                   and minute_of_iso(json.loads(r.data)["received_at"]) * 60 < LATE_INSIDE.start_ms // 1000 + 420}
+    now = time.time()
+    config = replace(LATE_INSIDE, start=dt.datetime.fromtimestamp(now - 50, tz=dt.timezone.utc).isoformat()
+                     .replace("+00:00", "Z"), duration_s=40, rate_per_s=10.0, late_delay_s=(20, 30))
+    records, _ = generated(config)
+    held_back = [r for r in records if r.kind == "late"]
+    on_time = [r for r in records if r.kind != "late"]
+    outstanding = {_cell(r.data) for r in held_back}
     assert outstanding
 
-    def layers_up_to(n: int) -> None:
+    def layers() -> None:
         pipeline.run_speed(settings, clients.kinesis, clients.dynamodb, redis_client)
         batch_layer(settings, clients, tmp_path)
 
-    pipeline.send(clients.kinesis, settings.stream_name, records[:cut])
-    layers_up_to(cut)
-    before = reconcile_run(settings, redis_client, clients).result
-    by_cell = {(r.tenant_id, r.event_type, r.minute): r.verdict for r in before.cells.itertuples()}
-    assert {by_cell[c] for c in outstanding} == {"pending"}
+    window = (dt.datetime.fromtimestamp(now - 600, tz=dt.timezone.utc), dt.datetime.fromtimestamp(now + 600, tz=dt.timezone.utc))
+    pipeline.send(clients.kinesis, settings.stream_name, on_time)
+    layers()
+    before = run_reconcile(settings, layers_for(settings, redis_client, clients), *window, who="pytest").result
+    reasons = {(r.tenant_id, r.event_type, r.minute): r.pending_reason for r in before.cells.itertuples()
+               if r.verdict == "pending"}
+    assert outstanding <= set(reasons)
+    assert {reasons[c].split(":")[0] for c in outstanding} == {"window not closed"}
     assert losses(before).empty and not before.unexplained_loss
     assert before.summary["upstream_gap"] == 0  # their source numbers are missing, but the window is open
 
-    pipeline.send(clients.kinesis, settings.stream_name, records[cut:])
-    layers_up_to(len(records))
-    after = reconcile_run(settings, redis_client, clients).result
+    pipeline.send(clients.kinesis, settings.stream_name, held_back)
+    layers()
+    last_end = (max(c[2] for c in outstanding) + 1) * 60
+    time.sleep(max(0.0, last_end + lateness + 1 - time.time()))
+    after = run_reconcile(settings, layers_for(settings, redis_client, clients), *window, who="pytest").result
     closed = closed_minute(after)
     assert all(c[2] + 1 <= closed for c in outstanding)
     assert losses(after).empty and not after.unexplained_loss
@@ -97,6 +116,7 @@ def test_upstream_gaps_and_late_events_beyond_the_lateness(
         row = hit.iloc[0]
         assert row.min_minute <= minute <= row.max_minute
         assert row.verdict == ("upstream_gap" if row.max_minute + 1 <= closed else "pending")
+    assert sum(ledger.dead_letters.values()) >= 30  # numbers held by rejected records fill no false gap:
     assert int(gaps[gaps.verdict.isin(["upstream_gap", "pending"])].missing.sum()) == len(detectable)
     assert result.summary["upstream_gap"] == sum(1 for lost in detectable if gap_of(lost).iloc[0].verdict == "upstream_gap")
     assert result.unexplained_loss

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from streaming.events import SequencePosition
-from streaming.kinesis.leases import Position
+from streaming.kinesis.processor import Position
 from streaming.reconcile.positions import LayerPosition, ShardPositions, judge_positions
 from streaming.reconcile.sources.stream import ShardTail, TailRecord
 
@@ -74,7 +75,7 @@ def test_a_rejected_records_number_is_held_without_a_minute() -> None:
     view = judge_positions([shard(speed=10, archive=11)], {"s1": ShardTail("s1", 10, [rejected], complete=True, read_at=NOW)})
     assert view.held.empty  # a dead letter touches no cell
     row = view.numbers.iloc[0]
-    assert (row.source_id, row.tenant_id, row.source_seq) == ("c1", "t1", 4) and row.minute is None
+    assert (row.source_id, row.tenant_id, row.source_seq) == ("c1", "t1", 4) and pd.isna(row.minute)
 
 
 def test_a_read_cut_at_its_bound_makes_the_lagging_layer_unbounded() -> None:

@@ -18,7 +18,7 @@ import msgspec
 import pandas as pd
 
 from streaming.archive.batch import decode_lines
-from streaming.archive.layout import EVENTS_PREFIX, parse_manifest_key
+from streaming.archive.layout import EVENTS_PREFIX, base_object_key, parse_manifest_key
 from streaming.archive.store import ArchiveStore
 from streaming.reconcile.model import EVENT_COLUMNS
 
@@ -121,6 +121,9 @@ class ArchiveReader:
         dead: dict[str, int] = defaultdict(int)
         missing: list[str] = []
         unloaded: dict[tuple[str, str, int], dict[str, int]] = {}
+        # A deletion request rewrites an object under a revised key and erases the same lines from the
+        # warehouse itself: rows of any revision of an object mean the warehouse has it.
+        loaded_bases = {base_object_key(k) for k in loaded} if loaded is not None else None
         for key, manifest in zip(manifest_keys, manifests, strict=True):
             if manifest is None:
                 continue
@@ -134,7 +137,7 @@ class ArchiveReader:
                 exists = obj["key"] in present
                 if not exists:
                     missing.append(obj["key"])
-                lacking = exists and loaded is not None and obj["key"] not in loaded
+                lacking = exists and loaded_bases is not None and base_object_key(obj["key"]) not in loaded_bases
                 kept = _net_cells(obj) if lacking else {}
                 for tenant, etype, minute_iso, n in obj["counts"]:
                     minute = _minute(minute_iso)
