@@ -176,7 +176,7 @@ def up(settings: Settings) -> dict[str, Component]:
                    endpoints.client("dynamodb", settings.aws_region), names, settings.aws_region)
         collector = state.get("collector")
         if collector is None or not collector.alive():
-            state["collector"] = _start_collector(settings)
+            state["collector"] = _start_collector(settings, endpoints)
             started.append(state["collector"])
             _save_state(settings, state)
     except BaseException:
@@ -194,16 +194,22 @@ def up(settings: Settings) -> dict[str, Component]:
     return in_use
 
 
-def _start_collector(settings: Settings) -> Component:
-    """The collector on loopback (its own process, state in TALLY_COLLECTOR_STATE_DIR; it finds the
-    emulator as every command does, from the variables or ``stack.json``)."""
+def _start_collector(settings: Settings, endpoints: Endpoints) -> Component:
+    """The collector on loopback: its own process, with the settings ``up`` was given (they may not be
+    this process's environment), its state in TALLY_COLLECTOR_STATE_DIR, and Kinesis and DynamoDB where
+    ``up`` resolved them."""
     c = settings.collector
     if c.port is not None and port_in_use(c.port):
         raise SettingError("TALLY_COLLECTOR_PORT", str(c.port), "is already in use by another process",
                            "unset TALLY_COLLECTOR_PORT to let tally pick a free port, or choose a port nothing listens on")
     port = c.port or free_port()
     log = settings.home / "logs" / "collector.log"
-    env = {**os.environ, "TALLY_COLLECTOR_STATE_DIR": str(c.state_dir.resolve())}
+    env = {**os.environ, **settings.raw, "TALLY_HOME": str(settings.home.resolve()),
+           "TALLY_COLLECTOR_STATE_DIR": str(c.state_dir.resolve())}
+    for service in ("kinesis", "dynamodb"):
+        url = endpoints.aws_url(service)
+        if url:
+            env[f"TALLY_AWS_ENDPOINT_URL_{service.upper()}"] = url
     proc = spawn([sys.executable, "-m", "streaming.collector.run", "--host", "127.0.0.1", "--port", str(port)], log, env)
     wait_until(lambda: port_in_use(port), 60, f"collector on port {port}", proc, log)
     return Component("collector", f"http://127.0.0.1:{port}", "tally collector (uvicorn)", True, proc.pid, port)
