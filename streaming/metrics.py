@@ -43,6 +43,7 @@ class WorkerMetrics:
     behind_latest: Gauge
     position_arrival: Gauge
     at_tip: Gauge
+    polled: Gauge
     checkpoints: Counter
     leases: Gauge
     getrecords_errors: Counter
@@ -110,6 +111,8 @@ def worker() -> WorkerMetrics:
                                "the last checkpointed record: the group's position on the shard", labels),
         at_tip=Gauge("tally_shard_at_tip", "1 when the shard's last poll found its tip with everything read "
                      "committed, else 0", labels),
+        polled=Gauge("tally_shard_polled_timestamp_seconds", "When (Unix seconds) the worker last polled the shard "
+                     "or offered its records again: a live worker does so at least every few seconds", labels),
         checkpoints=Counter("tally_shard_checkpoints_total", "Checkpoints written (the position moved)", labels),
         leases=Gauge("tally_shard_leases", "Shards this worker holds the lease of", ["group"]),
         getrecords_errors=Counter("tally_getrecords_errors_total", "GetRecords calls that failed after botocore's "

@@ -235,6 +235,7 @@ class Worker:
     # -- polling ------------------------------------------------------------------------------------
     def _poll(self, shard_id: str, owned: _Owned, now: float) -> None:
         metrics = self.metrics[shard_id]
+        _metrics.worker().polled.labels(self.group, shard_id).set(now)
         if owned.pending is None:
             ahead, owned.ahead = owned.ahead, None
             try:
@@ -345,7 +346,7 @@ class Worker:
     def _forget_series(self, shard_id: str) -> None:
         """Drop the shard's gauges: a shard this worker no longer reads must not show its old lag."""
         exported = _metrics.worker()
-        for gauge in (exported.behind_latest, exported.position_arrival, exported.at_tip):
+        for gauge in (exported.behind_latest, exported.position_arrival, exported.at_tip, exported.polled):
             try:
                 gauge.remove(self.group, shard_id)
             except KeyError:
