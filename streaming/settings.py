@@ -161,6 +161,14 @@ def _load_method(name: str, raw: str) -> str:
     return raw
 
 
+def _sla_seconds(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value < 60:
+        raise SettingError(name, raw, "is under a minute (Dagster's freshness windows are at least 60 s)",
+                           f"set {name} to 60 seconds or more")
+    return value
+
+
 def _log_format(name: str, raw: str) -> str:
     if raw not in ("json", "text"):
         raise SettingError(name, raw, "is not a log format",
@@ -246,10 +254,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_METRICS_HOST", "127.0.0.1", "address a long-running process serves its Prometheus `/metrics` on (loopback by default; `0.0.0.0` for a Prometheus on another host)", _text),
     Setting("TALLY_METRICS_PORT", None, "this process's `/metrics` port; unset = the component's default (speed consumer 9464, archiver 9465, collector 9466; the query API serves `/metrics` on its own port), 0 = a free port (logged), `off` = none", _metrics_port),
     Setting("TALLY_ALERT_URLS", None, "where tally's own alerts go: apprise URLs (`slack://…`, `mailto://…`, `pagerduty://…`, `json://host/path`…) separated by spaces; unset = alerts are only logged. Secret (tokens, passwords): never logged or printed", _alert_urls),
-    Setting("TALLY_FRESHNESS_STREAM_S", "900", "freshness SLA of the stream: stale (and one alert) when no record has arrived for this many seconds", _positive_int),
-    Setting("TALLY_FRESHNESS_SPEED_S", "120", "freshness SLA of the speed layer: stale when its position clock is further behind than this (seconds)", _positive_int),
-    Setting("TALLY_FRESHNESS_ARCHIVE_S", "600", "freshness SLA of the archive: stale when its position clock is further behind than this (seconds)", _positive_int),
-    Setting("TALLY_FRESHNESS_WAREHOUSE_S", "7200", "freshness SLA of `raw_events` and the marts: stale when no build has materialized them for this many seconds", _positive_int),
+    Setting("TALLY_FRESHNESS_STREAM_S", "900", "freshness SLA of the stream: stale (and one alert) when no record has arrived for this many seconds", _sla_seconds),
+    Setting("TALLY_FRESHNESS_SPEED_S", "120", "freshness SLA of the speed layer: stale when its position clock is further behind than this (seconds)", _sla_seconds),
+    Setting("TALLY_FRESHNESS_ARCHIVE_S", "600", "freshness SLA of the archive: stale when its position clock is further behind than this (seconds)", _sla_seconds),
+    Setting("TALLY_FRESHNESS_WAREHOUSE_S", "7200", "freshness SLA of `raw_events` and the marts: stale when no build has materialized them for this many seconds", _sla_seconds),
     Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
     Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
     Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),
