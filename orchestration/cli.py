@@ -223,13 +223,14 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, privacy, reconcile, send, speed
+    from orchestration.commands import alerts, batch, privacy, reconcile, send, speed
 
     speed.register(main)
     send.register(main)
     batch.register(main)
     reconcile.register(main)
     privacy.register(main)
+    alerts.register(main)
 
 
 _register_domains()

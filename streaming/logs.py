@@ -63,7 +63,10 @@ def url_secrets(url: str) -> list[str]:
 
     parts = urlsplit(url)
     found = [url, parts.password or ""]
-    found += [seg for seg in (parts.netloc.rsplit("@", 1)[-1].split(":")[0], *parts.path.split("/")) if len(seg) >= 8]
+    host = parts.netloc.rsplit("@", 1)[-1].split(":")[0]
+    # A dotless "host" is a token in most apprise schemes (slack://TokenA/...); a hostname is no secret.
+    found += [seg for seg in ([host] if "." not in host and host != "localhost" else []) + parts.path.split("/")
+              if len(seg) >= 8]
     found += [v for k, v in parse_qsl(parts.query) if k.lower() in ("pass", "password", "token", "key", "apikey",
                                                                       "secret", "user")]
     return found

@@ -54,6 +54,7 @@ INVOCATIONS: list[tuple[tuple[str, ...], frozenset[str]]] = [
     (("heals",), frozenset({"redis"})),
     (("forget", "--list"), frozenset({"aws"})),
     (("forget", "--tenant", "t1", "--user", "u1", "--no-rebuild"), frozenset({"redis"})),
+    (("alerts", "test"), frozenset()),  # needs only its channels: tests/ops/test_alerts.py
 ]
 
 #: Commands that need no service (commented), run with both down: exit 0, no traceback.
