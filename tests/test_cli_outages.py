@@ -55,6 +55,7 @@ INVOCATIONS: list[tuple[tuple[str, ...], frozenset[str]]] = [
     (("forget", "--list"), frozenset({"aws"})),
     (("forget", "--tenant", "t1", "--user", "u1", "--no-rebuild"), frozenset({"redis"})),
     (("deploy", "env", "--stack", "tally"), frozenset({"aws"})),
+    (("alerts", "test"), frozenset()),  # needs only its channels: tests/ops/test_alerts.py
 ]
 
 #: Commands that need no service (commented), run with both down: exit 0, no traceback.
