@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 3000
 DOCS_PORT ?= 8580
 
-.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium wrk dagster-home
+.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home
 
 install: $(STAMP)
 
@@ -23,12 +23,16 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard streaming/speed/_*.c streami
 demo: $(STAMP)
 	$(BIN)/python -m orchestration.demo
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium prometheus
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's chromium for the browser tests (no browser downloads).
 chromium:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+# Debian's prometheus (the server and promtool) for the metrics and alert-rule tests.
+prometheus:
+	@command -v promtool >/dev/null || (apt-get update && apt-get install -y prometheus)
 
 # A persistent Dagster instance under .tally/ (one run at a time: DuckDB has a single writer).
 dagster-home:

@@ -63,6 +63,9 @@ def run_archiver(settings: Settings, until_caught_up: bool = True, timeout_s: fl
     if until_caught_up:
         archiver_worker(settings).run_until_caught_up(timeout_s)  # type: ignore[attr-defined]
         return
+    from streaming.metrics import serve_for
+
+    serve_for("archiver", settings)
     stop = stop or threading.Event()
     worker_id = default_worker_id()
 

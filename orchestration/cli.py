@@ -223,7 +223,7 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import batch, collector, package, plan, privacy, reconcile, send, speed
+    from orchestration.commands import alerts, batch, collector, package, plan, privacy, reconcile, send, speed
 
     speed.register(main)
     send.register(main)
@@ -232,6 +232,7 @@ def _register_domains() -> None:
     privacy.register(main)
     plan.register(main)
     package.register(main)
+    alerts.register(main)
     collector.register(main)
 
 

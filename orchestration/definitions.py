@@ -16,7 +16,9 @@ from assets.privacy import jobs as privacy_domain
 from assets.reconciliation import definitions as reconciliation_domain
 from assets.speed_layer import assets as speed_domain
 from assets.warehouse import assets as warehouse_domain
+from orchestration import alerting
 from orchestration.environment import DBT_PROJECT_DIR, get_environment
+from orchestration.freshness import with_warehouse_freshness
 from orchestration.jobs import JOBS
 from orchestration.resources import build_resources, dbt_executable
 from orchestration.schedules import build_schedules
@@ -36,12 +38,13 @@ def build_definitions() -> dg.Definitions:
     }
     return dg.Definitions.merge(
         ingest_domain.defs(),
-        warehouse_domain.defs(),
-        dbt_domain.defs(project),
+        with_warehouse_freshness(dg.Definitions.merge(warehouse_domain.defs(), dbt_domain.defs(project)),
+                                 settings.freshness_warehouse_s),
         speed_domain.defs(),
         reconciliation_domain.defs(environment),
         privacy_domain.defs(),
-        dg.Definitions(jobs=JOBS, schedules=build_schedules(environment), sensors=SENSORS, resources=resources),
+        dg.Definitions(jobs=JOBS, schedules=build_schedules(environment), sensors=[*SENSORS, *alerting.SENSORS],
+                       resources=resources),
     )
 
 

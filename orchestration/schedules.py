@@ -16,6 +16,7 @@ def build_schedules(environment: Environment) -> list[dg.ScheduleDefinition]:
         batch_hourly_job,
         name="batch_hourly_schedule",
         minute_of_hour=minute,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
         description=f"At :{minute:02d} past each hour, build the previous hour (allowed lateness "
                     f"{settings.allowed_lateness_s}s + archiver flush {settings.archive_flush_s}s).",
     )

@@ -29,7 +29,7 @@ def late_hours(store: Any, cursor: dict[str, str]) -> tuple[dict[str, str], dict
     return cursor, touched
 
 
-@dg.sensor(job=batch_hourly_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.STOPPED,
+@dg.sensor(job=batch_hourly_job, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Starts a run for every already-built hour that received archive objects since it was built.")
 def late_archive_sensor(context: dg.SensorEvaluationContext, s3: dg.ResourceParam[Any]) -> dg.SensorResult:
     cursor, touched = late_hours(s3.archive_store(), json.loads(context.cursor or "{}"))
@@ -42,7 +42,7 @@ def late_archive_sensor(context: dg.SensorEvaluationContext, s3: dg.ResourcePara
     return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
 
 
-@dg.sensor(minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.STOPPED,
+@dg.sensor(minimum_interval_seconds=120, default_status=dg.DefaultSensorStatus.RUNNING,
            description="Records observations of the archive (manifests per shard) and of the speed layer's Redis.")
 def external_layers_observer(context: dg.SensorEvaluationContext, s3: dg.ResourceParam[Any],
                              redis: dg.ResourceParam[Any]) -> dg.SensorResult:

@@ -183,6 +183,55 @@ def _host(name: str, raw: str) -> str:
     return raw
 
 
+def _sla_seconds(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value < 60:
+        raise SettingError(name, raw, "is under a minute (Dagster's freshness windows are at least 60 s)",
+                           f"set {name} to 60 seconds or more")
+    return value
+
+
+def _log_format(name: str, raw: str) -> str:
+    if raw not in ("json", "text"):
+        raise SettingError(name, raw, "is not a log format",
+                           f"set {name} to 'json' (one JSON object a line) or 'text', or unset it (json when stderr "
+                           "is not a terminal)")
+    return raw
+
+
+def _metrics_port(name: str, raw: str) -> int | None:
+    """A port, 0 (a free port, logged) or ``off`` (None: no endpoint)."""
+    if raw == "off":
+        return None
+    if raw == "0":
+        return 0
+    try:
+        return _port(name, raw)
+    except SettingError:
+        raise SettingError(name, raw, "is not a port, 0 or off",
+                           f"set {name} to a free TCP port, 0 (any free port, logged) or off") from None
+
+
+def _alert_urls(name: str, raw: str) -> tuple[str, ...]:
+    """Apprise URLs separated by spaces, new lines or commas; each must name a service apprise knows.
+    The values are secrets (tokens, passwords): a wrong one is named by its position and scheme only."""
+    import re
+
+    urls = tuple(u for u in re.split(r"[\s,]+(?=[A-Za-z][A-Za-z0-9+.-]*://)|\s+", raw.strip()) if u)
+    if not urls:
+        raise SettingError(name, None, "is empty", f"set {name} to one or more apprise URLs, or unset it")
+    from apprise import Apprise
+
+    for i, url in enumerate(urls, 1):
+        if Apprise.instantiate(url) is None:
+            scheme = url.split("://", 1)[0] if "://" in url else "?"
+            raise SettingError(name, f"<URL {i} of {len(urls)}, scheme {scheme}://…>",
+                               "is not an apprise URL tally can send to",
+                               f"check URL {i} of {name} against apprise's list of services (e.g. "
+                               "slack://…, mailto://…, pagerduty://…, json://host/path)")
+    return urls
+
+
 def _redact_url(url: str) -> str:
     """Hide a password in a URL before it goes into a message or a log."""
     parsed = urlparse(url)
@@ -235,6 +284,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_WRITE_KEY_TABLE", "tally-write-keys", "DynamoDB table of the collectors' write keys (hashed); each collector caches it in its state directory", _identifier),
     Setting("TALLY_COLLECTOR_KEYS_REFRESH_S", "10", "collector: re-reads the write-key table this often (seconds); a new or revoked key takes effect within it", _positive_int),
     Setting("TALLY_PLAN_PRICES", None, "`tally plan`: JSON file of prices replacing those of its dated table (`streaming/plan/prices.json`); `--prices` wins", _text),
+    Setting("TALLY_LOG_FORMAT", None, "`json` (one JSON object a line: `ts`, `level`, `component`, `logger`, `message` and fields such as `shard`, `group`, `records`, `duration_s`) or `text`; unset = json when stderr is not a terminal", _log_format),
+    Setting("TALLY_METRICS_HOST", "127.0.0.1", "address a long-running process serves its Prometheus `/metrics` on (loopback by default; `0.0.0.0` for a Prometheus on another host)", _text),
+    Setting("TALLY_METRICS_PORT", None, "this process's `/metrics` port; unset = the component's default (speed consumer 9464, archiver 9465, collector 9466; the query API serves `/metrics` on its own port), 0 = a free port (logged), `off` = none", _metrics_port),
+    Setting("TALLY_ALERT_URLS", None, "where tally's own alerts go: apprise URLs (`slack://…`, `mailto://…`, `pagerduty://…`, `json://host/path`…) separated by spaces; unset = alerts are only logged. Secret (tokens, passwords): never logged or printed", _alert_urls),
+    Setting("TALLY_FRESHNESS_STREAM_S", "900", "freshness SLA of the stream: stale (and one alert) when no record has arrived for this many seconds", _sla_seconds),
+    Setting("TALLY_FRESHNESS_SPEED_S", "120", "freshness SLA of the speed layer: stale when its position clock is further behind than this (seconds)", _sla_seconds),
+    Setting("TALLY_FRESHNESS_ARCHIVE_S", "600", "freshness SLA of the archive: stale when its position clock is further behind than this (seconds)", _sla_seconds),
+    Setting("TALLY_FRESHNESS_WAREHOUSE_S", "7200", "freshness SLA of `raw_events` and the marts: stale when no build has materialized them for this many seconds", _sla_seconds),
     Setting("TALLY_SNOWFLAKE_ACCOUNT", None, "prod: Snowflake account identifier (`myorg-myaccount`); required when TALLY_ENV=prod", _snowflake_account),
     Setting("TALLY_SNOWFLAKE_USER", None, "prod: Snowflake user tally connects as; required when TALLY_ENV=prod", _text),
     Setting("TALLY_SNOWFLAKE_PASSWORD", None, "prod: that user's password (secret; never logged) — or use a key pair", _text),
@@ -296,7 +353,8 @@ def _aws_endpoints(env: Mapping[str, str]) -> dict[str, EndpointSetting]:
     return out
 
 #: Settings whose values are secrets: never in a repr, a log line, an error message or Dagster metadata.
-SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "TALLY_PRIVACY_SALT"})
+SECRET_SETTINGS = frozenset({"TALLY_SNOWFLAKE_PASSWORD", "TALLY_SNOWFLAKE_PRIVATE_KEY_PASSPHRASE", "TALLY_PRIVACY_SALT",
+                             "TALLY_ALERT_URLS"})
 
 
 @dataclass(frozen=True, repr=False)
@@ -465,6 +523,16 @@ class Settings:
     snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
     collector: CollectorSettings = field(default_factory=CollectorSettings)
     privacy_salt: str = field(default="", repr=False)
+    log_format: str | None = None
+    metrics_host: str = "127.0.0.1"
+    #: None = the component's default port (the variable unset); see :func:`metrics_port`.
+    metrics_port: int | None = None
+    metrics_off: bool = False
+    alert_urls: tuple[str, ...] = field(default=(), repr=False)
+    freshness_stream_s: int = 900
+    freshness_speed_s: int = 120
+    freshness_archive_s: int = 600
+    freshness_warehouse_s: int = 7200
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: Per AWS service, the endpoint a variable sets (see :func:`endpoint_variables`).
     aws_endpoints: Mapping[str, EndpointSetting] = field(default_factory=dict)
@@ -527,6 +595,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         snowflake=_snowflake_settings(env),
         collector=_collector_settings(env, home),
         privacy_salt=_get(env, "TALLY_PRIVACY_SALT") or "",
+        log_format=_get(env, "TALLY_LOG_FORMAT"),
+        metrics_host=_get(env, "TALLY_METRICS_HOST"),
+        metrics_port=_get(env, "TALLY_METRICS_PORT"),
+        metrics_off=env.get("TALLY_METRICS_PORT") == "off",
+        alert_urls=_get(env, "TALLY_ALERT_URLS") or (),
+        freshness_stream_s=_get(env, "TALLY_FRESHNESS_STREAM_S"),
+        freshness_speed_s=_get(env, "TALLY_FRESHNESS_SPEED_S"),
+        freshness_archive_s=_get(env, "TALLY_FRESHNESS_ARCHIVE_S"),
+        freshness_warehouse_s=_get(env, "TALLY_FRESHNESS_WAREHOUSE_S"),
         raw={k: v for k, v in env.items() if k.startswith("TALLY_") and k not in SECRET_SETTINGS},
         aws_endpoints=_aws_endpoints(env),
     )

@@ -56,6 +56,8 @@ INVOCATIONS: list[tuple[tuple[str, ...], frozenset[str]]] = [
     (("heals",), frozenset({"redis"})),
     (("forget", "--list"), frozenset({"aws"})),
     (("forget", "--tenant", "t1", "--user", "u1", "--no-rebuild"), frozenset({"redis"})),
+    (("deploy", "env", "--stack", "tally"), frozenset({"aws"})),
+    (("alerts", "test"), frozenset()),  # needs only its channels: tests/ops/test_alerts.py
 ]
 
 #: Commands that need no service (commented), run with both down: exit 0, no traceback.
@@ -64,6 +66,9 @@ NO_SERVICE: dict[tuple[str, ...], str] = {
     ("stack", "status"): "reports what runs, including what does not answer",
     ("generate", "--duration-s", "5", "--tenants", "1"): "without --to-stream it writes files only",
     ("settings",): "prints and validates settings",
+    ("plan", "--preset", "growth"): "reads the measured figures and the price table, nothing else",
+    # It needs PyPI, no tally service: only its help runs here; tests/deploy/test_lambda_zip.py builds it.
+    ("package", "lambda", "--help"): "downloads wheels from PyPI",
 }
 
 

@@ -23,13 +23,13 @@ def defs(environment: object | None = None) -> dg.Definitions:
 
         environment = get_environment()
     settings = environment.settings  # type: ignore[attr-defined]
-    # A layer is stale when its watermark has not moved for its lateness and flush, twice over.
-    warn = dt.timedelta(seconds=2 * (settings.allowed_lateness_s + settings.archive_flush_s))
+    resource = ReconcileResource.from_settings(settings, environment.aws_endpoint("dynamodb"))  # type: ignore[attr-defined]
+    slas = {layer: dt.timedelta(seconds=s) for layer, s in resource.freshness_slas().items()}
     return dg.Definitions(
-        assets=[hourly_verdicts, published_report, speed_heal, *progress_specs(warn, warn * 3)],
+        assets=[hourly_verdicts, published_report, speed_heal, *progress_specs(slas)],
         asset_checks=CHECKS,
         jobs=[reconciliation_job],
         schedules=[build_schedule(settings.allowed_lateness_s, settings.archive_flush_s)],
         sensors=[layer_progress_sensor],
-        resources={"reconcile": ReconcileResource.from_settings(settings, environment.aws_endpoint("dynamodb"))},  # type: ignore[attr-defined]
+        resources={"reconcile": resource},
     )

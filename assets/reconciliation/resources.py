@@ -23,13 +23,25 @@ class ReconcileResource(dg.ConfigurableResource):
     allowed_lateness_s: int = 300
     tolerance_abs: int = 0
     tolerance_rel: float = 0.0
+    freshness_stream_s: int = 900
+    freshness_speed_s: int = 120
+    freshness_archive_s: int = 600
+    freshness_warehouse_s: int = 7200
 
     @classmethod
     def from_settings(cls, settings: Settings, endpoint_url: str | None) -> ReconcileResource:
         return cls(home=str(settings.home.resolve()), lease_table=settings.lease_table,
                    stream_name=settings.stream_name, region=settings.aws_region, endpoint_url=endpoint_url,
                    tally_local=settings.is_local, allowed_lateness_s=settings.allowed_lateness_s,
-                   tolerance_abs=settings.reconcile_tolerance_abs, tolerance_rel=settings.reconcile_tolerance_rel)
+                   tolerance_abs=settings.reconcile_tolerance_abs, tolerance_rel=settings.reconcile_tolerance_rel,
+                   freshness_stream_s=settings.freshness_stream_s, freshness_speed_s=settings.freshness_speed_s,
+                   freshness_archive_s=settings.freshness_archive_s,
+                   freshness_warehouse_s=settings.freshness_warehouse_s)
+
+    def freshness_slas(self) -> dict[str, float]:
+        """Per layer (stream, speed, archive, warehouse), its freshness SLA in seconds."""
+        return {"stream": self.freshness_stream_s, "speed": self.freshness_speed_s,
+                "archive": self.freshness_archive_s, "warehouse": self.freshness_warehouse_s}
 
     def settings(self, bucket: str, warehouse: Any) -> Settings:
         """Settings for the reconciliation service, with this resource's values."""

@@ -42,10 +42,9 @@ def register(main: click.Group) -> None:
         settings = load_settings()
         stop = threading.Event()
         if follow:
-            import logging
+            from streaming.logs import configure
 
-            if not logging.getLogger().handlers:
-                logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+            configure("archiver", settings)
             signal.signal(signal.SIGTERM, lambda *_: stop.set())
             console.print(f"archiving {settings.stream_name} to s3://{settings.bucket}/raw/ (Ctrl-C stops)")
             try:

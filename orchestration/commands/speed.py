@@ -82,13 +82,11 @@ def register(main: click.Group) -> None:
         Without --until-caught-up it runs until SIGTERM/Ctrl-C and waits out services that are down
         (at start too), logging one line per retry; with it, a service that is down is an error (exit 2).
         """
-        import logging
-
+        from streaming.logs import configure
         from streaming.speed.run import ConsumerOptions, run_consumer
 
-        if not logging.getLogger().handlers:
-            logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         settings = _settings()
+        configure("speed", settings)
         worker = run_consumer(settings, ConsumerOptions(group=group, worker_id=worker_id), until_caught_up, timeout_s)
         lag = worker.lag() if worker is not None else {}
         console.print(f"consumer {getattr(worker, 'worker_id', worker_id) or ''} stopped; MillisBehindLatest per shard: "
@@ -337,12 +335,16 @@ def register(main: click.Group) -> None:
         """Serve the HTTP query API (OpenAPI at /openapi.json) and the live dashboard (/dashboard)."""
         import uvicorn
 
+        from streaming.logs import configure
         from streaming.query.http import create_app
 
-        app = create_app(_redis(_settings()))
-        console.print(f"tally query API on http://{host}:{port} (OpenAPI: /openapi.json); live dashboard: "
-                      f"http://{host}:{port}/dashboard#tenant=TENANT&key=KEY (`tally keys create --tenant TENANT`)")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        settings = _settings()
+        configure("query", settings)
+        app = create_app(_redis(settings))
+        console.print(f"tally query API on http://{host}:{port} (OpenAPI: /openapi.json, Prometheus: /metrics); live "
+                      f"dashboard: http://{host}:{port}/dashboard#tenant=TENANT&key=KEY (`tally keys create --tenant TENANT`)")
+        # log_config=None: uvicorn's records go through tally's handler (JSON, scrubbed) instead of its own.
+        uvicorn.run(app, host=host, port=port, log_level="warning", log_config=None)
 
     @main.group()
     def keys() -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streaming import metrics as _metrics
 from streaming.archive.batch import SuppressedSince, build_batch
 from streaming.archive.store import ArchiveStore
 from streaming.events import EventDecoder
@@ -112,13 +113,27 @@ class ArchiveProcessor:
         if not self._buffer:
             return self._committed
         assert self._shard_id is not None
+        started = time.perf_counter()
         if self.suppression is not None:
             self.suppression.begin_batch()
         batch = build_batch(self._shard_id, self._buffer, self.decoder, suppressed_since=self.suppression)
         self.store.write_batch(batch)
+        duration = time.perf_counter() - started
         self.stats.batches += 1
         self.stats.records += len(self._buffer)
         self.stats.objects += len(batch.objects)
+        size = sum(len(o.body) for o in batch.objects)
+        exported = _metrics.archiver()
+        exported.records.labels(self._shard_id).inc(len(self._buffer))
+        exported.objects.labels(self._shard_id).inc(len(batch.objects))
+        exported.bytes.labels(self._shard_id).inc(size)
+        exported.commit_seconds.observe(duration)
+        for reason, n in batch.manifest["dead_letters"].items():
+            exported.dead_letters.labels(GROUP, reason).inc(n)
+        log.info("shard %s: committed %d records in %d archive objects (%d bytes) in %.2f s", self._shard_id,
+                 len(self._buffer), len(batch.objects), size, duration,
+                 extra={"group": GROUP, "shard": self._shard_id, "records": len(self._buffer),
+                        "objects": len(batch.objects), "bytes": size, "duration_s": round(duration, 3)})
         self._committed = batch.batch.last_seq
         self._buffer, self._bytes, self._oldest_at = [], 0, None
         return self._committed

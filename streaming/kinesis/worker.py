@@ -32,6 +32,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from streaming import metrics as _metrics
 from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable, Position
 from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
 
@@ -203,7 +204,10 @@ class Worker:
         iterator = self._iterator(shard_id, start)
         self._owned[shard_id] = _Owned(lease, ctx, processor, iterator, start)
         self.metrics.setdefault(shard_id, ShardMetrics())
-        log.info("worker %s took %s (token %d) from %s", self.worker_id, shard_id, lease.token, start or self.config.initial_position)
+        _metrics.worker().leases.labels(self.group).set(len(self._owned))
+        log.info("worker %s took %s (token %d) from %s", self.worker_id, shard_id, lease.token,
+                 start or self.config.initial_position,
+                 extra={"group": self.group, "shard": shard_id, "worker": self.worker_id, "token": lease.token})
         return True
 
     def _iterator(self, shard_id: str, after: str | None) -> str:
@@ -223,12 +227,15 @@ class Worker:
 
     def _lose(self, shard_id: str) -> None:
         owned = self._owned.pop(shard_id)
-        log.warning("worker %s lost the lease on %s", self.worker_id, shard_id)
+        self._forget_series(shard_id)
+        log.warning("worker %s lost the lease on %s", self.worker_id, shard_id,
+                    extra={"group": self.group, "shard": shard_id, "worker": self.worker_id})
         owned.processor.lease_lost(owned.ctx)
 
     # -- polling ------------------------------------------------------------------------------------
     def _poll(self, shard_id: str, owned: _Owned, now: float) -> None:
         metrics = self.metrics[shard_id]
+        _metrics.worker().polled.labels(self.group, shard_id).set(now)
         if owned.pending is None:
             ahead, owned.ahead = owned.ahead, None
             try:
@@ -266,6 +273,9 @@ class Worker:
         owned.pending = None
         metrics.millis_behind_latest = lag
         metrics.records += len(records)
+        exported = _metrics.worker()
+        exported.records_read.labels(self.group, shard_id).inc(len(records))
+        exported.behind_latest.labels(self.group, shard_id).set(lag / 1000.0)
         if records:
             owned.last_read = records[-1].sequence_number
             owned.unacked.append(records)
@@ -290,8 +300,13 @@ class Worker:
         owned.position = Position(arrival, at_tip, owned.pending_called_at)
         if safe is not None and safe != owned.lease.checkpoint:
             owned.lease = self.leases.checkpoint(owned.lease, safe, owned.position)
+            _metrics.worker().checkpoints.labels(self.group, owned.ctx.shard_id).inc()
         elif at_tip != before.at_tip:
             owned.lease = self.leases.renew(owned.lease, self.config.lease_duration_s, owned.position)
+        exported = _metrics.worker()
+        if arrival is not None:
+            exported.position_arrival.labels(self.group, owned.ctx.shard_id).set(arrival)
+        exported.at_tip.labels(self.group, owned.ctx.shard_id).set(1 if at_tip else 0)
 
     def _get_records(self, owned: _Owned, iterator: str | None, not_before: float = 0.0) -> dict[str, Any]:
         """One GetRecords call, no sooner than ``not_before`` (the shard's next allowed poll)."""
@@ -310,18 +325,33 @@ class Worker:
     def _backoff(self, shard_id: str, owned: _Owned, now: float, what: str) -> None:
         owned.failures += 1
         self.metrics[shard_id].errors += 1
+        exported = _metrics.worker()
+        failed = exported.batch_failures if what == "processing" else exported.getrecords_errors
+        failed.labels(self.group, shard_id).inc()
         backoff = min(self.config.max_backoff_s, 0.1 * 2 ** min(owned.failures, 10))
         owned.next_poll_at = now + backoff
         log.exception("shard %s: %s failed (attempt %d); retrying in %.1fs without checkpointing",
-                      shard_id, what, owned.failures, backoff)
+                      shard_id, what, owned.failures, backoff,
+                      extra={"group": self.group, "shard": shard_id, "attempt": owned.failures})
 
     def _end_shard(self, shard_id: str, owned: _Owned) -> None:
         owned.processor.shard_ended(owned.ctx)
         self.leases.checkpoint(owned.lease, SHARD_END, Position(owned.position.arrival, True, time.time()))
         self.leases.release(owned.lease)
         del self._owned[shard_id]
+        self._forget_series(shard_id)
         self._next_balance_at = 0.0  # children may be ready now
-        log.info("shard %s reached SHARD_END", shard_id)
+        log.info("shard %s reached SHARD_END", shard_id, extra={"group": self.group, "shard": shard_id})
+
+    def _forget_series(self, shard_id: str) -> None:
+        """Drop the shard's gauges: a shard this worker no longer reads must not show its old lag."""
+        exported = _metrics.worker()
+        for gauge in (exported.behind_latest, exported.position_arrival, exported.at_tip, exported.polled):
+            try:
+                gauge.remove(self.group, shard_id)
+            except KeyError:
+                pass
+        exported.leases.labels(self.group).set(len(self._owned))
 
     def run_once(self) -> None:
         """One pass: rebalance/renew when due, then poll every owned shard whose turn has come."""
@@ -411,6 +441,7 @@ class Worker:
             finally:
                 self.leases.release(owned.lease)
                 del self._owned[shard_id]
+                self._forget_series(shard_id)
         try:
             self.leases.remove_worker(self.worker_id)
         except ClientError:

@@ -13,15 +13,17 @@ background and its status is the audit record, which holds no personal data.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.background import BackgroundTask
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from streaming import metrics
 from streaming.events import TENANT_ID_PATTERN
 from streaming.query.api import QueryError, SpeedQueries
 from streaming.query.apikeys import tenant_for
@@ -214,7 +216,11 @@ async def forget_status(request: Request) -> dict[str, Any]:
 
 
 def _endpoint(fn: Any) -> Any:
-    async def wrapped(request: Request) -> JSONResponse:
+    """The JSON endpoint ``fn`` with its errors answered, counted and timed (route label: ``fn``'s name)."""
+    exported = metrics.query()
+    duration = exported.duration.labels(fn.__name__)
+
+    async def answer(request: Request) -> JSONResponse:
         try:
             answer = await fn(request)
             return answer if isinstance(answer, JSONResponse) else JSONResponse(answer)
@@ -223,8 +229,22 @@ def _endpoint(fn: Any) -> Any:
         except QueryError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
+    async def wrapped(request: Request) -> JSONResponse:
+        started = time.perf_counter()
+        response = await answer(request)
+        duration.observe(time.perf_counter() - started)
+        exported.requests.labels(fn.__name__, str(response.status_code)).inc()
+        return response
+
     wrapped.__name__ = fn.__name__
     return wrapped
+
+
+async def prometheus_metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process's metrics (no tenant data: no key needed, like /openapi.json)."""
+    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+    return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
 def openapi_spec() -> dict[str, Any]:
@@ -288,6 +308,7 @@ async def openapi(request: Request) -> JSONResponse:
 def create_app(client: Any, privacy: Privacy | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/openapi.json", openapi),
+        Route("/metrics", prometheus_metrics),
         Route("/v1/tenants/{tenant}/counts", _endpoint(counts)),
         Route("/v1/tenants/{tenant}/uniques", _endpoint(uniques)),
         Route("/v1/tenants/{tenant}/top-pages", _endpoint(top_pages)),

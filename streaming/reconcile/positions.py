@@ -65,6 +65,9 @@ class PositionsView:
     numbers: pd.DataFrame
     shards: pd.DataFrame
     unbounded: dict[str, str] = field(default_factory=dict)
+    #: The newest arrival time among the records read and the layers' recorded positions: when the stream
+    #: last received a record, as far as this read can tell (the stream's freshness).
+    newest_arrival: float | None = None
 
 
 def _clock(position: LayerPosition, tail: ShardTail | None) -> float | None:
@@ -110,8 +113,12 @@ def judge_positions(shards: list[ShardPositions], tails: dict[str, ShardTail]) -
     rows: list[dict[str, object]] = []
     clocks: dict[str, list[float | None]] = {SPEED: [], ARCHIVE: []}
     unbounded: dict[str, str] = {}
+    arrivals: list[float] = []
     for shard in shards:
         tail = tails.get(shard.shard_id)
+        arrivals += [r.arrival for r in (tail.records[-1:] if tail is not None else [])]
+        arrivals += [p.recorded.arrival for p in (shard.speed, shard.archive)
+                     if p.recorded is not None and p.recorded.arrival is not None]
         clock_s, clock_a = _clock(shard.speed, tail), _clock(shard.archive, tail)
         clocks[SPEED].append(clock_s)
         clocks[ARCHIVE].append(clock_a)
@@ -163,4 +170,5 @@ def judge_positions(shards: list[ShardPositions], tails: dict[str, ShardTail]) -
         shards=pd.DataFrame(rows, columns=["shard_id", "speed_seq", "archive_seq", "speed_clock", "archive_clock",
                                            "unread_records", "read_complete", "notes"]),
         unbounded=unbounded,
+        newest_arrival=max(arrivals) if arrivals else None,
     )

@@ -225,6 +225,8 @@ def read_positions(layers: Layers, snapshot: ArchiveSnapshot, speed_leases: dict
 def collect(layers: Layers, start_minute: int, end_minute: int,
             lateness_s: int) -> tuple[Inputs, ArchiveSnapshot, PositionsView]:
     """Read the three layers for ``[start_minute, end_minute)`` into the core's inputs (order: see above)."""
+    # The archive's bucket answers first: with AWS unreachable that is what to fix, before the warehouse.
+    layers.s3.head_bucket(Bucket=layers.bucket)
     view = _read_warehouse(layers.warehouse, start_minute, end_minute, lateness_s)
     archive = ArchiveReader(layers.s3, layers.bucket)
     snapshot = archive.snapshot(start_minute, end_minute, loaded=view.loaded)

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from streaming import metrics as _metrics
 from streaming.events import EventDecoder
 from streaming.kinesis.processor import LeaseLost as WorkerLeaseLost
 from streaming.kinesis.processor import ShardContext, StreamRecord
@@ -122,6 +123,11 @@ class SpeedProcessor:
         self.stats = ProcessorStats()
         self._lost = threading.Event()
         self.recent = RecentIds(store.dedup_horizon_s)
+        self._exported = _metrics.speed()
+        self._group = str(getattr(store, "group", "speed"))
+        #: What was logged last (a summary line per shard at most once a minute), and when.
+        self._logged = ProcessorStats()
+        self._logged_at = time.monotonic()
 
     def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
         # The lease table's checkpoint is where to start reading; the per-tenant markers in Redis make
@@ -184,7 +190,9 @@ class SpeedProcessor:
                 raise
             except Exception as exc:  # noqa: BLE001 - nothing of it may be assumed applied: send it again
                 log.warning("shard %s: in-flight batch failed (%s); sending it again before the next",
-                            ctx.shard_id, type(exc).__name__)
+                            ctx.shard_id, type(exc).__name__, extra={"group": self._group, "shard": ctx.shard_id})
+                self._exported.redis_errors.labels(self._group, type(exc).__name__).inc()
+                self._exported.redis_retries.labels(self._group).inc()
                 inflight.future = None
         if settled is None:
             settled = self._commit_with_retry(ctx, inflight.batch)
@@ -202,6 +210,14 @@ class SpeedProcessor:
 
     def _done(self, ctx: ShardContext, batch: Batch, millis_behind_latest: int, committed_at: float) -> None:
         self.stats.batches += 1
+        if batch.dead_letters:
+            reasons: dict[str, int] = {}
+            for dead in batch.dead_letters:
+                reasons[dead.reason] = reasons.get(dead.reason, 0) + 1
+            for reason, n in reasons.items():
+                self._exported.dead_letters.labels(self._group, reason).inc(n)
+        if time.monotonic() - self._logged_at >= 60:
+            self._log_summary(ctx)
         self._record_ops(ctx, millis_behind_latest, [ts for tb in batch.tenants.values() for ts in tb.received],
                          committed_at)
 
@@ -223,18 +239,36 @@ class SpeedProcessor:
         checkpointed before both are done; Redis's work starts first); the result and when it committed."""
         if self._lost.is_set():
             raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
+        started = time.perf_counter()
         result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()), payloads)
         dead = self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
         result.dead_letters = dead
+        self._exported.apply_seconds.labels(self._group).observe(time.perf_counter() - started)
         return result, time.time()
 
     def _count(self, result: ApplyResult) -> None:
         self.stats.dead_letters += result.dead_letters
         self.stats.applied += result.applied
         self.stats.skipped += result.skipped
+        self._exported.events_applied.labels(self._group).inc(result.applied)
+        self._exported.events_skipped.labels(self._group).inc(result.skipped)
+
+    def _log_summary(self, ctx: ShardContext) -> None:
+        now, last = time.monotonic(), self._logged
+        log.info("shard %s: %d records, %d events applied, %d dead letters in the last %.0f s", ctx.shard_id,
+                 self.stats.records - last.records, self.stats.applied - last.applied,
+                 self.stats.dead_letters - last.dead_letters, now - self._logged_at,
+                 extra={"group": self._group, "shard": ctx.shard_id, "records": self.stats.records - last.records,
+                        "applied": self.stats.applied - last.applied,
+                        "dead_letters": self.stats.dead_letters - last.dead_letters,
+                        "duration_s": round(now - self._logged_at, 1)})
+        self._logged = ProcessorStats(**vars(self.stats))
+        self._logged_at = now
 
     def _on_retry(self, exc: BaseException) -> None:
         self.stats.redis_retries += 1
+        self._exported.redis_errors.labels(self._group, type(exc).__name__).inc()
+        self._exported.redis_retries.labels(self._group).inc()
         log.warning("Redis not available (%s); retrying the same batch, checkpoint not advanced", type(exc).__name__)
 
     def _record_ops(self, ctx: ShardContext, millis_behind_latest: int, received: list[float],

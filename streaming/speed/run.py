@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import gc
-import logging
 import signal
 import sys
 import threading
@@ -99,6 +98,9 @@ def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: 
         worker = build_worker(settings, options, stop)
         worker.run_until_caught_up(timeout_s)
         return worker
+    from streaming.metrics import serve_for
+
+    serve_for("speed", settings)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -133,8 +135,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout-s", type=float, default=600.0)
     parser.add_argument("--lease-duration-s", type=float, default=10.0)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = exit_on_user_error(load_settings)
+    from streaming.logs import configure
+
+    configure("speed", settings)
     # Everything imported so far lives as long as the process: keep it out of every later GC scan.
     gc.freeze()
     options = ConsumerOptions(group=args.group, worker_id=args.worker_id, lease_duration_s=args.lease_duration_s)

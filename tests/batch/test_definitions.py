@@ -38,6 +38,7 @@ ASSET_KEYS = {
     "reconciliation/speed_heal",
     "reconciliation/archive_progress",
     "reconciliation/speed_progress",
+    "reconciliation/stream_progress",
     "reconciliation/warehouse_progress",
 }
 GROUPS = {
@@ -87,7 +88,9 @@ def test_definitions_list_every_public_name(definitions: dg.Definitions) -> None
     assert not any(k.path[0] == "reconciliation" for k in batch_assets), "reconciliation runs on its own schedule"
     assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule", "reconciliation_hourly_schedule"}
     assert {s.name for s in definitions.sensors or []} == {"late_archive_sensor", "external_layers_observer",
-                                                          "layer_progress_sensor"}
+                                                          "layer_progress_sensor", "loss_alert_sensor",
+                                                          "freshness_alert_sensor", "run_failure_alert_sensor",
+                                                          "run_success_alert_sensor", "check_failure_alert_sensor"}
     schedule = definitions.resolve_schedule_def("batch_hourly_schedule")
     assert schedule.cron_schedule == "6 * * * *"  # 300 s lateness + 30 s archiver flush
     assert set(definitions.resources or {}) >= {"s3", "redis", "warehouse", "dbt", "stream", "reconcile"}
@@ -125,3 +128,40 @@ def test_committed_segment_seeds_are_generated_from_the_speed_layer_rules() -> N
     seeds = ROOT / "dbt_project" / "seeds"
     for name, text in render_segment_seeds().items():
         assert (seeds / name).read_text() == text, f"{name} drifted from streaming/segments.yaml"
+
+
+@pytest.mark.dagster
+def test_every_schedule_and_sensor_runs_by_default(definitions: dg.Definitions) -> None:
+    """`make ui` alone (its daemon) builds the hours, reconciles them and sends the alerts."""
+    repo = definitions.get_repository_def()
+    schedules = repo.schedule_defs
+    sensors = repo.sensor_defs
+    assert len(schedules) == 2 and len(sensors) == 8
+    stopped = [s.name for s in [*schedules, *sensors]
+               if s.default_status not in (dg.DefaultScheduleStatus.RUNNING, dg.DefaultSensorStatus.RUNNING)]
+    assert stopped == []
+
+
+@pytest.mark.dagster
+def test_freshness_slas_per_layer(definitions: dg.Definitions, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The 1.11+ FreshnessPolicy on the stream, the speed layer, the archive (their progress assets),
+    raw_events and every mart, each window from its setting."""
+    graph = definitions.resolve_asset_graph()
+    windows = {n.key.to_user_string(): n.freshness_policy.fail_window.to_timedelta().total_seconds()
+               for n in graph.asset_nodes if n.freshness_policy is not None}
+    assert isinstance(graph.get(dg.AssetKey.from_user_string("warehouse/raw_events")).freshness_policy,
+                      dg.FreshnessPolicy)
+    assert {k: v for k, v in windows.items() if k.startswith("reconciliation/")} == {
+        "reconciliation/stream_progress": 900, "reconciliation/speed_progress": 120,
+        "reconciliation/archive_progress": 600, "reconciliation/warehouse_progress": 7200}
+    marts = {k for k in ASSET_KEYS if k.startswith("marts/")}
+    assert marts and all(windows[k] == 7200 for k in marts | {"warehouse/raw_events"})
+    monkeypatch.setenv("TALLY_FRESHNESS_ARCHIVE_S", "75")
+    monkeypatch.setenv("TALLY_FRESHNESS_WAREHOUSE_S", "3600")
+    from orchestration.definitions import build_definitions
+
+    graph = build_definitions().resolve_asset_graph()
+    assert graph.get(dg.AssetKey.from_user_string("reconciliation/archive_progress")).freshness_policy.fail_window \
+        .to_timedelta().total_seconds() == 75
+    assert graph.get(dg.AssetKey.from_user_string("marts/fct_events")).freshness_policy.fail_window \
+        .to_timedelta().total_seconds() == 3600

@@ -36,11 +36,14 @@ class Live:
     home: Path
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str) -> None:
+    def start(self, name: str, **env: str) -> None:
+        """Start a consumer process (``env``: variables for it alone). Its log (stderr) goes to
+        ``<name>.log``, its console output (stdout) to ``<name>.out``."""
         argv = {"speed": [sys.executable, "-m", "streaming.speed.run"],
                 "archiver": [sys.executable, "-m", "orchestration.cli", "archive", "--follow"]}[name]
         log = open(self.home / f"{name}.log", "ab")  # noqa: SIM115 - the child holds it
-        self.procs[name] = subprocess.Popen(argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+        out = open(self.home / f"{name}.out", "ab")  # noqa: SIM115 - the child holds it
+        self.procs[name] = subprocess.Popen(argv, env={**self.env, **env}, stdout=out, stderr=log, cwd=ROOT,
                                             start_new_session=True)
 
     def pause(self, name: str) -> None:
