@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 3000
 DOCS_PORT ?= 8580
 
-.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus dagster-home
+.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home
 
 install: $(STAMP)
 
@@ -55,8 +55,12 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) wrk
 	$(BIN)/python -m bench
+
+# Debian's wrk, the collector benchmark's load generator.
+wrk:
+	@command -v wrk >/dev/null || (apt-get update && apt-get install -y wrk)
 
 stack-up: $(STAMP)
 	$(BIN)/tally stack up

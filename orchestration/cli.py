@@ -95,7 +95,7 @@ def stack_status(fmt: str | None) -> None:
     print_rows(resolved(fmt), "component", columns, (
         (row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"],
          row.get("used_by", ""),
-         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "pid", "error") if row.get(k) is not None))
+         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None))
         for row in rows), json_doc=rows)
 
 
@@ -223,7 +223,7 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import alerts, batch, package, plan, privacy, reconcile, send, speed
+    from orchestration.commands import alerts, batch, collector, package, plan, privacy, reconcile, send, speed
 
     speed.register(main)
     send.register(main)
@@ -233,6 +233,7 @@ def _register_domains() -> None:
     plan.register(main)
     package.register(main)
     alerts.register(main)
+    collector.register(main)
 
 
 _register_domains()

@@ -1,14 +1,17 @@
 """`make demo`: the main job end to end on the embedded default, in under five minutes.
 
 1. a clean embedded stack (AWS emulator, Redis, DuckDB file), saying what started where;
-2. a day in miniature through the producer into Kinesis, with the speed consumer and the archiver running
-   as their own processes: three hours of history (sent as fast as the stream takes it), then a minute of
-   live traffic at the wall clock with a 10x spike; progress bars and live counters while it runs; then it
+2. a day in miniature through the front door: the generator's traffic as Segment batch requests to the
+   collector ``tally stack up`` started (one write key per tenant), with the speed consumer and the
+   archiver running as their own processes: three hours of traffic (sent as fast as the collector
+   acknowledges it; its clock gives ``received_at``, so it lands in the minutes it is sent), then a minute
+   of live traffic at the wall clock with a 10x spike; progress bars and live counters while it runs; then it
    waits until both have reached the tip of every shard (their recorded positions), stops them, and checks
    the stream holds nothing after their positions before it says they stopped cleanly;
 3. the batch layer for the hours covered, through the same Dagster definitions the UI shows (runs kept
    in ``DAGSTER_HOME``), then the dbt marts and docs;
-4. reconciliation of the three layers and a summary against the generator's ledger;
+4. reconciliation of the three layers and a summary against the ledger of what the collector acknowledged
+   (per tenant × event type × minute, from its answers: see ``orchestration/demo_front_door.py``);
 5. the next commands. Everything the demo started is stopped at the end.
 
 ``TALLY_DEMO_SCALE`` (0.01-1) shrinks it: the test of the demo's happy path runs it at 0.05. The summary
@@ -36,6 +39,7 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from orchestration.demo_front_door import EVENT_MAP, create_keys
 from streaming.settings import SettingError, Settings, load_settings
 
 UTC = dt.timezone.utc
@@ -119,7 +123,12 @@ def clean_stack(settings: Settings) -> dict[str, Any]:
     from streaming.stack import manager
 
     manager.down(settings)
-    for path in (settings.home / "redis", settings.duckdb_path, settings.home / "runs" / "demo"):
+    event_map = settings.home / "demo-event-map.yaml"
+    settings.home.mkdir(parents=True, exist_ok=True)
+    event_map.write_text(EVENT_MAP)
+    os.environ["TALLY_COLLECTOR_EVENT_MAP"] = str(event_map)  # the collector `up` starts reads it
+    for path in (settings.home / "redis", settings.duckdb_path, settings.home / "runs" / "demo",
+                 settings.collector.state_dir):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
@@ -170,45 +179,58 @@ def live_view(queries: Any, progress: Progress, tenant: str, since: dt.datetime)
     return Group(progress, table, lag_line)
 
 
-def stream_traffic(settings: Settings, endpoints: Any, ledger: Any, records: list[Any], now0: float,
-                   size: Size) -> tuple[float, float]:
-    """Send history fast, then live records at the wall clock; returns (live_start, live_end) epoch."""
-    from streaming.aws import aws_client
-    from streaming.producer import Producer
+def stream_traffic(settings: Settings, endpoints: Any, collector_url: str, keys: dict[str, str],
+                   records: list[Any], now0: float, size: Size) -> tuple[float, float, Any]:
+    """Send the history as fast as the collector acknowledges it, then the live part at the wall clock,
+    as Segment batch requests; returns (live_start, live_end, what the collector acknowledged)."""
+    from orchestration.demo_front_door import FrontDoor
     from streaming.query.api import SpeedQueries
     from streaming.speed.connect import connect
 
-    kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis"))
     queries = SpeedQueries(connect(endpoints.redis_url))
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console)
-    sent = progress.add_task("events sent", total=len(records))
-    start_ms = int(now0 - size.history_s) * 1000
-    live_start = now0
+    sent = progress.add_task("messages acknowledged by the collector", total=len(records))
+    door = FrontDoor(collector_url, keys, on_sent=lambda n: progress.advance(sent, n))
+    first_ms = records[0].emit_ms if records else 0
+    live_at_ms = first_ms + size.history_s * 1000
     history_done = False
-    producer = Producer(kinesis, settings.stream_name, on_sent=lambda n: progress.advance(sent, n))
-    since = dt.datetime.fromtimestamp(now0 - 300, tz=UTC)
-    last_refresh = 0.0
+    live_start = time.time()
+    since = dt.datetime.fromtimestamp(now0 - 60, tz=UTC)
+    last_refresh = last_flush = 0.0
     with Live(live_view(queries, progress, "tenant-001", since), console=console, refresh_per_second=2) as live:
         for record in records:
-            # Late records due after the live minute are sent at its end rather than waited for.
-            due = min((start_ms + record.emit_ms) / 1000.0, now0 + size.live_s)
-            if due > time.time():
-                producer.flush()
+            if record.emit_ms >= live_at_ms:
                 if not history_done:
+                    door.flush()
                     history_done = True
                     live_start = time.time()
+                # Live: at the wall clock (late records due after the live part are sent at its end).
+                due = live_start + min(record.emit_ms - live_at_ms, size.live_s * 1000) / 1000.0
                 while due > time.time():
-                    time.sleep(min(0.2, due - time.time()))
-                    if time.time() - last_refresh > 0.5:
-                        live.update(live_view(queries, progress, "tenant-001", since))
-                        last_refresh = time.time()
-            producer.put(record.data, record.partition_key)
+                    time.sleep(min(0.05, due - time.time()))
+                    if time.time() - last_flush > 0.2:  # what an SDK's flush interval does
+                        door.flush()
+                        last_flush = time.time()
+            door.add(record)
             if time.time() - last_refresh > 0.5:
                 live.update(live_view(queries, progress, "tenant-001", since))
                 last_refresh = time.time()
-        producer.flush()
+        door.flush()
         live.update(live_view(queries, progress, "tenant-001", since))
-    return live_start, time.time()
+    return live_start, time.time(), door.acks
+
+
+def wait_for_spool(collector_url: str, timeout_s: float = 180.0) -> float:
+    """Until the collector's spool is empty (everything acknowledged is in Kinesis); seconds waited."""
+    import requests
+
+    started = time.time()
+    with console.status("waiting for the collector's drainer to hand Kinesis what it acknowledged"):
+        while time.time() - started < timeout_s:
+            if requests.get(f"{collector_url}/health", timeout=10).json()["depth_bytes"] == 0:
+                break
+            time.sleep(0.2)
+    return time.time() - started
 
 
 def wait_for_tip(settings: Settings, after: float, timeout_s: float = 180.0) -> bool:
@@ -247,7 +269,13 @@ def check_stopped(settings: Settings) -> bool:
     return bool(len(view.shards)) and all(view.shards["read_complete"]) and int(view.shards["unread_records"].sum()) == 0
 
 
+#: Everything the collector receives lands in the minutes the demo runs: windows close this long after
+#: their minute (the default, 300 s, would leave the whole run pending when the demo reconciles).
+DEMO_ALLOWED_LATENESS_S = "30"
+
+
 def main() -> None:
+    os.environ.setdefault("TALLY_ALLOWED_LATENESS_S", DEMO_ALLOWED_LATENESS_S)
     try:
         settings = load_settings()
     except SettingError as exc:
@@ -273,25 +301,32 @@ def run(settings: Settings, t0: float) -> None:
 
     size = Size.at(settings.demo_scale)
     step(Phase(1, "a clean embedded stack"))
-    clean_stack(settings)
+    state = clean_stack(settings)
     endpoints = resolve_endpoints(settings)
     env = {**os.environ, "TALLY_AWS_ENDPOINT_URL": endpoints.aws_endpoint_url or "", "TALLY_REDIS_URL": endpoints.redis_url}
     logs = settings.home / "logs"
 
-    step(Phase(2, f"a day in miniature: {size.history_s // 60} minutes of history, then {size.live_s} s live "
-                  "with a 10x spike"))
+    step(Phase(2, f"through the front door: {size.history_s // 60} minutes of traffic as fast as the collector "
+                  f"takes it, then {size.live_s} s live with a 10x spike, as Segment batch requests"))
     now0 = time.time()
-    config, (ledger, records) = generate(settings, now0, size)
-    console.print(f"  generated {len(records):,} records (seed {config.seed}): {ledger.valid_events:,} valid events from "
-                  f"{config.tenants} tenants, {ledger.duplicates:,} duplicates, {ledger.late_events:,} late, "
-                  f"{sum(ledger.dead_letters.values()):,} malformed")
+    config, (generated, records) = generate(settings, now0, size)
+    collector_url = state["collector"].url
+    keys = create_keys(settings, [f"tenant-{i:03d}" for i in range(1, config.tenants + 1)], collector_url)
+    console.print(f"  generated {len(records):,} messages (seed {config.seed}) for {config.tenants} tenants "
+                  f"({generated.duplicates:,} SDK retries of a message already sent, "
+                  f"{sum(generated.dead_letters.values()):,} invalid); one write key per tenant; collector at "
+                  f"{collector_url} (received_at is its clock: the traffic lands in the minutes it is sent)")
     py = sys.executable
     archiver_env = {**env, "TALLY_ARCHIVE_FLUSH_S": str(DEMO_ARCHIVE_FLUSH_S)}
     with background("consumer", [py, "-m", "streaming.speed.run"], logs) as consumer, \
             background("archiver", [py, "-m", "orchestration.cli", "archive", "--follow"], logs,
                        archiver_env) as archiver:
-        live_start, live_end = stream_traffic(settings, endpoints, ledger, records, now0, size)
-        reached = wait_for_tip(settings, live_end)
+        live_start, live_end, acks = stream_traffic(settings, endpoints, collector_url, keys, records, now0, size)
+        ledger = acks.ledger
+        drained = wait_for_spool(collector_url)
+        console.print(f"  the collector acknowledged {ledger.records_total:,} messages in {acks.requests:,} requests "
+                      f"({acks.retries:,} retried); its spool drained to Kinesis {drained:.1f} s after the last")
+        reached = wait_for_tip(settings, time.time())
     codes = {"speed consumer": consumer.returncode, "archiver": archiver.returncode}
     clean = check_stopped(settings)
     if reached and clean and not any(codes.values()):
@@ -303,7 +338,7 @@ def run(settings: Settings, t0: float) -> None:
 
     step(Phase(3, "the batch layer through Dagster: raw_events per hour, then dbt build"))
     os.environ.update({k: v for k, v in env.items() if k.startswith("TALLY_")})
-    first_hour = dt.datetime.fromtimestamp(now0 - size.history_s, tz=UTC).replace(minute=0, second=0, microsecond=0)
+    first_hour = dt.datetime.fromtimestamp(now0, tz=UTC).replace(minute=0, second=0, microsecond=0)
     os.environ["TALLY_DUCKDB_PATH"] = str(settings.duckdb_path.resolve())
     batch_log = logs / "demo-batch.log"
     started = time.time()
@@ -323,7 +358,7 @@ def run(settings: Settings, t0: float) -> None:
         raise SystemExit(1)
 
     step(Phase(4, "reconciliation: archive × warehouse × Redis"))
-    summary(settings, endpoints, ledger, now0 - size.history_s, live_start, live_end)
+    summary(settings, endpoints, ledger, now0, live_start, live_end)
 
     step(Phase(5, "next"))
     console.print("  [bold]make ui[/]    Dagster UI on http://127.0.0.1:3000 (lineage, the runs above, checks)")
@@ -351,6 +386,12 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, history_start: floa
     archived = int(run.inputs.archive["n"].sum())
     warehouse = int(run.inputs.warehouse["mart"].sum())
     dead = deadletters.counts(client)
+    # Per tenant × event type × minute: the collector's acknowledgements name each request's minute.
+    want = {(t, e, int(dt.datetime.fromisoformat(m.replace("Z", "+00:00")).timestamp()) // 60): n
+            for t, e, m, n in ledger.count_rows()}
+    speed_cells = {(r.tenant_id, r.event_type, int(r.minute)): int(r.n) for r in run.inputs.speed.itertuples() if r.n}
+    mart_cells = {(r.tenant_id, r.event_type, int(r.minute)): int(r.mart) for r in run.inputs.warehouse.itertuples()
+                  if r.mart}
     # Latency histograms are kept per received minute: the live minute's events, not the backfilled history.
     latency = queries.latency(dt.datetime.fromtimestamp(int(live_start) // 60 * 60, tz=UTC),
                               dt.datetime.fromtimestamp(live_end + 60, tz=UTC))
@@ -361,10 +402,14 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, history_start: floa
         ("archived (with duplicates)", ledger.valid_events + ledger.duplicates, archived),
         ("in the warehouse (fct_events)", ledger.valid_events, warehouse),
         ("duplicates removed", ledger.duplicates, None),
+        ("minute cells equal to the ledger: Redis", len(want), sum(speed_cells.get(k) == n for k, n in want.items())
+         if set(speed_cells) <= set(want) else -len(set(speed_cells) - set(want))),
+        ("minute cells equal to the ledger: warehouse", len(want), sum(mart_cells.get(k) == n for k, n in want.items())
+         if set(mart_cells) <= set(want) else -len(set(mart_cells) - set(want))),
     ]
     rows += [(f"dead letter {reason}", ledger.dead_letters.get(reason, 0), dead.get(reason, 0))
              for reason in sorted(set(ledger.dead_letters) | set(dead))]
-    table = Table("", "generator ledger", "tally", title="summary")
+    table = Table("", "acknowledged by the collector", "tally", title="summary")
     for label, expected, got in rows:
         table.add_row(label, f"{expected:,}" if expected is not None else "", f"{got:,}" if got is not None else "")
     table.add_row("event-to-counter p50 / p99", "",

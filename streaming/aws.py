@@ -26,9 +26,10 @@ def client_config(max_pool: int = 32) -> Config:
     )
 
 
-def aws_client(service: str, region: str, endpoint_url: str | None = None, max_pool: int = 32) -> Any:
+def aws_client(service: str, region: str, endpoint_url: str | None = None, max_pool: int = 32,
+               config: Config | None = None) -> Any:
     """A boto3 client; ``endpoint_url`` set means the emulator (or another AWS-compatible endpoint)."""
-    kwargs: dict[str, Any] = {"region_name": region, "config": client_config(max_pool)}
+    kwargs: dict[str, Any] = {"region_name": region, "config": config or client_config(max_pool)}
     if endpoint_url:
         kwargs["endpoint_url"] = endpoint_url
         if not os.environ.get("AWS_ACCESS_KEY_ID") and _is_loopback(endpoint_url):

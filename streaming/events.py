@@ -61,6 +61,8 @@ class Reason(str, enum.Enum):
     OVERSIZED = "oversized"
     FUTURE_RECEIVED_AT = "future_received_at"
     UNSUPPORTED_SCHEMA_VERSION = "unsupported_schema_version"
+    #: The collector's own: a Segment message whose ``type`` is not one the HTTP Tracking API defines.
+    UNKNOWN_MESSAGE_TYPE = "unknown_message_type"
 
 
 REASONS: tuple[str, ...] = tuple(r.value for r in Reason)
@@ -113,10 +115,33 @@ class Rejection:
 
 _encoder = msgspec.json.Encoder()
 
+#: The marker of a message the collector refused (see :func:`encode_rejected`).
+REJECTED_BY_COLLECTOR = "collector"
+
 
 def encode_event(event: Event) -> bytes:
     """The canonical wire form of an event (JSON, UTC timestamps)."""
     return _encoder.encode(event)
+
+
+def encode_rejected(reason: Reason, detail: str, message: bytes, tenant_id: str, source_id: str, source_seq: int,
+                    received_at: str) -> bytes:
+    """The stream record of a message the collector refused: every consumer's decoder dead-letters it
+    with ``reason`` (see :func:`classify`), its raw bytes kept whole inside the record.
+
+    ``message`` must be one JSON value (the collector has parsed the request body, so every message is):
+    it is spliced in byte for byte under ``message``, so the dead letter holds the exact bytes the SDK
+    sent. ``tenant_id``, ``source_id`` and ``source_seq`` are top-level fields, where
+    :func:`sequence_position`-style partial parses read them: the refused message holds its collector
+    number like an event does, so a refused message lost before the stream is a gap like any other.
+    The record has no ``event_id``, so the typed decode always refuses it and the fast path is untouched.
+    """
+    head = _encoder.encode({
+        "rejected_by": REJECTED_BY_COLLECTOR, "reason": reason.value, "detail": detail[:500],
+        "tenant_id": tenant_id, "source_id": source_id, "source_seq": source_seq, "received_at": received_at,
+        "schema_version": SCHEMA_VERSION,
+    })
+    return head[:-1] + b',"message":' + message + b"}"
 
 
 def minute_start(minute: int) -> dt.datetime:
@@ -196,6 +221,16 @@ def _parse_timestamp(value: str) -> dt.datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
+def _collector_rejection(doc: dict[str, Any], raw: bytes) -> Rejection:
+    """A record :func:`encode_rejected` wrote: the collector's reason, its detail, the whole record."""
+    try:
+        reason = Reason(doc.get("reason"))
+    except ValueError:
+        return Rejection(Reason.INVALID_VALUE, f"collector rejection with unknown reason {str(doc.get('reason'))[:64]!r}", raw)
+    detail = doc.get("detail")
+    return Rejection(reason, f"collector: {detail}" if isinstance(detail, str) else "collector", raw)
+
+
 def classify(raw: bytes) -> Rejection:
     """Name the first rule a record breaks. Only called for records the typed decode refused."""
     try:
@@ -208,6 +243,8 @@ def classify(raw: bytes) -> Rejection:
         return Rejection(Reason.INVALID_JSON, f"not JSON: {exc.msg} at position {exc.pos}", raw)
     if not isinstance(doc, dict):
         return Rejection(Reason.INVALID_JSON, f"top level is {type(doc).__name__}, not an object", raw)
+    if doc.get("rejected_by") == REJECTED_BY_COLLECTOR:
+        return _collector_rejection(doc, raw)
 
     if "schema_version" in doc and _is_type(doc["schema_version"], int) and doc["schema_version"] != SCHEMA_VERSION:
         return Rejection(

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from streaming.events import DEFAULT_MAX_EVENT_BYTES, REASONS, Reason, sequence_position
+from streaming.events import DEFAULT_MAX_EVENT_BYTES, REASONS, Reason, encode_rejected, sequence_position
 
 PAGES = ("/", "/pricing", "/docs", "/features", "/blog/launch", "/blog/scaling", "/signup", "/about")
 CUSTOM_NAMES = ("video_played", "file_downloaded", "search", "share")
@@ -304,6 +304,10 @@ class TrafficGenerator:
         rng = self.rng
         if reason == Reason.NOT_UTF8:
             return _json.encode(base).replace(b'"/"', b'"/\xff\xfe"', 1)
+        if reason == Reason.UNKNOWN_MESSAGE_TYPE:  # what the collector writes for a message it refused
+            return encode_rejected(Reason.UNKNOWN_MESSAGE_TYPE, "type 'purchase' is not a Segment message type",
+                                   b'{"type":"purchase","anonymousId":"' + base["anonymous_id"].encode() + b'"}',
+                                   base["tenant_id"], base["source_id"], base["source_seq"], base["received_at"])
         if reason == Reason.INVALID_JSON:
             data = _json.encode(base)
             return data[: rng.randrange(5, len(data) - 5)]

@@ -147,6 +147,12 @@ def _existing_file(name: str, raw: str) -> str:
     return str(Path(raw).expanduser())
 
 
+def _existing_path(name: str, raw: str) -> str:
+    if not Path(raw).expanduser().is_file():
+        raise SettingError(name, raw, "is not a readable file", f"set {name} to the path of an existing file, or unset it")
+    return str(Path(raw).expanduser())
+
+
 def _protocol(name: str, raw: str) -> str:
     if raw not in ("https", "http"):
         raise SettingError(name, raw, "is not 'https' or 'http'", f"set {name} to https (http only for the emulator)")
@@ -158,6 +164,22 @@ def _load_method(name: str, raw: str) -> str:
         raise SettingError(name, raw, "is not a load method",
                            f"set {name} to 'copy' (COPY INTO from the external stage), 'insert' (the client reads "
                            "S3 and inserts) or 'auto' (copy when TALLY_SNOWFLAKE_STAGE is set)")
+    return raw
+
+
+def _fsync_policy(name: str, raw: str) -> str:
+    if raw not in ("always", "none"):
+        raise SettingError(name, raw, "is not an fsync policy",
+                           f"set {name} to 'always' (acknowledge after the spool is fsynced: survives a power loss) "
+                           "or 'none' (after the write reaches the OS: survives the collector dying, not the machine)")
+    return raw
+
+
+def _host(name: str, raw: str) -> str:
+    ok = raw and len(raw) <= 253 and all(c.isalnum() or c in "-.:" for c in raw)
+    if not ok:
+        raise SettingError(name, raw, "is not a host name or IP address",
+                           f"set {name} to an address to listen on, e.g. 127.0.0.1 (loopback) or 0.0.0.0 (every interface)")
     return raw
 
 
@@ -250,6 +272,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_RECONCILE_MAX_STREAM_READ", "2000000", "reconciliation reads at most this many stream records (all shards) after the lagging layer's position; past it, every cell where that layer has less is held pending", _positive_int),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
     Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
+    Setting("TALLY_COLLECTOR_HOST", "127.0.0.1", "collector: address it listens on (loopback by default; 0.0.0.0 behind a load balancer)", _host),
+    Setting("TALLY_COLLECTOR_PORT", None, "collector: port; unset = 8088 for `tally collect`, a free port for `tally stack up`", _port),
+    Setting("TALLY_COLLECTOR_STATE_DIR", None, "collector: its state directory (instance id, write-ahead spool, key cache); unset = `$TALLY_HOME/collector`. One per collector process", _text),
+    Setting("TALLY_COLLECTOR_SPOOL_MAX_BYTES", "268435456", "collector: the spool's bound in bytes; a request that would pass it gets 503 with Retry-After", _positive_int),
+    Setting("TALLY_COLLECTOR_MAX_BATCH_BYTES", "512000", "collector: largest `/v1/batch` body (Segment's 500 KB), after gunzip; larger = 413", _positive_int),
+    Setting("TALLY_COLLECTOR_MAX_MESSAGE_BYTES", "32768", "collector: largest message (Segment's 32 KB): a bigger single-message body = 413, a bigger message in a batch is dead-lettered `oversized`", _positive_int),
+    Setting("TALLY_COLLECTOR_FSYNC", "always", "collector: `always` = a 200 waits for the spool's fsync (group commit); `none` = for the write to reach the OS only (survives the process dying, not a power loss)", _fsync_policy),
+    Setting("TALLY_COLLECTOR_RETRY_AFTER_S", "5", "collector: the Retry-After (seconds) of a 503 when the spool is full", _positive_int),
+    Setting("TALLY_COLLECTOR_EVENT_MAP", None, "collector: YAML file naming, per tenant, the `track` events that are `click` or `form_submit` (README: the collector)", _existing_path),
+    Setting("TALLY_WRITE_KEY_TABLE", "tally-write-keys", "DynamoDB table of the collectors' write keys (hashed); each collector caches it in its state directory", _identifier),
+    Setting("TALLY_COLLECTOR_KEYS_REFRESH_S", "10", "collector: re-reads the write-key table this often (seconds); a new or revoked key takes effect within it", _positive_int),
     Setting("TALLY_PLAN_PRICES", None, "`tally plan`: JSON file of prices replacing those of its dated table (`streaming/plan/prices.json`); `--prices` wins", _text),
     Setting("TALLY_LOG_FORMAT", None, "`json` (one JSON object a line: `ts`, `level`, `component`, `logger`, `message` and fields such as `shard`, `group`, `records`, `duration_s`) or `text`; unset = json when stderr is not a terminal", _log_format),
     Setting("TALLY_METRICS_HOST", "127.0.0.1", "address a long-running process serves its Prometheus `/metrics` on (loopback by default; `0.0.0.0` for a Prometheus on another host)", _text),
@@ -409,6 +442,54 @@ def require_snowflake(settings: Settings) -> SnowflakeSettings:
 
 
 @dataclass(frozen=True)
+class CollectorSettings:
+    """The collector's settings (``TALLY_COLLECTOR_*`` and the write-key table)."""
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    state_dir: Path = Path(".tally/collector")
+    spool_max_bytes: int = 268_435_456
+    max_batch_bytes: int = 512_000
+    max_message_bytes: int = 32_768
+    fsync: str = "always"
+    retry_after_s: int = 5
+    event_map: str | None = None
+    write_key_table: str = "tally-write-keys"
+    keys_refresh_s: int = 10
+
+
+def _collector_settings(env: Mapping[str, str], home: Path) -> CollectorSettings:
+    state_dir = _get(env, "TALLY_COLLECTOR_STATE_DIR")
+    collector = CollectorSettings(
+        host=_get(env, "TALLY_COLLECTOR_HOST"),
+        port=_get(env, "TALLY_COLLECTOR_PORT"),
+        state_dir=Path(state_dir).expanduser() if state_dir else home / "collector",
+        spool_max_bytes=_get(env, "TALLY_COLLECTOR_SPOOL_MAX_BYTES"),
+        max_batch_bytes=_get(env, "TALLY_COLLECTOR_MAX_BATCH_BYTES"),
+        max_message_bytes=_get(env, "TALLY_COLLECTOR_MAX_MESSAGE_BYTES"),
+        fsync=_get(env, "TALLY_COLLECTOR_FSYNC"),
+        retry_after_s=_get(env, "TALLY_COLLECTOR_RETRY_AFTER_S"),
+        event_map=_get(env, "TALLY_COLLECTOR_EVENT_MAP"),
+        write_key_table=_get(env, "TALLY_WRITE_KEY_TABLE"),
+        keys_refresh_s=_get(env, "TALLY_COLLECTOR_KEYS_REFRESH_S"),
+    )
+    if collector.max_message_bytes > collector.max_batch_bytes:
+        raise SettingError("TALLY_COLLECTOR_MAX_MESSAGE_BYTES", env.get("TALLY_COLLECTOR_MAX_MESSAGE_BYTES"),
+                           f"is larger than TALLY_COLLECTOR_MAX_BATCH_BYTES ({collector.max_batch_bytes})",
+                           "set TALLY_COLLECTOR_MAX_MESSAGE_BYTES to at most the batch limit")
+    if collector.max_batch_bytes > 1_000_000:
+        raise SettingError("TALLY_COLLECTOR_MAX_BATCH_BYTES", env.get("TALLY_COLLECTOR_MAX_BATCH_BYTES"),
+                           "is above what one message may be and still fit a Kinesis record as a dead letter (1 MiB)",
+                           "set TALLY_COLLECTOR_MAX_BATCH_BYTES to at most 1000000")
+    if collector.spool_max_bytes < 4 * collector.max_batch_bytes:
+        raise SettingError("TALLY_COLLECTOR_SPOOL_MAX_BYTES", env.get("TALLY_COLLECTOR_SPOOL_MAX_BYTES"),
+                           f"is smaller than four batches ({4 * collector.max_batch_bytes} bytes)",
+                           "set TALLY_COLLECTOR_SPOOL_MAX_BYTES to at least four times TALLY_COLLECTOR_MAX_BATCH_BYTES "
+                           "(the spool holds what Kinesis has not taken yet: size it for the outage it must ride out)")
+    return collector
+
+
+@dataclass(frozen=True)
 class Settings:
     """Validated settings. Build with :func:`load_settings`."""
 
@@ -440,6 +521,7 @@ class Settings:
     reconcile_max_stream_read: int = 2_000_000
     demo_scale: float = 1.0
     snowflake: SnowflakeSettings = field(default_factory=SnowflakeSettings)
+    collector: CollectorSettings = field(default_factory=CollectorSettings)
     privacy_salt: str = field(default="", repr=False)
     log_format: str | None = None
     metrics_host: str = "127.0.0.1"
@@ -511,6 +593,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         reconcile_max_stream_read=_get(env, "TALLY_RECONCILE_MAX_STREAM_READ"),
         demo_scale=_get(env, "TALLY_DEMO_SCALE"),
         snowflake=_snowflake_settings(env),
+        collector=_collector_settings(env, home),
         privacy_salt=_get(env, "TALLY_PRIVACY_SALT") or "",
         log_format=_get(env, "TALLY_LOG_FORMAT"),
         metrics_host=_get(env, "TALLY_METRICS_HOST"),

@@ -46,6 +46,8 @@ INVOCATIONS: list[tuple[tuple[str, ...], frozenset[str]]] = [
     (("query", "live"), frozenset({"redis"})),
     (("serve", "--port", "1"), frozenset({"redis"})),
     (("keys", "create", "--tenant", "t1"), frozenset({"redis"})),
+    (("keys", "create", "--tenant", "t1", "--kind", "write"), frozenset({"aws"})),
+    (("collect",), frozenset()),  # serves on with Kinesis, DynamoDB and Redis down: see tests/collector/test_faults.py
     (("archive",), frozenset({"redis", "aws"})),
     (("archive", "--follow"), frozenset()),  # waits instead: see test_archiver_follow_waits_for_aws
     (("batch", "build"), frozenset({"aws"})),

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from streaming.events import REASONS, Event, EventDecoder, Reason, Rejection, encode_event
+from streaming.events import REASONS, Event, EventDecoder, Reason, Rejection, encode_event, encode_rejected
 
 pytestmark = pytest.mark.unit
 
@@ -55,6 +55,8 @@ CASES = {
     Reason.OVERSIZED: encode(valid_doc(properties={"blob": "x" * 70_000})),
     Reason.FUTURE_RECEIVED_AT: encode(valid_doc(received_at="2099-01-01T00:00:00Z")),
     Reason.UNSUPPORTED_SCHEMA_VERSION: encode(valid_doc(schema_version=2)),
+    Reason.UNKNOWN_MESSAGE_TYPE: encode_rejected(Reason.UNKNOWN_MESSAGE_TYPE, "type 'buy'", b'{"type":"buy"}',
+                                                 "acme", "col-1", 3, "2026-01-01T00:00:02.500Z"),
 }
 
 
@@ -113,3 +115,35 @@ def test_limits_are_configurable() -> None:
     assert isinstance(decoder.decode(near, limit), Event)
     far = encode(valid_doc(received_at="2026-01-01T00:02:00Z"))
     assert decoder.decode(far, limit).reason is Reason.FUTURE_RECEIVED_AT
+
+
+@pytest.mark.parametrize("reason", [Reason.MISSING_FIELD, Reason.WRONG_TYPE, Reason.INVALID_VALUE, Reason.INVALID_JSON,
+                                    Reason.OVERSIZED, Reason.UNKNOWN_MESSAGE_TYPE], ids=lambda r: r.value)
+def test_a_collector_rejection_is_dead_lettered_with_its_reason_and_the_exact_message(reason: Reason) -> None:
+    message = b'{ "type" : "track", "userId": "u-\\"1", "properties": [1, 2] }'
+    raw = encode_rejected(reason, "why", message, "acme", "col-1", 41, "2026-01-01T00:00:02.500Z")
+    result = EventDecoder().decode(raw)
+    assert isinstance(result, Rejection) and result.reason is reason and result.detail == "collector: why"
+    assert message in raw and result.raw == raw
+    doc = json.loads(raw)
+    assert (doc["tenant_id"], doc["source_id"], doc["source_seq"]) == ("acme", "col-1", 41)
+    assert doc["message"] == json.loads(message)
+
+
+def test_a_collector_rejection_with_an_unknown_reason_is_invalid_value() -> None:
+    raw = encode_rejected(Reason.MISSING_FIELD, "x", b"{}", "acme", "col-1", 1, "2026-01-01T00:00:02Z")
+    result = EventDecoder().decode(raw.replace(b'"missing_field"', b'"made_up"'))
+    assert isinstance(result, Rejection) and result.reason is Reason.INVALID_VALUE
+
+
+def test_the_warehouse_accepts_every_reason() -> None:
+    """dbt's accepted_values test on the dead letters' reason lists exactly the contract's reasons."""
+    from pathlib import Path
+
+    import yaml
+
+    doc = yaml.safe_load((Path(__file__).resolve().parents[1] / "dbt_project/models/staging/_kinesis__models.yml").read_text())
+    model = next(m for m in doc["models"] if m["name"] == "stg_kinesis__dead_letters")
+    column = next(c for c in model["columns"] if c["name"] == "reason")
+    accepted = next(t["accepted_values"] for t in column["data_tests"] if isinstance(t, dict) and "accepted_values" in t)
+    assert set(accepted["arguments"]["values"]) == set(REASONS)

@@ -69,6 +69,19 @@ def test_cli_prints_one_clear_line(tmp_path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("env, words", [
+    ({"TALLY_COLLECTOR_FSYNC": "sometimes"}, ["TALLY_COLLECTOR_FSYNC='sometimes'", "Fix: set TALLY_COLLECTOR_FSYNC to 'always'"]),
+    ({"TALLY_COLLECTOR_MAX_MESSAGE_BYTES": "600000"}, ["TALLY_COLLECTOR_MAX_MESSAGE_BYTES='600000' is larger than", "Fix:"]),
+    ({"TALLY_COLLECTOR_SPOOL_MAX_BYTES": "1000"}, ["TALLY_COLLECTOR_SPOOL_MAX_BYTES='1000' is smaller than four batches", "Fix:"]),
+    ({"TALLY_COLLECTOR_MAX_BATCH_BYTES": "2000000", "TALLY_COLLECTOR_MAX_MESSAGE_BYTES": "1000"}, ["TALLY_COLLECTOR_MAX_BATCH_BYTES='2000000'", "Fix:"]),
+    ({"TALLY_COLLECTOR_HOST": "my host"}, ["TALLY_COLLECTOR_HOST='my host' is not a host name", "Fix:"]),
+    ({"TALLY_COLLECTOR_PORT": "70000"}, ["TALLY_COLLECTOR_PORT='70000' is not a TCP port", "Fix:"]),
+    ({"TALLY_COLLECTOR_EVENT_MAP": "/nonexistent/map.yaml"}, ["TALLY_COLLECTOR_EVENT_MAP='/nonexistent/map.yaml' is not a readable file", "Fix:"]),
+])
+def test_collector_settings_name_the_setting_and_the_fix(env: dict[str, str], words: list[str]) -> None:
+    with pytest.raises(SettingError) as err:
+        load_settings(env)
+    assert all(w in str(err.value) for w in words), str(err.value)
 def test_per_service_endpoints_follow_the_sdks_order() -> None:
     """A service's own variable beats a global one (as in the AWS SDKs); tally's own beats the SDK's at
     each level; AWS_IGNORE_CONFIGURED_ENDPOINT_URLS drops the SDK variables; the stack fills the rest."""

@@ -33,10 +33,14 @@ def test_up_twice_then_down(local_settings) -> None:
         rows = {r["component"]: r for r in manager.status(local_settings)}
         assert rows["redis"]["running"] and rows["redis"]["version"] and rows["redis"]["memory"]
         assert rows["aws-emulator"]["running"]
+        collector = rows["collector"]
+        assert collector["running"] and collector["url"].startswith("http://127.0.0.1:")
+        assert collector["spool_bytes"] == 0 and collector["source_id"].startswith("col-")
+        assert collector["drained"] == "1:0"
         pids = [c.pid for c in second.values()]
     finally:
         stopped = manager.down(local_settings)
-    assert set(stopped) == {"aws-emulator", "redis"}
+    assert set(stopped) == {"aws-emulator", "redis", "collector"}
     assert not any(pid_alive(p) for p in pids)
     with pytest.raises(manager.StackNotRunning, match="tally stack up"):
         manager.resolve_endpoints(local_settings).redis_url
@@ -62,7 +66,7 @@ def test_external_redis_is_used_and_never_stopped(tmp_path: Path, redis_url: str
         assert state["redis"].started_by_tally is False
     finally:
         stopped = manager.down(settings)
-    assert stopped == ["aws-emulator"]
+    assert stopped == ["collector", "aws-emulator"]
     assert redis.Redis.from_url(redis_url).ping()
 
 

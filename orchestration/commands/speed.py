@@ -348,16 +348,27 @@ def register(main: click.Group) -> None:
 
     @main.group()
     def keys() -> None:
-        """Per-tenant API keys for the HTTP query API."""
+        """Per-tenant keys: read keys for the HTTP query API, write keys for the collector."""
 
     @keys.command("create")
     @click.option("--tenant", required=True)
+    @click.option("--kind", type=click.Choice(["read", "write"]), default="read", show_default=True,
+                  help="read: the query API and dashboard (Redis); write: the collector (SDKs send with it).")
     @user_errors
-    def keys_create(tenant: str) -> None:
+    def keys_create(tenant: str, kind: str) -> None:
         """Create an API key for one tenant; it is printed once and stored only hashed."""
         from streaming.query.apikeys import create_key
         from streaming.speed.keys import BadTenant
 
+        if kind == "write":
+            from orchestration.commands.collector import create_write_key
+            from streaming.collector.writekeys import BadTenantId
+
+            try:
+                click.echo(create_write_key(_settings(), tenant))
+            except BadTenantId as exc:
+                raise click.BadParameter(str(exc), param_hint="--tenant") from None
+            return
         try:
             key = create_key(_redis(_settings()), tenant)
         except BadTenant as exc:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -173,6 +174,11 @@ def up(settings: Settings) -> dict[str, Component]:
         names = ResourceNames(settings.stream_name, settings.stream_shards, settings.bucket, settings.lease_table)
         ensure_all(endpoints.client("kinesis", settings.aws_region), endpoints.client("s3", settings.aws_region),
                    endpoints.client("dynamodb", settings.aws_region), names, settings.aws_region)
+        collector = state.get("collector")
+        if collector is None or not collector.alive():
+            state["collector"] = _start_collector(settings, endpoints)
+            started.append(state["collector"])
+            _save_state(settings, state)
     except BaseException:
         for component in started:
             if component.pid:
@@ -188,11 +194,33 @@ def up(settings: Settings) -> dict[str, Component]:
     return in_use
 
 
+def _start_collector(settings: Settings, endpoints: Endpoints) -> Component:
+    """The collector on loopback: its own process, with the settings ``up`` was given (they may not be
+    this process's environment), its state in TALLY_COLLECTOR_STATE_DIR, and Kinesis and DynamoDB where
+    ``up`` resolved them."""
+    c = settings.collector
+    if c.port is not None and port_in_use(c.port):
+        raise SettingError("TALLY_COLLECTOR_PORT", str(c.port), "is already in use by another process",
+                           "unset TALLY_COLLECTOR_PORT to let tally pick a free port, or choose a port nothing listens on")
+    port = c.port or free_port()
+    log = settings.home / "logs" / "collector.log"
+    env = {**os.environ, **settings.raw, "TALLY_HOME": str(settings.home.resolve()),
+           "TALLY_COLLECTOR_STATE_DIR": str(c.state_dir.resolve())}
+    for service in ("kinesis", "dynamodb"):
+        url = endpoints.aws_url(service)
+        if url:
+            env[f"TALLY_AWS_ENDPOINT_URL_{service.upper()}"] = url
+    proc = spawn([sys.executable, "-m", "streaming.collector.run", "--host", "127.0.0.1", "--port", str(port)], log, env)
+    wait_until(lambda: port_in_use(port), 60, f"collector on port {port}", proc, log)
+    return Component("collector", f"http://127.0.0.1:{port}", "tally collector (uvicorn)", True, proc.pid, port)
+
+
 def down(settings: Settings) -> list[str]:
     """Stop the components ``up`` started; return their names."""
     state = load_state(settings)
     stopped = []
-    for name, component in list(state.items()):
+    # Last started, first stopped: the collector's drainer can still hand Kinesis what it holds.
+    for name, component in reversed(list(state.items())):
         if component.started_by_tally and component.pid:
             stop_pid(component.pid)
             stopped.append(name)
@@ -284,6 +312,11 @@ def status(settings: Settings) -> list[dict[str, Any]]:
             "component": name, "running": component.alive(), "url": redact_url(component.url),
             "origin": component.origin, "version": component.version, "pid": component.pid,
         }
+        if name == "collector":
+            from streaming.collector.spool import spool_status
+
+            spool = spool_status(settings.collector.state_dir)
+            row.update(spool_bytes=spool["depth_bytes"], drained=spool["drained"], source_id=spool["source_id"])
         if name == "aws-emulator":
             used = [s for s in AWS_SERVICES if endpoints.aws.get(s) == component.url]
             row["used_by"] = ", ".join(used) if used else "nothing: every service has an endpoint variable"
