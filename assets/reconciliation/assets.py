@@ -95,7 +95,7 @@ def speed_heal(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], red
     run, layers, settings = _reconcile(context, s3, redis, warehouse, reconcile)
     record = heal(layers.redis, run.result, who=f"dagster run {context.run_id[:8]}",
                   reports_dir=settings.home / "reports", run_id=run.info.run_id,
-                  retention=Retention(settings.speed_ttl_minute_s, settings.speed_ttl_hour_s, settings.speed_ttl_day_s))
+                  retention=Retention.from_settings(settings))
     rows = ["| tenant | event type | minute | old | new | status |", "|---|---|---|---|---|---|"]
     for c in record.cells[:100]:
         minute = dt.datetime.fromtimestamp(c.minute * 60, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")

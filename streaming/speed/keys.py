@@ -2,7 +2,7 @@
 
 Every key one atomic call touches carries the same hash tag, so a tenant's batch is one slot on Redis
 Cluster. Tenant ids are validated by the event contract (``^[a-z0-9][a-z0-9_-]{0,63}$``), so they can
-never contain ``{``, ``}`` or ``:``. The non-tenant tags (``_dl``, ``_ops``, ``_keys``) start with an
+never contain ``{``, ``}`` or ``:``. The non-tenant tags (``_dl``, ``_unattributed``, ``_ops``, ``_keys``, ``_pos<n>``) start with an
 underscore, which no tenant id can, so they never collide with a tenant.
 """
 
@@ -15,6 +15,7 @@ from streaming.events import TENANT_ID_PATTERN
 _TENANT_RE = re.compile(TENANT_ID_PATTERN)
 
 DEAD_LETTER_TAG = "_dl"
+UNATTRIBUTED_TAG = "_unattributed"
 OPS_TAG = "_ops"
 API_KEYS_TAG = "_keys"
 
@@ -59,24 +60,48 @@ def segment_members(tenant: str, segment: str) -> str:
     return f"{tenant_prefix(tenant)}seg:{segment}"
 
 
-def dead_letter_entries() -> str:
-    """Hash "<shard>/<seq>" -> msgpack entry (reason, detail, raw, shard, seq, at, status)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:entries"
+def dead_letter_tag(tenant: str | None) -> str:
+    """The hash tag of a dead letter: its record's tenant when the bytes name a valid tenant id, else
+    :data:`UNATTRIBUTED_TAG` (an underscore first: no tenant id can be it). Dead letters are spread over
+    the cluster with their tenants, and a tenant's are listed, replayed and erased in its own slot."""
+    return UNATTRIBUTED_TAG if tenant is None else check_tenant(tenant)
 
 
-def dead_letter_pending() -> str:
-    """Sorted set of pending entry ids by time written (the listing order)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:pending"
+def _dead_letter_key(tag: str, name: str) -> str:
+    if tag != UNATTRIBUTED_TAG:
+        check_tenant(tag)
+    return f"tally:{{{tag}}}:dl:{name}"
 
 
-def dead_letter_counts() -> str:
-    """Hash reason -> dead letters ever written (each shard/seq once)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:counts"
+def dead_letter_entries(tag: str) -> str:
+    """Hash "<shard>/<seq>" -> msgpack entry (reason, detail, raw, shard, seq, arrival, at, tenant_id,
+    source_id, source_seq)."""
+    return _dead_letter_key(tag, "entries")
 
 
-def dead_letter_replayed() -> str:
-    """Hash reason -> dead letters re-fed to the stream."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:replayed"
+def dead_letter_pending(tag: str) -> str:
+    """Sorted set of pending (not replayed) entry ids by time written (the listing order)."""
+    return _dead_letter_key(tag, "pending")
+
+
+def dead_letter_written(tag: str) -> str:
+    """Sorted set of every entry id by time written: what retention trims (TALLY_DEAD_LETTER_TTL_S)."""
+    return _dead_letter_key(tag, "written")
+
+
+def dead_letter_counts(tag: str) -> str:
+    """Hash reason -> dead letters written under this tag (each shard/seq once)."""
+    return _dead_letter_key(tag, "counts")
+
+
+def dead_letter_replayed(tag: str) -> str:
+    """Hash reason -> dead letters of this tag re-fed to the stream."""
+    return _dead_letter_key(tag, "replayed")
+
+
+def dead_letter_tags() -> str:
+    """Sorted set tag -> epoch ms of its newest dead letter: the tags to read for global counts."""
+    return f"tally:{{{DEAD_LETTER_TAG}}}:dl:tags"
 
 
 def consumer_lag() -> str:

@@ -52,7 +52,7 @@ def build_processor() -> SpeedProcessor:
         raise RuntimeError("TALLY_REDIS_URL must be set for the Lambda handler")
     client = connect(settings.redis_url)
     rules = load_rules()
-    store = SpeedStore(client, LAMBDA_GROUP, rules, settings.dedup_horizon_s, Retention(), settings.privacy_salt)
+    store = SpeedStore(client, LAMBDA_GROUP, rules, settings.dedup_horizon_s, Retention.from_settings(settings), settings.privacy_salt)
     # Inside Lambda a short wait is enough: the mapping retries the batch anyway.
     return SpeedProcessor(store, EventDecoder(settings.max_event_bytes, settings.max_future_skew_s), rules,
                           OpsRecorder(client, LAMBDA_GROUP), RetryPolicy(max_wait_s=5.0))

@@ -41,8 +41,7 @@ class ConsumerOptions:
 
 
 def retention(settings: Settings) -> Retention:
-    return Retention(minute_s=settings.speed_ttl_minute_s, hour_s=settings.speed_ttl_hour_s,
-                     day_s=settings.speed_ttl_day_s)
+    return Retention.from_settings(settings)
 
 
 def processor_factory(settings: Settings, redis_client: Any, group: str, stop: threading.Event | None = None,

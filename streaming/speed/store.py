@@ -24,18 +24,7 @@ from streaming.speed.suppress import Suppressions
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
 APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
-DEAD_LETTER_LUA = """
--- KEYS: entries hash, pending zset, counts hash (one hash tag). ARGV: now_ms, then (id, reason, blob)*.
-local new = 0
-for i = 2, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
-    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
-    new = new + 1
-  end
-end
-return new
-"""
+DEAD_LETTER_LUA = Path(__file__).with_name("deadletters.lua").read_text()
 #: The dedup horizon is covered by this many buckets (+ the current one): memory ~ (1 + 1/N) x horizon.
 DEDUP_BUCKETS = 4
 
@@ -52,6 +41,13 @@ class Retention:
     hour_s: int = 14 * 86_400
     day_s: int = 90 * 86_400
     marker_s: int = 8 * 86_400
+    dead_letter_s: int = 7 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Retention:
+        """The TTL settings (``TALLY_SPEED_TTL_*_S``, ``TALLY_DEAD_LETTER_TTL_S``) of a :class:`Settings`."""
+        return cls(minute_s=settings.speed_ttl_minute_s, hour_s=settings.speed_ttl_hour_s,
+                   day_s=settings.speed_ttl_day_s, dead_letter_s=settings.dead_letter_ttl_s)
 
 
 @dataclass
@@ -235,14 +231,30 @@ class SpeedStore:
             pool.release(conn)
 
     def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:
-        """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing."""
+        """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing.
+
+        One call per hash tag (the record's tenant, or the unattributed tag); the tags index is written
+        first, so a tag holding entries is always listed (global counts and listings read it)."""
         if not letters:
             return 0
-        args: list[Any] = [now_ms]
+        by_tag: dict[str, list[Any]] = {}
         for dl in letters:
             entry = {"reason": dl.reason, "detail": dl.detail, "raw": dl.raw, "shard": dl.shard_id,
-                     "seq": dl.sequence_number, "arrival": dl.arrival_ts, "at": now_ms}
-            args.extend((dl.entry_id, dl.reason, pack(entry)))
-        return int(self._dead_letters(
-            keys=[keys.dead_letter_entries(), keys.dead_letter_pending(), keys.dead_letter_counts()], args=args,
-        ))
+                     "seq": dl.sequence_number, "arrival": dl.arrival_ts, "at": now_ms, "tenant_id": dl.tenant_id,
+                     "source_id": dl.source_id, "source_seq": dl.source_seq}
+            by_tag.setdefault(keys.dead_letter_tag(dl.tenant_id), []).extend((dl.entry_id, dl.reason, pack(entry)))
+        ttl_s = self.retention.dead_letter_s
+        index = self.client.pipeline(transaction=False)
+        index.zadd(keys.dead_letter_tags(), {tag: now_ms for tag in by_tag})
+        index.zremrangebyscore(keys.dead_letter_tags(), "-inf", now_ms - ttl_s * 1000)
+        index.expire(keys.dead_letter_tags(), ttl_s)
+        index.execute()
+        calls = [([keys.dead_letter_entries(tag), keys.dead_letter_pending(tag), keys.dead_letter_written(tag),
+                   keys.dead_letter_counts(tag), keys.dead_letter_replayed(tag)], [now_ms, ttl_s, *args])
+                 for tag, args in sorted(by_tag.items())]
+        if isinstance(self.client, RedisCluster):  # its pipeline refuses scripts: one call per tag
+            return sum(int(self._dead_letters(keys=k, args=a)) for k, a in calls)
+        pipe = self.client.pipeline(transaction=False)
+        for k, a in calls:
+            self._dead_letters(keys=k, args=a, client=pipe)
+        return sum(int(n) for n in pipe.execute())
