@@ -55,6 +55,9 @@ class RedisServer:
     port: int = 0
     appendonly: bool = False
     appendfsync: str = "always"
+    #: Name of the AOF and RDB files (``<name>.aof``, ``<name>.rdb``) in ``workdir``; empty = named after
+    #: the port (fixtures sharing a directory). A stable name lets a restart on another port load the data.
+    data_name: str = ""
     extra_args: list[str] = field(default_factory=list)
     binary: str = ""
     origin: str = ""
@@ -69,11 +72,12 @@ class RedisServer:
         return self.workdir / f"redis-{self.port}.log"
 
     def argv(self) -> list[str]:
+        name = self.data_name or f"{{}}-{self.port}"
         return [
             self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.workdir),
             "--save", "", "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", self.appendfsync,
-            "--dbfilename", f"dump-{self.port}.rdb", "--appendfilename", f"appendonly-{self.port}.aof",
+            "--dbfilename", f"{name.format('dump')}.rdb", "--appendfilename", f"{name.format('appendonly')}.aof",
             "--protected-mode", "yes", *self.extra_args,
         ]
 
