@@ -60,3 +60,15 @@ class RecordProcessor(Protocol):
     def shutdown(self, ctx: ShardContext) -> None:
         """The worker is stopping cleanly: flush what is pending. The lease is released afterwards
         without a new checkpoint, so a processor whose own store is the truth loses nothing."""
+
+
+class ResetShard(Exception):
+    """Raised by ``process_batch`` (or ``shard_ended``) when the processor's store is found to hold less
+    than it had applied (Redis lost acknowledged writes): read the shard again after ``after``, or from
+    its trim horizon when ``after`` is None. The worker drops the records it holds for the shard and any
+    page read ahead, takes a new iterator there and carries on; it does not checkpoint the reset
+    position (the processor's store says where to resume, also at the next ``initialize``)."""
+
+    def __init__(self, after: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.after = after

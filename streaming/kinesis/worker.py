@@ -29,7 +29,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable
-from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
+from streaming.kinesis.processor import RecordProcessor, ResetShard, ShardContext, StreamRecord
 
 log = logging.getLogger(__name__)
 
@@ -180,12 +180,12 @@ class Worker:
         log.info("worker %s took %s (token %d) from %s", self.worker_id, shard_id, lease.token, start or self.config.initial_position)
         return True
 
-    def _iterator(self, shard_id: str, after: str | None) -> str:
+    def _iterator(self, shard_id: str, after: str | None, otherwise: str | None = None) -> str:
         kwargs: dict[str, Any] = {"StreamName": self.stream_name, "ShardId": shard_id}
         if after:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
         else:
-            kwargs.update(ShardIteratorType=self.config.initial_position)
+            kwargs.update(ShardIteratorType=otherwise or self.config.initial_position)
         return self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
 
     def _renew(self) -> None:
@@ -232,6 +232,9 @@ class Worker:
             safe = owned.processor.process_batch(owned.ctx, records, lag)
         except LeaseLost:
             raise  # the sink fenced us off: a newer owner holds the shard
+        except ResetShard as reset:
+            self._reset(shard_id, owned, reset)
+            return
         except Exception:  # noqa: BLE001 - any sink failure: keep the records, back off, retry them
             self._backoff(shard_id, owned, now, "processing")
             return
@@ -275,12 +278,27 @@ class Worker:
                       shard_id, what, owned.failures, backoff)
 
     def _end_shard(self, shard_id: str, owned: _Owned) -> None:
-        owned.processor.shard_ended(owned.ctx)
+        try:
+            owned.processor.shard_ended(owned.ctx)
+        except ResetShard as reset:
+            self._reset(shard_id, owned, reset)
+            return
         self.leases.checkpoint(owned.lease, SHARD_END)
         self.leases.release(owned.lease)
         del self._owned[shard_id]
         self._next_balance_at = 0.0  # children may be ready now
         log.info("shard %s reached SHARD_END", shard_id)
+
+    def _reset(self, shard_id: str, owned: _Owned, reset: ResetShard) -> None:
+        """The processor's store holds less than it had applied: read the shard again where it says
+        (after ``reset.after``, or from the trim horizon). Records held and pages read ahead came from
+        the old iterator and are dropped; the checkpoint moves when the re-read batches are processed.
+        If no iterator can be had, the error ends the worker: a restart resumes from the store's floor."""
+        owned.pending, owned.ahead = None, None
+        owned.iterator = self._iterator(shard_id, reset.after, "TRIM_HORIZON")
+        owned.last_read = reset.after
+        owned.failures, owned.caught_up, owned.next_poll_at = 0, False, 0.0
+        log.warning("shard %s: %s", shard_id, reset)
 
     def run_once(self) -> None:
         """One pass: rebalance/renew when due, then poll every owned shard whose turn has come."""

@@ -40,6 +40,15 @@ def applied_marker(tenant: str, group: str, shard_id: str) -> str:
     return f"{tenant_prefix(tenant)}applied:{group}:{shard_id}"
 
 
+def shard_position(tag: str, group: str, shard_id: str) -> str:
+    """Hash {token, seq}: the shard's position floor on the node that holds ``tag`` (a ``_pos<n>`` tag
+    chosen per master): that node holds every write of the shard's batches up to seq
+    (:mod:`streaming.speed.positions`)."""
+    if not tag.startswith("_pos"):
+        raise ValueError(f"position tags start with _pos, not {tag!r}")
+    return f"tally:{{{tag}}}:pos:{group}:{shard_id}"
+
+
 def counts(tenant: str, resolution: str, bucket: int) -> str:
     """Hash event_type -> count; resolution m|h|d and bucket = epoch minute|hour|day."""
     return f"{tenant_prefix(tenant)}cnt:{resolution}:{bucket}"

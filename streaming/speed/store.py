@@ -8,6 +8,7 @@ NOSCRIPT reply the whole set of calls is simply sent again.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from redis.exceptions import NoScriptError, ResponseError
 from streaming.segments import SegmentRule
 from streaming.speed import keys
 from streaming.speed.connect import TRANSIENT_ERRORS
+from streaming.speed.positions import NodeRestarted, node_of
 from streaming.speed.suppress import Suppressions
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
@@ -98,7 +100,7 @@ class SpeedStore:
         self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
         self._rule_shapes = [(r.min_count, r.window_hours * 3_600_000) for r in self.rules]
 
-    def _payload(self, tb: TenantBatch, token: int) -> bytes:
+    def _payload(self, tb: TenantBatch, token: int, run_ids: Mapping[str, str] | None, shard_id: str) -> bytes:
         r = self.retention
         body = tb.payload(self._rule_shapes)
         body.update({  # settings the script needs, alongside the aggregates
@@ -106,30 +108,40 @@ class SpeedStore:
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
             "ttl_m": r.minute_s, "ttl_h": r.hour_s, "ttl_d": r.day_s, "ttl_marker": r.marker_s,
         })
+        if run_ids is not None:  # the node must be the one verified (positions.py); None: not checked
+            node = node_of(self.client, keys.applied_marker(tb.tenant, self.group, shard_id))
+            if node not in run_ids:
+                raise NodeRestarted([node])
+            body["rid"] = run_ids[node]
         return pack(body)
 
-    def prepare(self, tenants: list[TenantBatch], lease_token: int) -> list[bytes]:
+    def prepare(self, tenants: list[TenantBatch], lease_token: int, run_ids: Mapping[str, str] | None = None,
+                shard_id: str = "") -> list[bytes]:
         """The tenants' script payloads, built ahead of :meth:`apply` (by the thread that aggregates, so
-        the thread that only sends them starts Redis's work at once)."""
-        return [self._payload(tb, lease_token) for tb in tenants]
+        the thread that only sends them starts Redis's work at once). With ``run_ids`` (node -> the run id
+        verified), each call only writes on that very node (:mod:`streaming.speed.positions`)."""
+        return [self._payload(tb, lease_token, run_ids, shard_id) for tb in tenants]
 
     def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch],
-              payloads: list[bytes] | None = None) -> ApplyResult:
+              payloads: list[bytes] | None = None, run_ids: Mapping[str, str] | None = None) -> ApplyResult:
         """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
 
         A tenant whose events the script finds partly applied (marker) or seen (dedup) is rebuilt
         without them, and one aggregated with an outdated suppression list is rebuilt with the current
         one, and sent again in a further round trip. Connection errors propagate: nothing is
         assumed applied and the caller retries the same batch (a committed tenant is then a no-op).
+        A call refused because its node is not the one verified raises :class:`NodeRestarted` once the
+        round's replies are read (the others committed, and are no-ops when the batch is sent again).
         """
         result = ApplyResult()
         pending = list(tenants)
         fenced: list[str] = []
+        restarted: set[str] = set()
         for _ in range(8):
             if not pending:
                 break
             if payloads is None:
-                payloads = self.prepare(pending, lease_token)
+                payloads = self.prepare(pending, lease_token, run_ids, shard_id)
             calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), payload, tb.ids)
                      for tb, payload in zip(pending, payloads, strict=True)]
             payloads = None  # rebuilt shares get new payloads
@@ -137,7 +149,9 @@ class SpeedStore:
             pending = []
             for (tb, *_), reply in zip(calls, replies, strict=True):
                 status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-                if status == "fenced":
+                if status == "incarnation":
+                    restarted.add(node_of(self.client, keys.applied_marker(tb.tenant, self.group, shard_id)))
+                elif status == "fenced":
                     fenced.append(tb.tenant)
                 elif status == "straddle":
                     rest = tb.after(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), self.rules)
@@ -160,6 +174,10 @@ class SpeedStore:
                     result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
                     result.applied += int(reply[1])
                     result.skipped += int(reply[2])
+            if restarted:
+                break
+        if restarted:
+            raise NodeRestarted(sorted(restarted))
         if fenced:
             raise Fenced(f"shard {shard_id}: a newer lease owner wrote tenants {sorted(fenced)[:5]}; stop writing")
         if pending:
