@@ -196,3 +196,78 @@ def wait_for_totals(client: Any, ledger: Ledger, timeout_s: float, alive: Any = 
             return
         time.sleep(0.5)
     raise AssertionError(f"after {timeout_s}s: {got_events}/{want_events} events, {got_dl}/{want_dl} dead letters")
+
+
+def _valid_events(datas: list[bytes]) -> list[Any]:
+    """The stream's valid events, each event_id once (its first copy), as the speed layer counts them."""
+    from streaming.events import Event, EventDecoder
+
+    decoder = EventDecoder()
+    seen: set[Any] = set()
+    events = []
+    for data in datas:
+        event = decoder.decode(data, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650))
+        if isinstance(event, Event) and event.event_id not in seen:
+            seen.add(event.event_id)
+            events.append(event)
+    return events
+
+
+def expected_top_pages(datas: list[bytes]) -> dict[tuple[str, str, int], dict[str, int]]:
+    """(tenant, resolution h|d, bucket) -> path -> page views, computed from the records themselves."""
+    out: dict[tuple[str, str, int], dict[str, int]] = {}
+    for e in _valid_events(datas):
+        path = e.properties.get("path")
+        if e.event_type.value != "page_view" or not isinstance(path, str):
+            continue
+        hour = int(e.received_at.timestamp()) // 3600
+        for key in ((e.tenant_id, "h", hour), (e.tenant_id, "d", hour // 24)):
+            by_path = out.setdefault(key, {})
+            by_path[path] = by_path.get(path, 0) + 1
+    return out
+
+
+def expected_segments(datas: list[bytes], at_s: int) -> dict[tuple[str, str], set[str]]:
+    """(tenant, segment) -> visitors with at least min_count matching events in (at - window, at]."""
+    from streaming.segments import load_rules
+
+    hits: dict[tuple[str, str, str], list[int]] = {}
+    rules = load_rules()
+    for e in _valid_events(datas):
+        ms = int(e.received_at.timestamp() * 1000)
+        for rule in rules:
+            if rule.matches(e.event_type.value, e.properties):
+                hits.setdefault((e.tenant_id, rule.name, e.anonymous_id), []).append(ms)
+    windows = {r.name: (r.min_count, r.window_hours * 3_600_000) for r in rules}
+    out: dict[tuple[str, str], set[str]] = {}
+    for (tenant, name, anon), times in hits.items():
+        k, window = windows[name]
+        if sum(1 for t in times if at_s * 1000 - window < t <= at_s * 1000) >= k:
+            out.setdefault((tenant, name), set()).add(anon)
+    return out
+
+
+def assert_speed_layer_matches(client: Any, datas: list[bytes], ledger: Ledger,
+                               uniques_tolerance: float = 0.03) -> None:
+    """Every speed-layer structure against the records and their ledger: counters (minute, hour, day)
+    and dead letters exactly, uniques within the HyperLogLog error, top pages per hour and day exactly,
+    and every segment's members at the end of the stream exactly."""
+    from streaming.segments import load_rules
+
+    assert_matches_ledger(client, ledger, uniques_tolerance)
+    want_pages = expected_top_pages(datas)
+    assert want_pages
+    for (tenant, res, bucket), by_path in want_pages.items():
+        got = {p.decode(): int(n) for p, n in client.zrange(keys.top_pages(tenant, res, bucket), 0, -1, withscores=True)}
+        assert got == by_path, (tenant, res, bucket)
+    stray = {k.decode() for k in client.scan_iter(match="tally:{*}:top:*", count=1000)}
+    assert stray == {keys.top_pages(t, r, b) for t, r, b in want_pages}
+    at_s = max(int(e.received_at.timestamp()) for e in _valid_events(datas)) + 1
+    want = expected_segments(datas, at_s)
+    assert sum(len(v) for v in want.values()) > 0
+    queries = SpeedQueries(client)
+    at = dt.datetime.fromtimestamp(at_s, dt.timezone.utc)
+    for tenant in ledger.counts:
+        for rule in load_rules():
+            got_members = set(queries.segment_members(tenant, rule.name, at=at, limit=1_000_000))
+            assert got_members == want.get((tenant, rule.name), set()), (tenant, rule.name)
