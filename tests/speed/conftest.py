@@ -176,6 +176,29 @@ def start_consumer(env: dict[str, str], log: Path, lease_duration_s: float = 2.0
                                 start_new_session=True)
 
 
+def paced_producer(endpoint: str, stream_name: str, datas: list[bytes], pkeys: list[str], per_s: int) -> Any:
+    """A started thread sending the records through the producer at about ``per_s`` records a second, so
+    that the kills of a storm land while the stream still grows (a fast machine would otherwise consume
+    everything before the last kill)."""
+    import threading
+
+    from streaming.aws import aws_client
+    from streaming.producer import Producer
+    from tests.conftest import REGION
+
+    def produce() -> None:
+        started = time.monotonic()
+        with Producer(aws_client("kinesis", REGION, endpoint), stream_name) as producer:
+            for i, (data, key) in enumerate(zip(datas, pkeys, strict=True)):
+                producer.put(data, key)
+                if i % per_s == per_s - 1:
+                    time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    return thread
+
+
 def total_counted(client: Any) -> int:
     """Events counted so far, from the day roll-ups (few keys: cheap to poll)."""
     return sum(int(n) for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import random
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -17,13 +16,12 @@ import redis
 
 from streaming.aws import aws_client
 from streaming.generator import GeneratorConfig
-from streaming.producer import Producer
 from streaming.resources import ensure_lease_table, ensure_stream
 from streaming.settings import load_settings
 from streaming.stack.process import free_port
 from streaming.stack.redis_local import RedisServer
 from tests.conftest import REGION
-from tests.speed.conftest import assert_speed_layer_matches, generated, recent_start, start_consumer, wait_for_totals
+from tests.speed.conftest import paced_producer, assert_speed_layer_matches, generated, recent_start, start_consumer, wait_for_totals
 from tests.speed.test_positions import aof_tail
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -45,16 +43,7 @@ def test_redis_sigkilled_and_losing_its_aof_tail_ends_with_the_ledger(tally_env:
                                                      start=recent_start(200)))
     assert ledger.records_total >= 55_000 and ledger.duplicates > 0
 
-    def produce() -> None:
-        started = time.monotonic()
-        with Producer(aws_client("kinesis", REGION, settings.aws_endpoint_url), settings.stream_name) as producer:
-            for i, (data, key) in enumerate(zip(datas, pkeys, strict=True)):
-                producer.put(data, key)
-                if i % 1_500 == 1_499:
-                    time.sleep(max(0.0, started + (i + 1) / PRODUCE_PER_S - time.monotonic()))
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    producer = paced_producer(settings.aws_endpoint_url, settings.stream_name, datas, pkeys, PRODUCE_PER_S)
     log = tmp_path / "consumer.log"
     proc = start_consumer(env, log, lease_duration_s=2.0)
     client = redis.Redis.from_url(server.url)
