@@ -69,6 +69,12 @@ def segment_members(tenant: str, segment: str) -> str:
     return f"{tenant_prefix(tenant)}seg:{segment}"
 
 
+def segment_state(tenant: str, segment: str, bucket: int) -> str:
+    """Hash anonymous_id -> msgpack list of the newest min_count hit times (epoch ms, ascending) of a
+    visitor whose newest hit lies in this window-long bucket (``apply.lua`` builds the same names)."""
+    return f"{tenant_prefix(tenant)}segst:{segment}:{bucket}"
+
+
 def dead_letter_tag(tenant: str | None) -> str:
     """The hash tag of a dead letter: its record's tenant when the bytes name a valid tenant id, else
     :data:`UNATTRIBUTED_TAG` (an underscore first: no tenant id can be it). Dead letters are spread over
