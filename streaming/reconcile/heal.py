@@ -113,19 +113,22 @@ def healable(result: Result) -> pd.DataFrame:
     return cells[clean_batch & differs & (cells["speed"] != cells["expected"])]
 
 
-def blocked_hours(result: Result) -> frozenset[tuple[str, int]]:
-    """Tenant × hours whose batch truth is incomplete or still open: no structure of theirs is healed."""
-    blocked: set[tuple[str, int]] = set()
+def blocked(result: Result) -> tuple[frozenset[tuple[str, int]], frozenset[tuple[str, int]]]:
+    """(tenant × minutes, tenant × hours) whose batch truth is incomplete or still open: no structure
+    there is healed. Minutes: cells with an archive or warehouse finding, or pending; hours: hours
+    judged with an archive or warehouse finding."""
+    minutes: set[tuple[str, int]] = set()
     cells = result.cells
     if not cells.empty:
         findings = cells["findings"].fillna("").str.split(",")
         bad = findings.map(lambda fs: bool(set(fs) & _LOSS_UPSTREAM_OF_SPEED)) | (cells["verdict"] == Verdict.PENDING.value)
-        blocked |= {(str(t), int(m) // 60) for t, m in zip(cells[bad]["tenant_id"], cells[bad]["minute"], strict=True)}
-    hours = result.hours
-    if not hours.empty:
-        bad_h = hours["verdict"].isin(_LOSS_UPSTREAM_OF_SPEED)
-        blocked |= {(str(t), int(h)) for t, h in zip(hours[bad_h]["tenant_id"], hours[bad_h]["hour"], strict=True)}
-    return frozenset(blocked)
+        minutes |= {(str(t), int(m)) for t, m in zip(cells[bad]["tenant_id"], cells[bad]["minute"], strict=True)}
+    hours: set[tuple[str, int]] = set()
+    if not result.hours.empty:
+        bad_h = result.hours["verdict"].isin(_LOSS_UPSTREAM_OF_SPEED - {Verdict.PENDING.value})
+        hours |= {(str(t), int(h)) for t, h in zip(result.hours[bad_h]["tenant_id"], result.hours[bad_h]["hour"],
+                                                   strict=True)}
+    return frozenset(minutes), frozenset(hours)
 
 
 def heal(client: Any, result: Result, who: str, reports_dir: Path | None = None, run_id: str | None = None,
@@ -136,7 +139,8 @@ def heal(client: Any, result: Result, who: str, reports_dir: Path | None = None,
     ``rules``' segments of the closed windows too; return (and record) what was done."""
     record = HealRecord(uuid.uuid4().hex[:12], who, dt.datetime.now(dt.timezone.utc).isoformat(), run_id)
     if warehouse is not None and window is not None:
-        scope = Scope(window[0], window[1], result.closed_before, blocked_hours(result),
+        minutes, hours = blocked(result)
+        scope = Scope(window[0], window[1], result.closed_before, hours, minutes,
                       int(dt.datetime.now(dt.timezone.utc).timestamp() * 1000))
         tenants = set(result.hours["tenant_id"].astype(str)) if not result.hours.empty else set()
         record.items = [*heal_uniques(client, warehouse, scope, retention, dry_run),

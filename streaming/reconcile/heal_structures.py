@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -62,12 +63,14 @@ class HealedItem:
 @dataclass(frozen=True)
 class Scope:
     """What may be healed: the range [start_minute, end_minute), windows ending by ``closed_before``
-    (epoch seconds), and the tenant × hours whose batch truth is incomplete (``blocked``)."""
+    (epoch seconds), never the tenant × hours and tenant × minutes whose batch truth is incomplete or
+    pending (``blocked_hours``, ``blocked_minutes``)."""
 
     start_minute: int
     end_minute: int
     closed_before: float
-    blocked: frozenset[tuple[str, int]]
+    blocked_hours: frozenset[tuple[str, int]]
+    blocked_minutes: frozenset[tuple[str, int]]
     now_ms: int
 
     def hours(self) -> tuple[int, int]:
@@ -78,18 +81,29 @@ class Scope:
 
     def span_ms(self, window_ms: int) -> tuple[int, int]:
         """[lo, hi) of the hits that can make a membership live now, inside the range and closed."""
-        hi = min(self.end_minute * 60_000, int(self.closed_before * 1000)) if self.closed_before != float("-inf") else 0
+        closed_minutes = int(self.closed_before // 60) if self.closed_before != float("-inf") else self.start_minute
+        hi = min(self.end_minute, closed_minutes) * 60_000  # a minute is closed when it ends by closed_before
         return max(self.start_minute * 60_000, self.now_ms - window_ms), hi
 
-    def clean(self, tenant: str, lo_hour: int, hi_hour: int) -> bool:
-        return not any((tenant, h) in self.blocked for h in range(lo_hour, hi_hour + 1))
+    @cached_property
+    def _minute_hours(self) -> frozenset[tuple[str, int]]:
+        return frozenset((t, m // 60) for t, m in self.blocked_minutes)
+
+    def clean_hour(self, tenant: str, hour: int) -> bool:
+        return (tenant, hour) not in self.blocked_hours and (tenant, hour) not in self._minute_hours
+
+    def clean_span(self, tenant: str, lo_ms: int, hi_ms: int) -> bool:
+        """No blocked minute of the tenant in [lo_ms, hi_ms), and no hour there judged incomplete."""
+        lo, hi = lo_ms // 60_000, -(-hi_ms // 60_000)  # the minutes [lo_ms, hi_ms) touches
+        return not any(t == tenant and lo <= m < hi for t, m in self.blocked_minutes) and not any(
+            t == tenant and lo // 60 <= h <= (hi - 1) // 60 for t, h in self.blocked_hours)
 
 
 def heal_uniques(client: Any, warehouse: Any, scope: Scope, retention: Retention, dry_run: bool) -> list[HealedItem]:
     first, end = scope.hours()
     exact = warehouse.visitor_counts(first, end) if end > first else pd.DataFrame(columns=["tenant_id", "hour", "visitors"])
     rows = [(str(r.tenant_id), int(r.hour), int(r.visitors)) for r in exact.itertuples(index=False)
-            if scope.clean(str(r.tenant_id), int(r.hour), int(r.hour))]
+            if scope.clean_hour(str(r.tenant_id), int(r.hour))]
     pipe = client.pipeline(transaction=False)
     for tenant, hour, _ in rows:
         pipe.pfcount(keys.uniques(tenant, "h", hour))
@@ -121,7 +135,7 @@ def heal_top_pages(client: Any, warehouse: Any, scope: Scope, tenants: set[str],
     for r in warehouse.page_views(first, end).itertuples(index=False):
         want[(str(r.tenant_id), int(r.hour))][str(r.path)] = int(r.views)
     todo = sorted({(t, h) for t in tenants | {t for t, _ in want} for h in range(first, end)
-                   if scope.clean(t, h, h)})
+                   if scope.clean_hour(t, h)})
     pipe = client.pipeline(transaction=False)
     for tenant, hour in todo:
         pipe.zrange(keys.top_pages(tenant, "h", hour), 0, -1, withscores=True)
@@ -172,7 +186,7 @@ def heal_segments(client: Any, warehouse: Any, scope: Scope, rules: list[Segment
         for r in warehouse.segment_hits(rule.event_type, rule.where, lo, hi).itertuples(index=False):
             hits[str(r.tenant_id)][str(r.anonymous_id)].append(int(r.received_ms))
         for tenant, by_anon in sorted(hits.items()):
-            if not scope.clean(tenant, lo // 3_600_000, (hi - 1) // 3_600_000):
+            if not scope.clean_span(tenant, lo, hi):
                 continue
             item = _heal_rule(client, tenant, rule.name, k, window, lo, hi, by_anon, retention, dry_run, scope.now_ms)
             if item is not None:

@@ -51,9 +51,10 @@ def _warehouse(path: Path, rows: list[tuple[str, str, str, int, dict]]) -> Wareh
     return WarehouseReader(path)
 
 
-def _scope(blocked: frozenset[tuple[str, int]] = frozenset(), now_ms: int | None = None) -> Scope:
+def _scope(blocked: frozenset[tuple[str, int]] = frozenset(), now_ms: int | None = None,
+           minutes: frozenset[tuple[str, int]] = frozenset()) -> Scope:
     # Hours H and H+1 are closed; H+2 is open (closed_before ends at H+2's start plus 30 min).
-    return Scope((H - 1) * 60, (H + 4) * 60, (H + 2) * 3600 + 1800, blocked,
+    return Scope((H - 1) * 60, (H + 4) * 60, (H + 2) * 3600 + 1800, blocked, minutes,
                  now_ms if now_ms is not None else (H + 2) * HOUR_MS + 1)
 
 

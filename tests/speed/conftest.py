@@ -133,9 +133,9 @@ def ledger_minute_counts(ledger: Ledger) -> dict[tuple[str, str, int], int]:
     return {(t, e, _epoch(m) // 60): n for t, e, m, n in ledger.count_rows()}
 
 
-def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float = 0.03) -> None:
+def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float = 0.03, dead_letters: bool = True) -> None:
     """Counters equal the ledger exactly (minute cells, hour and day roll-ups); dead letters per reason
-    equal; HyperLogLog uniques within tolerance."""
+    equal (unless ``dead_letters`` is False); HyperLogLog uniques within tolerance."""
     got = read_minute_counts(client)
     want = ledger_minute_counts(ledger)
     assert sum(got.values()) == ledger.valid_events
@@ -150,7 +150,8 @@ def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float 
         days[(t, e, minute // 1440)] = days.get((t, e, minute // 1440), 0) + n
     for (t, e, day), n in days.items():
         assert int(client.hget(keys.counts(t, "d", day), e) or 0) == n
-    assert deadletters.counts(client) == ledger.dead_letters
+    if dead_letters:
+        assert deadletters.counts(client) == ledger.dead_letters
     queries = SpeedQueries(client)
     for tenant, by_day in ledger.uniques_day.items():
         for day_iso, n in by_day.items():
@@ -221,7 +222,7 @@ def wait_for_totals(client: Any, ledger: Ledger, timeout_s: float, alive: Any = 
     raise AssertionError(f"after {timeout_s}s: {got_events}/{want_events} events, {got_dl}/{want_dl} dead letters")
 
 
-def _valid_events(datas: list[bytes]) -> list[Any]:
+def valid_events(datas: list[bytes]) -> list[Any]:
     """The stream's valid events, each event_id once (its first copy), as the speed layer counts them."""
     from streaming.events import Event, EventDecoder
 
@@ -239,7 +240,7 @@ def _valid_events(datas: list[bytes]) -> list[Any]:
 def expected_top_pages(datas: list[bytes]) -> dict[tuple[str, str, int], dict[str, int]]:
     """(tenant, resolution h|d, bucket) -> path -> page views, computed from the records themselves."""
     out: dict[tuple[str, str, int], dict[str, int]] = {}
-    for e in _valid_events(datas):
+    for e in valid_events(datas):
         path = e.properties.get("path")
         if e.event_type.value != "page_view" or not isinstance(path, str):
             continue
@@ -256,7 +257,7 @@ def expected_segments(datas: list[bytes], at_s: int) -> dict[tuple[str, str], se
 
     hits: dict[tuple[str, str, str], list[int]] = {}
     rules = load_rules()
-    for e in _valid_events(datas):
+    for e in valid_events(datas):
         ms = int(e.received_at.timestamp() * 1000)
         for rule in rules:
             if rule.matches(e.event_type.value, e.properties):
@@ -270,14 +271,14 @@ def expected_segments(datas: list[bytes], at_s: int) -> dict[tuple[str, str], se
     return out
 
 
-def assert_speed_layer_matches(client: Any, datas: list[bytes], ledger: Ledger,
-                               uniques_tolerance: float = 0.03) -> None:
+def assert_speed_layer_matches(client: Any, datas: list[bytes], ledger: Ledger, uniques_tolerance: float = 0.03,
+                               dead_letters: bool = True, segments_at_s: int | None = None) -> None:
     """Every speed-layer structure against the records and their ledger: counters (minute, hour, day)
     and dead letters exactly, uniques within the HyperLogLog error, top pages per hour and day exactly,
-    and every segment's members at the end of the stream exactly."""
+    and every segment's members exactly at ``segments_at_s`` (default: the end of the stream)."""
     from streaming.segments import load_rules
 
-    assert_matches_ledger(client, ledger, uniques_tolerance)
+    assert_matches_ledger(client, ledger, uniques_tolerance, dead_letters)
     want_pages = expected_top_pages(datas)
     assert want_pages
     for (tenant, res, bucket), by_path in want_pages.items():
@@ -285,7 +286,7 @@ def assert_speed_layer_matches(client: Any, datas: list[bytes], ledger: Ledger,
         assert got == by_path, (tenant, res, bucket)
     stray = {k.decode() for k in client.scan_iter(match="tally:{*}:top:*", count=1000)}
     assert stray == {keys.top_pages(t, r, b) for t, r, b in want_pages}
-    at_s = max(int(e.received_at.timestamp()) for e in _valid_events(datas)) + 1
+    at_s = segments_at_s or max(int(e.received_at.timestamp()) for e in valid_events(datas)) + 1
     want = expected_segments(datas, at_s)
     assert sum(len(v) for v in want.values()) > 0
     queries = SpeedQueries(client)
