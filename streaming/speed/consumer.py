@@ -172,12 +172,25 @@ class SpeedProcessor:
             return
         lost = sorted(n for n, v in views.items() if v.floor is None or int(v.floor) < int(self._floor or 0))
         self._floor = after
-        self.recent = RecentIds(self.store.dedup_horizon_s)  # it may name events Redis lost
         self.stats.resets += 1
         raise ResetShard(after, f"Redis node(s) {', '.join(lost)} hold less than was applied: reading shard "
                                 f"{ctx.shard_id} again after {after or 'its trim horizon'}")
 
     def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
+        try:
+            return self._process(ctx, records, millis_behind_latest)
+        except ResetShard:
+            self._forget()
+            raise
+
+    def _forget(self) -> None:
+        """Redis lost writes: what this processor holds in memory about them goes too (in this thread,
+        after the batch in flight gave up, so no id of it is added afterwards). Its recent ids may name
+        events Redis lost, which the re-read must not drop as repeats."""
+        self._inflight = None
+        self.recent = RecentIds(self.store.dedup_horizon_s)
+
+    def _process(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
         if self._lost.is_set():
             raise LeaseLost(f"shard {ctx.shard_id}: lease lost, refusing to write")
         if not records:  # a tick: settle what is in flight, report the lag
@@ -348,8 +361,13 @@ class SpeedProcessor:
         self._close()
 
     def shard_ended(self, ctx: ShardContext) -> None:
-        """The in-flight batch commits before this returns (the worker then checkpoints SHARD_END)."""
-        self._settle(ctx)
+        """The in-flight batch commits before this returns (the worker then checkpoints SHARD_END); if
+        Redis lost writes meanwhile, ResetShard: the worker reads the shard again instead of ending it."""
+        try:
+            self._settle(ctx)
+        except ResetShard:
+            self._forget()
+            raise
         self._close()
 
     def shutdown(self, ctx: ShardContext) -> None:
