@@ -76,6 +76,20 @@ def test_reset_reads_the_shard_again_from_the_named_position(kinesis: Any, dynam
     assert [r.data for r in processor.applied if r.data.startswith(b"r")] == items
 
 
+def test_reset_moves_the_checkpoint_back_at_once(kinesis: Any, dynamodb: Any, stream_name: str,
+                                                 lease_table: str) -> None:
+    _fill(kinesis, stream_name, 300)
+    processor = Forgetful(forget_at=250, keep=100)
+    worker = Worker(kinesis, dynamodb, stream_name, lease_table, "test", lambda: processor,
+                    config=WorkerConfig(lease_duration_s=3, idle_poll_interval_s=0.05, max_records=50))
+    leases = LeaseTable(dynamodb, lease_table, "test", stream_name)
+    shard = kinesis.list_shards(StreamName=stream_name)["Shards"][0]["ShardId"]
+    while not processor.resets:
+        worker.run_once()
+    assert leases.leases()[shard].checkpoint == processor.applied[99].sequence_number
+    worker.shutdown()
+
+
 def test_reset_at_shard_end_reads_again_instead_of_ending(kinesis: Any, dynamodb: Any, stream_name: str,
                                                           lease_table: str) -> None:
     items = _fill(kinesis, stream_name, 200)

@@ -292,9 +292,13 @@ class Worker:
     def _reset(self, shard_id: str, owned: _Owned, reset: ResetShard) -> None:
         """The processor's store holds less than it had applied: read the shard again where it says
         (after ``reset.after``, or from the trim horizon). Records held and pages read ahead came from
-        the old iterator and are dropped; the checkpoint moves when the re-read batches are processed.
-        If no iterator can be had, the error ends the worker: a restart resumes from the store's floor."""
+        the old iterator and are dropped. The checkpoint goes back to ``reset.after`` at once, so the
+        speed watermark (and heal, which trusts it) never counts the records to re-read as applied; from
+        the trim horizon it goes back with the first batch read again. If no iterator can be had, the
+        error ends the worker: a restart resumes from the store's floor."""
         owned.pending, owned.ahead = None, None
+        if reset.after is not None:
+            owned.lease = self.leases.checkpoint(owned.lease, reset.after)
         owned.iterator = self._iterator(shard_id, reset.after, "TRIM_HORIZON")
         owned.last_read = reset.after
         owned.failures, owned.caught_up, owned.next_poll_at = 0, False, 0.0
