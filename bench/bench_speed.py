@@ -46,6 +46,7 @@ from streaming.speed import keys
 from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, SpeedProcessor
 from streaming.speed.fast_kinesis import install_fast_get_records
 from streaming.speed.ops import OpsRecorder, percentile, read_lag
+from streaming.speed.positions import ShardPositions
 from streaming.speed.store import SpeedStore
 from streaming.stack.redis_local import find_redis_server
 
@@ -96,9 +97,12 @@ def _apply_round(client: redis.Redis, records: list[StreamRecord]) -> float:
     """One pass of the consumer's apply path over ``records`` on an empty Redis: events/s."""
     rules = load_rules()
     client.flushall()
+    # As the consumer runs it: each batch applied while the next aggregates, every call checking it runs
+    # on the Redis verified, and each batch leaving its position floor (streaming/speed/positions.py).
     proc = SpeedProcessor(SpeedStore(client, "bench", rules), EventDecoder(), rules, OpsRecorder(client, "bench"),
-                          overlap=True)  # as the consumer runs it: each batch applied while the next aggregates
+                          overlap=True, positions=ShardPositions(client, "bench", 3_600))
     ctx = ShardContext("bench", "shardId-000000000000", "bench", 1)
+    proc.initialize(ctx, None)
     started = time.perf_counter()
     for i in range(0, len(records), BATCH):
         proc.process_batch(ctx, records[i:i + BATCH], 0)

@@ -287,6 +287,15 @@ def classify(raw: bytes) -> Rejection:
     return Rejection(Reason.INVALID_VALUE, "rejected by the schema", raw)
 
 
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """A record's top-level JSON object as far as JSON reads it (the partial parse of a rejected record)."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
 class SequencePosition(NamedTuple):
     """Where a record sits in its collector's numbering: ``source_seq`` counts per (source_id, tenant_id)."""
 
@@ -304,11 +313,8 @@ def sequence_position(raw: bytes) -> SequencePosition | None:
     ``source_seq`` an integer >= 0 (not a bool, not a numeric string). Anything else, or bytes that are
     not a JSON object, gives None: a record with no readable numbers can neither fill nor open a gap.
     """
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(doc, dict):
+    doc = _json_object(raw)
+    if doc is None:
         return None
     source_id, tenant_id, seq = doc.get("source_id"), doc.get("tenant_id"), doc.get("source_seq")
     if not (isinstance(source_id, str) and 1 <= len(source_id) <= _ID_MAX):
@@ -318,3 +324,12 @@ def sequence_position(raw: bytes) -> SequencePosition | None:
     if not (isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0):
         return None
     return SequencePosition(source_id, tenant_id, seq)
+
+
+def record_tenant(raw: bytes) -> str | None:
+    """The tenant a record names, when it parses far enough to a **valid** tenant id (any other record
+    reason aside): the speed layer keeps a dead letter under its tenant's hash tag, never under a string
+    that could not be one."""
+    doc = _json_object(raw)
+    tenant = doc.get("tenant_id") if doc is not None else None
+    return tenant if isinstance(tenant, str) and _TENANT_RE.match(tenant) else None

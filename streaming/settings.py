@@ -44,6 +44,15 @@ def _positive_int(name: str, raw: str) -> int:
     return value
 
 
+def _dead_letter_ttl(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value < 86_400:
+        raise SettingError(name, raw, "is shorter than a day, the stream's default retention: a dead letter trimmed "
+                           "while its record can still be re-read would be counted again",
+                           f"set {name} to at least 86400 seconds")
+    return value
+
+
 def _port(name: str, raw: str) -> int:
     value = _positive_int(name, raw)
     if value > 65535:
@@ -271,6 +280,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_DEMO_SCALE", "1", "`make demo`'s size: 1 = three hours of history for 50 tenants and a live minute; 0.05 = a few minutes of each (the test of the demo's happy path)", _scale),
     Setting("TALLY_RECONCILE_MAX_STREAM_READ", "2000000", "reconciliation reads at most this many stream records (all shards) after the lagging layer's position; past it, every cell where that layer has less is held pending", _positive_int),
     Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
+    Setting("TALLY_DEAD_LETTER_TTL_S", "604800", "speed layer: a dead letter (raw bytes, reason, position) is kept in Redis this long after it is written, its tenant's counts per reason this long after its newest (at least 86400: the stream's retention, so a re-read never counts one twice); the archive keeps every rejected record for good", _dead_letter_ttl),
     Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
     Setting("TALLY_COLLECTOR_HOST", "127.0.0.1", "collector: address it listens on (loopback by default; 0.0.0.0 behind a load balancer)", _host),
     Setting("TALLY_COLLECTOR_PORT", None, "collector: port; unset = 8088 for `tally collect`, a free port for `tally stack up`", _port),
@@ -516,6 +526,7 @@ class Settings:
     speed_ttl_minute_s: int = 172_800
     speed_ttl_hour_s: int = 1_209_600
     speed_ttl_day_s: int = 7_776_000
+    dead_letter_ttl_s: int = 604_800
     reconcile_tolerance_abs: int = 0
     reconcile_tolerance_rel: float = 0.0
     reconcile_max_stream_read: int = 2_000_000
@@ -588,6 +599,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         speed_ttl_minute_s=_get(env, "TALLY_SPEED_TTL_MINUTE_S"),
         speed_ttl_hour_s=_get(env, "TALLY_SPEED_TTL_HOUR_S"),
         speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
+        dead_letter_ttl_s=_get(env, "TALLY_DEAD_LETTER_TTL_S"),
         reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
         reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),
         reconcile_max_stream_read=_get(env, "TALLY_RECONCILE_MAX_STREAM_READ"),

@@ -7,7 +7,10 @@ import uuid
 
 import pytest
 
-from streaming.events import REASONS, Event, EventDecoder, Reason, Rejection, encode_event, encode_rejected
+from streaming.events import (
+    REASONS, Event, EventDecoder, Reason, Rejection, SequencePosition, encode_event, encode_rejected, record_tenant,
+    sequence_position,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -147,3 +150,29 @@ def test_the_warehouse_accepts_every_reason() -> None:
     column = next(c for c in model["columns"] if c["name"] == "reason")
     accepted = next(t["accepted_values"] for t in column["data_tests"] if isinstance(t, dict) and "accepted_values" in t)
     assert set(accepted["arguments"]["values"]) == set(REASONS)
+
+
+def test_sequence_position_reads_the_numbers_of_a_rejected_record() -> None:
+    """A dead letter's numbers are read as far as they are readable (unknown type, bad tenant...)."""
+    assert sequence_position(encode(valid_doc())) == SequencePosition("collector-01", "acme", 7)
+    assert sequence_position(encode(valid_doc(event_type="nope", tenant_id="Bad Tenant!"))) == (
+        "collector-01", "Bad Tenant!", 7)
+    assert sequence_position(encode(valid_doc(source_seq=0, event_id="not-a-uuid"))) == ("collector-01", "acme", 0)
+
+
+@pytest.mark.parametrize("raw", [
+    b"\xff\xfe", b"not json", b"[1, 2]", b'"a string"', b"{" * 5000,
+    encode(valid_doc(source_seq=-1)), encode(valid_doc(source_seq=True)), encode(valid_doc(source_seq=7.0)),
+    encode(valid_doc(source_seq="7")), encode(valid_doc(source_seq=None)), encode(valid_doc(source_id="")),
+    encode(valid_doc(source_id="x" * 129)), encode(valid_doc(source_id=3)), encode(valid_doc(tenant_id="")),
+    encode(valid_doc(tenant_id=["acme"])), encode({k: v for k, v in valid_doc().items() if k != "source_seq"}),
+])
+def test_sequence_position_is_none_unless_every_value_has_the_contracts_type(raw: bytes) -> None:
+    assert sequence_position(raw) is None
+
+
+def test_record_tenant_only_names_a_valid_tenant_id() -> None:
+    assert record_tenant(encode(valid_doc(event_type="nope", source_seq="x"))) == "acme"
+    for bad in ("Acme", "a{b}", "_dl", "", "a" * 65, "acme\n", 7, None):
+        assert record_tenant(encode(valid_doc(tenant_id=bad))) is None
+    assert record_tenant(b"\xff") is None and record_tenant(b"[]") is None and record_tenant(b"{" * 5000) is None

@@ -142,3 +142,40 @@ def test_up_that_fails_midway_stops_what_it_started(tmp_path: Path, monkeypatch:
     assert "DynamoDB at http://127.0.0.1:1 (TALLY_AWS_ENDPOINT_URL_DYNAMODB) does not answer" in explain(info.value, settings)
     assert not (home / "stack.json").exists()
     assert _processes_with_home(home) == []
+
+
+def test_redis_keeps_its_counters_across_down_and_up(local_settings) -> None:
+    """The embedded Redis's AOF has a stable name under .tally/redis: `down` then `up` (on another free
+    port) loads the counters the consumer's store wrote."""
+    import datetime as dt
+    import json
+    import uuid
+
+    from streaming.events import EventDecoder
+    from streaming.kinesis.processor import StreamRecord
+    from streaming.query.api import SpeedQueries
+    from streaming.speed.aggregate import aggregate
+    from streaming.speed.store import SpeedStore
+
+    now = dt.datetime.now(dt.timezone.utc).replace(second=0, microsecond=0)
+    at = now.isoformat().replace("+00:00", "Z")
+    records = [StreamRecord("shardId-0", str(i + 1), "pk", json.dumps({
+        "event_id": str(uuid.uuid4()), "tenant_id": "t-keep", "event_type": "click", "anonymous_id": f"a-{i}",
+        "occurred_at": at, "received_at": at, "source_id": "c", "source_seq": i, "properties": {},
+        "schema_version": 1}).encode(), now.timestamp()) for i in range(25)]
+    try:
+        first = manager.up(local_settings)["redis"]
+        client = redis.Redis.from_url(first.url)
+        batch = aggregate(records, EventDecoder(), [])
+        SpeedStore(client, "speed").apply("shardId-0", 1, list(batch.tenants.values()))
+        assert SpeedQueries(client).counts("t-keep", now, now + dt.timedelta(minutes=1)).total == 25
+        client.close()
+        manager.down(local_settings)
+        second = manager.up(local_settings)["redis"]
+        assert second.pid != first.pid
+        client = redis.Redis.from_url(manager.resolve_endpoints(local_settings).redis_url)
+        assert SpeedQueries(client).counts("t-keep", now, now + dt.timedelta(minutes=1)).total == 25
+        assert client.pfcount(f"tally:{{t-keep}}:uv:h:{int(now.timestamp()) // 3600}") == 25
+        client.close()
+    finally:
+        manager.down(local_settings)

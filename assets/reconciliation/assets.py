@@ -84,24 +84,28 @@ def published_report(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any
 
 
 @dg.asset(key=HEAL_KEY, deps=[VERDICTS_KEY], partitions_def=hourly, group_name=GROUP, kinds={"redis"},
-          description="Overwrites the hour's closed Redis minute counters (and their roll-ups) that differ from "
-                      "complete batch truth; every heal recorded (who, when, cells, old and new values).")
+          description="Overwrites the hour's closed Redis minute counters (and their roll-ups), unique visitors, "
+                      "top pages and segments that differ from complete batch truth; every heal recorded "
+                      "(who, when, cells, old and new values).")
 def speed_heal(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], redis: dg.ResourceParam[Any],
                warehouse: dg.ResourceParam[Any], reconcile: dg.ResourceParam[Any]) -> dg.MaterializeResult:
     from streaming.reconcile.heal import heal
+    from streaming.segments import load_rules
     from streaming.speed.store import Retention
 
     # Reconcile again: Redis may have moved since the verdicts were taken (the heal is a compare-and-set).
     run, layers, settings = _reconcile(context, s3, redis, warehouse, reconcile)
     record = heal(layers.redis, run.result, who=f"dagster run {context.run_id[:8]}",
                   reports_dir=settings.home / "reports", run_id=run.info.run_id,
-                  retention=Retention(settings.speed_ttl_minute_s, settings.speed_ttl_hour_s, settings.speed_ttl_day_s))
+                  retention=Retention.from_settings(settings), warehouse=layers.warehouse,
+                  window=(run.info.start_minute, run.info.end_minute), rules=load_rules())
     rows = ["| tenant | event type | minute | old | new | status |", "|---|---|---|---|---|---|"]
     for c in record.cells[:100]:
         minute = dt.datetime.fromtimestamp(c.minute * 60, tz=dt.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
         rows.append(f"| {c.tenant_id} | {c.event_type} | {minute} | {c.old} | {c.new} | {c.status} |")
     return dg.MaterializeResult(metadata={
         "heal_id": record.heal_id, "healed_cells": record.healed, "skipped_cells": record.skipped,
+        "healed_structures": sum(1 for i in record.items if i.status == "healed"),
         "cells": dg.MetadataValue.md("\n".join(rows) if record.cells else "_nothing to heal_"),
     })
 

@@ -156,15 +156,19 @@ def register(main: click.Group) -> None:
     @click.option("--dry-run", is_flag=True, help="Show what would be healed; write nothing.")
     @user_errors
     def heal(start: str | None, end: str | None, hours: float, speed_group: str, who: str | None, dry_run: bool) -> None:
-        """Overwrite Redis counters of closed windows where batch truth is complete and Redis differs."""
+        """Overwrite Redis counters, unique visitors, top pages and segments of closed windows where batch
+        truth is complete and Redis differs."""
         import getpass
 
         from streaming.reconcile.heal import heal as do_heal
+        from streaming.segments import load_rules
         from streaming.speed.run import retention
 
         settings, layers, run = _run(start, end, hours, speed_group, who)
         record = do_heal(layers.redis, run.result, who=who or getpass.getuser(), reports_dir=settings.home / "reports",
-                         run_id=run.info.run_id, retention=retention(settings), dry_run=dry_run)
+                         run_id=run.info.run_id, retention=retention(settings), dry_run=dry_run,
+                         warehouse=layers.warehouse, window=(run.info.start_minute, run.info.end_minute),
+                         rules=load_rules())
         from streaming.literal import printable
 
         verb = "would heal" if dry_run else "healed"
@@ -173,6 +177,13 @@ def register(main: click.Group) -> None:
                                               if record.skipped else "")
                       + ("" if dry_run or not record.cells else f"; heal {record.heal_id} recorded in "
                          f"{settings.home / 'reports' / 'heals.jsonl'} and Redis"))
+        by_kind = {k: [i for i in record.items if i.kind == k and i.status in ("healed", "planned")]
+                   for k in ("uniques", "top_pages", "segment")}
+        if record.items:
+            console.print(f"{verb} {len(by_kind['uniques']):,} unique-visitor hours, {len(by_kind['top_pages']):,} "
+                          f"top-page paths, {len(by_kind['segment']):,} segments"
+                          + (f"; skipped {sum(1 for i in record.items if i.status == 'skipped'):,} that moved"
+                             if any(i.status == "skipped" for i in record.items) else ""))
         for cell in record.cells[:20]:
             minute = dt.datetime.fromtimestamp(cell.minute * 60, tz=UTC).strftime("%Y-%m-%dT%H:%MZ")
             console.print(f"  {printable(cell.tenant_id)} {cell.event_type} {minute}: {cell.old} -> {cell.new} ({cell.status})")

@@ -53,6 +53,16 @@ def query_errors(fn: Any) -> Any:
     return wrapper
 
 
+def _dead_letter_tenant(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    from streaming.speed.deadletters import tag_of
+    from streaming.speed.keys import BadTenant
+
+    try:
+        return None if value is None else tag_of(value)
+    except BadTenant as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def register(main: click.Group) -> None:
     """Add this domain's commands to the `tally` group."""
     from orchestration.cli import _settings, user_errors
@@ -100,17 +110,19 @@ def register(main: click.Group) -> None:
     @dead_letters.command("list")
     @click.option("--reason", default=None, help="Only this rejection reason.")
     @click.option("--limit", default=20, show_default=True)
+    @click.option("--tenant", default=None, callback=_dead_letter_tenant,
+                  help="Only this tenant's (`_unattributed`: records naming no valid tenant).")
     @format_option()
     @user_errors
-    def dl_list(reason: str | None, limit: int, fmt: str | None) -> None:
+    def dl_list(reason: str | None, limit: int, tenant: str | None, fmt: str | None) -> None:
         """Counts per reason, then the oldest pending dead letters (raw bytes shown literally)."""
         import base64
 
         from streaming.speed import deadletters
 
         client = _redis(_settings())
-        totals, replayed = deadletters.counts(client), deadletters.replayed_counts(client)
-        entries = deadletters.list_pending(client, reason, limit)
+        totals, replayed = deadletters.counts(client, tenant), deadletters.replayed_counts(client, tenant)
+        entries = deadletters.list_pending(client, reason, limit, tenant)
         fmt = resolved(fmt)
         if fmt == "json":
             echo_json({"counts": {r: {"dead_letters": totals[r], "replayed": replayed.get(r, 0)} for r in sorted(totals)},
@@ -130,8 +142,10 @@ def register(main: click.Group) -> None:
     @click.option("--reason", default=None, help="Only this rejection reason.")
     @click.option("--limit", default=10_000, show_default=True)
     @click.option("--all", "replay_all", is_flag=True, help="Also re-feed records the current decoder still rejects.")
+    @click.option("--tenant", default=None, callback=_dead_letter_tenant,
+                  help="Only this tenant's (`_unattributed`: records naming no valid tenant).")
     @user_errors
-    def dl_replay(reason: str | None, limit: int, replay_all: bool) -> None:
+    def dl_replay(reason: str | None, limit: int, replay_all: bool, tenant: str | None) -> None:
         """Re-feed pending dead letters to the stream (after fixing the cause)."""
         from streaming.aws import aws_client
         from streaming.events import EventDecoder
@@ -148,7 +162,7 @@ def register(main: click.Group) -> None:
                 producer.put_many(records)
 
         result = deadletters.replay(_redis(settings), send, EventDecoder(settings.max_event_bytes, settings.max_future_skew_s),
-                                    reason, limit, only_valid=not replay_all)
+                                    reason, limit, only_valid=not replay_all, tenant=tenant)
         console.print(f"re-fed {result.sent:,} dead letters to {settings.stream_name} ({result.marked:,} marked replayed); "
                       f"{result.still_invalid:,} still invalid and left pending")
 

@@ -80,3 +80,15 @@ class Position:
     arrival: float | None = None
     at_tip: bool = False
     observed_at: float | None = None
+
+
+class ResetShard(Exception):
+    """Raised by ``process_batch`` (or ``shard_ended``) when the processor's store is found to hold less
+    than it had applied (Redis lost acknowledged writes): read the shard again after ``after``, or from
+    its trim horizon when ``after`` is None. The worker drops the records it holds for the shard and any
+    page read ahead, checkpoints ``after`` (so nothing past it counts as applied) and carries on; the
+    processor's store also says where to resume at the next ``initialize``."""
+
+    def __init__(self, after: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.after = after

@@ -34,7 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming import metrics as _metrics
 from streaming.kinesis.leases import SHARD_END, Lease, LeaseLost, LeaseTable, Position
-from streaming.kinesis.processor import RecordProcessor, ShardContext, StreamRecord
+from streaming.kinesis.processor import RecordProcessor, ResetShard, ShardContext, StreamRecord
 
 log = logging.getLogger(__name__)
 
@@ -210,12 +210,12 @@ class Worker:
                  extra={"group": self.group, "shard": shard_id, "worker": self.worker_id, "token": lease.token})
         return True
 
-    def _iterator(self, shard_id: str, after: str | None) -> str:
+    def _iterator(self, shard_id: str, after: str | None, otherwise: str | None = None) -> str:
         kwargs: dict[str, Any] = {"StreamName": self.stream_name, "ShardId": shard_id}
         if after:
             kwargs.update(ShardIteratorType="AFTER_SEQUENCE_NUMBER", StartingSequenceNumber=after)
         else:
-            kwargs.update(ShardIteratorType=self.config.initial_position)
+            kwargs.update(ShardIteratorType=otherwise or self.config.initial_position)
         return self.kinesis.get_shard_iterator(**kwargs)["ShardIterator"]
 
     def _renew(self) -> None:
@@ -266,6 +266,9 @@ class Worker:
             safe = owned.processor.process_batch(owned.ctx, records, lag)
         except LeaseLost:
             raise  # the sink fenced us off: a newer owner holds the shard
+        except ResetShard as reset:
+            self._reset(shard_id, owned, reset)
+            return
         except Exception:  # noqa: BLE001 - any sink failure: keep the records, back off, retry them
             self._backoff(shard_id, owned, now, "processing")
             return
@@ -335,7 +338,11 @@ class Worker:
                       extra={"group": self.group, "shard": shard_id, "attempt": owned.failures})
 
     def _end_shard(self, shard_id: str, owned: _Owned) -> None:
-        owned.processor.shard_ended(owned.ctx)
+        try:
+            owned.processor.shard_ended(owned.ctx)
+        except ResetShard as reset:
+            self._reset(shard_id, owned, reset)
+            return
         self.leases.checkpoint(owned.lease, SHARD_END, Position(owned.position.arrival, True, time.time()))
         self.leases.release(owned.lease)
         del self._owned[shard_id]
@@ -352,6 +359,21 @@ class Worker:
             except KeyError:
                 pass
         exported.leases.labels(self.group).set(len(self._owned))
+
+    def _reset(self, shard_id: str, owned: _Owned, reset: ResetShard) -> None:
+        """The processor's store holds less than it had applied: read the shard again where it says
+        (after ``reset.after``, or from the trim horizon). Records held and pages read ahead came from
+        the old iterator and are dropped. The checkpoint goes back to ``reset.after`` at once, so the
+        speed watermark (and heal, which trusts it) never counts the records to re-read as applied; from
+        the trim horizon it goes back with the first batch read again. If no iterator can be had, the
+        error ends the worker: a restart resumes from the store's floor."""
+        owned.pending, owned.ahead = None, None
+        if reset.after is not None:
+            owned.lease = self.leases.checkpoint(owned.lease, reset.after)
+        owned.iterator = self._iterator(shard_id, reset.after, "TRIM_HORIZON")
+        owned.last_read = reset.after
+        owned.failures, owned.caught_up, owned.next_poll_at = 0, False, 0.0
+        log.warning("shard %s: %s", shard_id, reset)
 
     def run_once(self) -> None:
         """One pass: rebalance/renew when due, then poll every owned shard whose turn has come."""

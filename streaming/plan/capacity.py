@@ -266,8 +266,8 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
                        "members past their expiry are never removed while the tenant is active, so this keeps growing")
     dl = memory.of("dead_letters")
     if dl.bytes:
-        c.notes.append(f"dead letters: {dl.bytes * memory.ratio / GIB:,.2f} GiB for {load.dead_letter_days} days of them; "
-                       "nothing in tally deletes them today")
+        c.notes.append(f"dead letters: {dl.bytes * memory.ratio / GIB:,.2f} GiB, each kept {load.dead_letter_days}-"
+                       f"{2 * load.dead_letter_days} days (TALLY_DEAD_LETTER_TTL_S) in its tenant's slot")
     return c, memory
 
 

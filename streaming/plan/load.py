@@ -36,9 +36,9 @@ class Load:
     pages: int = 8
     #: Fraction of records that fail validation (dead letters).
     malformed_rate: float = 0.001
-    #: How long dead letters stay in Redis: nothing in tally deletes them today (replay only takes them off
-    #: the pending set), so this is how often an operator clears them.
-    dead_letter_days: int = 30
+    #: Dead letters live in their tenant's slot for TALLY_DEAD_LETTER_TTL_S (7 days by default); entries
+    #: are trimmed on every write, so one lives between one and two of these.
+    dead_letter_days: int = 7
     speed_ttl_minute_s: int = 172_800
     speed_ttl_hour_s: int = 1_209_600
     speed_ttl_day_s: int = 7_776_000

@@ -31,6 +31,7 @@ NOT_MODELLED = {
     "suppression": "grows with deletion requests (one hash field per forgotten subject), not with traffic",
     "suppressed_counts": "only events of forgotten subjects received after their request",
     "api_keys": "one hash field per API key",
+    "positions": "one small hash per shard, consumer group and master node, whatever the traffic",
 }
 
 
@@ -246,13 +247,16 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     add("applied_markers", markers, 2 * markers, markers * cost.fit("applied_markers", "listpack", 2),
         f"tenants x {shards} shards x {groups} group(s) x memory_applied_markers_listpack_key_bytes")
 
-    # dead letters: never expire (see Load.dead_letter_days): entries hash + pending sorted set.
-    window = _window(load.dead_letter_days * 86_400, elapsed_s)
+    # dead letters: per tenant tag, trimmed on every write to their TTL, so each lives 1-2 TTLs (1.5 on average).
+    window = _window(1.5 * load.dead_letter_days * 86_400, elapsed_s)
     letters = load.events_per_day / 86_400 * load.malformed_rate * window
     each = figures("memory_dead_letters_hashtable_member_bytes") + figures("memory_dead_letters_skiplist_member_bytes")
-    by_tag[DEAD_LETTER_TAG] = letters * each
-    add("dead_letters", 3, letters, letters * each,
-        f"{load.malformed_rate:.2%} of records kept {window / 86_400:,.1f} d x {each:,.0f} B each (the generator's mix of reasons)")
+    total_rate = sum(tenant_rates) or 1.0
+    for i, rate in enumerate(tenant_rates):
+        tenant_bytes[i] += letters * each * rate / total_rate
+    add("dead_letters", 4 * len(tenant_rates), letters, letters * each,
+        f"{load.malformed_rate:.2%} of records kept ~{window / 86_400:,.1f} d x {each:,.0f} B each (the generator's mix "
+        "of reasons), in each tenant's slot")
 
     # ops: a latency histogram per received minute (2-day TTL) and the lag hash.
     minutes = _buckets(_window(HISTOGRAM_TTL_S, elapsed_s), 60)

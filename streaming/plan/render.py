@@ -8,6 +8,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from streaming.plan.capacity import GIB, Plan
 
@@ -51,14 +52,15 @@ def _s3_rows(plan: Plan) -> list[dict[str, float]]:
 
 def print_text(plan: Plan, console: Console) -> None:
     load = plan.load
-    console.print(f"[bold]tally plan[/] {load.name}: {load.events_per_day:,.0f} events/day, peak x{load.peak_multiplier:g}, "
+    console.print(Text("tally plan", style="bold"), Text(f"{load.name}: {load.events_per_day:,.0f} events/day, peak x{load.peak_multiplier:g}, "
                   f"{load.tenants:,} tenants, dedup horizon {load.dedup_horizon_s / 3600:g} h, archive {load.archive_retention_days} d, "
-                  f"warehouse every {load.refresh_minutes} min", highlight=False)
+                  f"warehouse every {load.refresh_minutes} min"))
     summary = Table("component", "what to deploy", "$/month", title="monthly cost")
     for c in plan.components:
         summary.add_row(c.name, "; ".join(x.item for x in c.lines), _money(c.monthly))
-    verdict = "within" if plan.total <= plan.budget else "[bold red]over[/]"
-    summary.add_row("[bold]total[/]", f"{verdict} the {_money(plan.budget)}/month ceiling", f"[bold]{_money(plan.total)}[/]")
+    verdict = Text("within") if plan.total <= plan.budget else Text("over", style="bold red")
+    summary.add_row(Text("total", style="bold"), verdict + Text(f" the {_money(plan.budget)}/month ceiling"),
+                    Text(_money(plan.total), style="bold"))
     console.print(summary)
     details = Table("component", "line", "$/month", "from", title="where each figure comes from", show_lines=True)
     for c in plan.components:
@@ -67,9 +69,9 @@ def print_text(plan: Plan, console: Console) -> None:
     console.print(details)
     for c in plan.components:
         for text in c.beyond:
-            console.print(f"[bold yellow]beyond one tier[/] ({c.name}): {text}", highlight=False)
+            console.print(Text("beyond one tier", style="bold yellow") + Text(f" ({c.name}): {text}"))
         for text in c.notes:
-            console.print(f"[dim]{c.name}:[/] {text}", highlight=False)
+            console.print(Text(f"{c.name}:", style="dim") + Text(f" {text}"))
     memory = Table("key family", "keys", "elements", "GiB", "from", title=f"Redis memory: {plan.redis.used_bytes / GIB:,.2f} GiB")
     for f in sorted(plan.redis.families, key=lambda f: -f.bytes):
         memory.add_row(f.family, f"{f.keys:,.0f}", f"{f.elements:,.0f}", f"{f.bytes * plan.redis.ratio / GIB:,.3f}", f.basis)
@@ -83,7 +85,8 @@ def print_text(plan: Plan, console: Console) -> None:
     console.print(f"event-to-counter latency: Lambda ~{lat['lambda_typical_s']:.1f} s typical, {lat['lambda_peak_worst_s']:.1f} s "
                   f"worst at the peak; `tally consume` workers p50 {lat['workers_p50_s']:g} s / p99 {lat['workers_p99_s']:g} s. "
                   f"{lat['basis']}", highlight=False)
-    console.print(f"[dim]measured figures: {plan.figures_path}; prices as of {plan.prices_as_of}. {plan.prices_note}[/]", highlight=False)
+    console.print(Text(f"measured figures: {plan.figures_path}; prices as of {plan.prices_as_of}. {plan.prices_note}",
+                       style="dim"))
 
 
 def _chart(plans: list[Plan], budget: float) -> dict[str, Any]:

@@ -20,8 +20,14 @@ found: an identifier that is not a whole quoted string (an unquoted value, part 
 as a URL, a record cut off before the closing quote) and records that do not name the tenant as a
 quoted string (another tenant may have a user with the same id, so the tenant must be there too).
 
-The whole entry is removed: from the entries hash and the pending set, in one script (both keys share
-the ``{_dl}`` hash tag). The counts per reason are aggregates and keep their totals. The entries hash can
+Where they are searched: dead letters live under their record's tenant's hash tag, or under
+``{_unattributed}`` when the bytes name no valid tenant id (:mod:`streaming.speed.deadletters`). A
+subject's dead letters are in their tenant's tag or in the unattributed one (a record whose tenant id did
+not parse, but whose bytes still name the tenant as a quoted string); both are searched. A record that
+parsed to *another* valid tenant is that tenant's data and is not searched.
+
+The whole entry is removed: from the entries hash, the pending set and the retention index, in one script
+(the keys share the tag). The counts per reason are aggregates and keep their totals. An entries hash can
 be large, so it is read with HSCAN in pages (never KEYS, never HGETALL).
 """
 
@@ -41,11 +47,12 @@ from streaming.speed.store import unpack
 SCAN_PAGE = 500
 
 _REMOVE_LUA = """
--- KEYS: entries hash, pending zset (one hash tag). ARGV: entry ids. Returns the entries removed.
+-- KEYS: entries hash, pending zset, written zset (one hash tag). ARGV: entry ids. Returns the entries removed.
 local n = 0
 for i = 1, #ARGV do
   n = n + redis.call('HDEL', KEYS[1], ARGV[i])
   redis.call('ZREM', KEYS[2], ARGV[i])
+  redis.call('ZREM', KEYS[3], ARGV[i])
 end
 return n
 """
@@ -99,15 +106,25 @@ class DeadLetterEraser:
         self.client = client
         self.page = page
 
-    def find(self, subject: Subject) -> tuple[int, set[str]]:
-        """(entries scanned, ids of the subject's entries). HSCAN may return an entry twice: a set."""
+    @staticmethod
+    def _tags(subject: Subject) -> tuple[str, str]:
+        return keys.dead_letter_tag(subject.tenant), keys.UNATTRIBUTED_TAG
+
+    def _find(self, subject: Subject) -> tuple[int, dict[str, set[str]]]:
+        """(entries scanned, tag -> ids of the subject's entries). HSCAN may return an entry twice: sets."""
         matcher = DeadLetterMatcher.for_subject(subject)
-        scanned, found = 0, set()
-        for entry_id, blob in self.client.hscan_iter(keys.dead_letter_entries(), count=self.page):
-            scanned += 1
-            if matcher.matches(_raw(blob)):
-                found.add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
+        scanned, found = 0, {}
+        for tag in self._tags(subject):
+            for entry_id, blob in self.client.hscan_iter(keys.dead_letter_entries(tag), count=self.page):
+                scanned += 1
+                if matcher.matches(_raw(blob)):
+                    found.setdefault(tag, set()).add(entry_id.decode() if isinstance(entry_id, bytes) else entry_id)
         return scanned, found
+
+    def find(self, subject: Subject) -> tuple[int, set[str]]:
+        """(entries scanned, ids of the subject's entries)."""
+        scanned, found = self._find(subject)
+        return scanned, {i for ids in found.values() for i in ids}
 
     def count(self, subject: Subject) -> int:
         """The subject's dead letters still in Redis (0 once the erasure is complete)."""
@@ -115,13 +132,12 @@ class DeadLetterEraser:
 
     def erase(self, subject: Subject) -> DeadLetterErasure:
         """Remove the subject's entries; idempotent (a second run finds and removes nothing)."""
-        scanned, found = self.find(subject)
+        scanned, found = self._find(subject)
         result = DeadLetterErasure(entries_scanned=scanned)
-        if not found:
-            return result
         script = self.client.register_script(_REMOVE_LUA)
-        ids = sorted(found)
-        for start in range(0, len(ids), self.page):
-            result.removed += int(script(keys=[keys.dead_letter_entries(), keys.dead_letter_pending()],
-                                         args=ids[start:start + self.page]))
+        for tag, found_ids in sorted(found.items()):
+            ids = sorted(found_ids)
+            tag_keys = [keys.dead_letter_entries(tag), keys.dead_letter_pending(tag), keys.dead_letter_written(tag)]
+            for start in range(0, len(ids), self.page):
+                result.removed += int(script(keys=tag_keys, args=ids[start:start + self.page]))
         return result

@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 from msgspec import DecodeError
 
-from streaming.events import Event, EventDecoder, EventType, Rejection
+from streaming.events import Event, EventDecoder, EventType, Rejection, record_tenant, sequence_position
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import SegmentRule
 from streaming.speed.recent import RecentIds
@@ -39,6 +39,11 @@ class DeadLetter:
     detail: str
     raw: bytes
     arrival_ts: float
+    #: Read from the raw bytes as far as they parse (None otherwise): the tenant when it is a valid id
+    #: (its hash tag), and the collector's numbers (a dead letter holds its source_seq: no upstream gap).
+    tenant_id: str | None = None
+    source_id: str | None = None
+    source_seq: int | None = None
 
     @property
     def entry_id(self) -> str:
@@ -390,7 +395,7 @@ def _aggregate(
                     continue
         rejection = decoder.decode(data, limit)
         assert isinstance(rejection, Rejection)
-        dead_letters.append(_dead_letter(record, rejection))
+        dead_letters.append(dead_letter(record, rejection))
     ids = _event_ids(events)
     first = _first_sightings(ids, recent, now)
     if first is not None:
@@ -402,10 +407,12 @@ def _aggregate(
     return batch
 
 
-def _dead_letter(record: StreamRecord, rejection: Rejection) -> DeadLetter:
+def dead_letter(record: StreamRecord, rejection: Rejection) -> DeadLetter:
     """A record the contract rejected, where it was in the stream, and why."""
+    position = sequence_position(rejection.raw)
     return DeadLetter(record.shard_id, record.sequence_number, rejection.reason.value, rejection.detail,
-                      rejection.raw, record.arrival_ts)
+                      rejection.raw, record.arrival_ts, record_tenant(rejection.raw),
+                      position.source_id if position else None, position.source_seq if position else None)
 
 
 def _new_tenants(batch: Batch, groups: dict[str, tuple[list[StreamRecord], list[bytes], list[float]]],
@@ -439,7 +446,7 @@ def _aggregate_scanned(batch: Batch, records: list[StreamRecord], decoder: Event
         record = records[i]
         event = decoder.decode(record.data, limit)
         if isinstance(event, Rejection):
-            batch.dead_letters.append(_dead_letter(record, event))
+            batch.dead_letters.append(dead_letter(record, event))
             continue
         events[i] = event
         props = event.properties

@@ -3,11 +3,17 @@
 -- ARGV[1]: msgpack payload built by streaming/speed/store.py (see TenantBatch.payload for the arrays).
 -- ARGV[2..]: the batch's event_ids, 16 bytes each, one argument per event (in the payload's order).
 -- Every other key is built from payload.pre = "tally:{tenant}:", so all keys are in KEYS[1]'s slot.
--- Returns {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}
+-- Returns {"incarnation", 0} (not the verified node) | {"fenced", stored_token} | {"skipped", n_events, 0} | {"applied", n_applied, n_skipped}
 --       | {"straddle", marker_seq} | {"seen", {indices}} | {"suppress", version}: the caller rebuilds its
 --         aggregates (without applied or seen events, or with the newer suppression list) and calls again.
 local p = cmsgpack.unpack(ARGV[1])
 local pre = p.pre
+-- 0. This node must be the Redis the caller verified (payload.rid, its run id; streaming/speed/positions.py):
+-- a restarted node or a promoted replica may have lost writes it acknowledged, and applying on top would
+-- move this marker past them for good. Nothing is written; the caller checks the node's position floor.
+if p.rid and not string.find(redis.call('INFO', 'server'), 'run_id:' .. p.rid, 1, true) then
+  return {'incarnation', 0}
+end
 local function int(x) return string.format('%d', x) end
 -- Kinesis sequence numbers are decimal strings of up to 56 digits: compare by length, then text.
 local function seq_gt(a, b)

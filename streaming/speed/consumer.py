@@ -11,6 +11,11 @@ them while this thread aggregates the next batch; the next ``process_batch`` (or
 ``shard_ended``, ``shutdown``) settles them first, so the checkpoint it returns lags one batch. An
 in-flight batch that fails is re-sent from here, with the same retries, before anything later is sent:
 batches commit in order, and a crash replays from the lagging checkpoint, which the markers make safe.
+
+With ``positions`` (the consumer's mode), Redis is not trusted to keep what it acknowledged: every call
+writes only on the node as verified, each committed batch leaves a position floor on every node, and a
+node found to hold less than this processor wrote makes it ask the worker to read the shard again from
+what Redis still holds (:class:`ResetShard`). The argument is in :mod:`streaming.speed.positions`.
 """
 
 from __future__ import annotations
@@ -28,11 +33,12 @@ from typing import Any
 from streaming import metrics as _metrics
 from streaming.events import EventDecoder
 from streaming.kinesis.processor import LeaseLost as WorkerLeaseLost
-from streaming.kinesis.processor import ShardContext, StreamRecord
+from streaming.kinesis.processor import ResetShard, ShardContext, StreamRecord
 from streaming.segments import SegmentRule
 from streaming.speed.aggregate import Batch, aggregate, paused_gc
 from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.ops import OpsRecorder
+from streaming.speed.positions import NOTHING_LOST, NodeRestarted, PositionFenced, ShardPositions, lost_after
 from streaming.speed.recent import RecentIds
 from streaming.speed.store import ApplyResult, Fenced, SpeedStore
 
@@ -44,6 +50,11 @@ log = logging.getLogger(__name__)
 #: thread's slice, and Redis starts the batch late. ``make bench`` apply: ~80-96k events/s at 5 ms,
 #: ~100-117k at 1 ms, slower again at 0.5 ms. Set by :func:`streaming.speed.run.run_consumer`.
 OVERLAP_SWITCH_INTERVAL_S = 0.001
+#: An idle shard re-writes its floor (checking every node's run id) this often, so a restart of a node
+#: that no batch touches is noticed while the stream is quiet too.
+IDLE_CHECK_S = 1.0
+#: Restarts verified in a row, within one commit, before the batch is handed back to the worker's backoff.
+MAX_VERIFY_ROUNDS = 5
 
 
 class RedisUnavailable(RuntimeError):
@@ -71,6 +82,9 @@ class ProcessorStats:
     skipped: int = 0
     dead_letters: int = 0
     redis_retries: int = 0
+    #: Redis restarts this processor verified, and the re-reads they required (Redis had lost writes).
+    restarts_verified: int = 0
+    resets: int = 0
 
 
 def call_with_retry(fn: Callable[[], Any], policy: RetryPolicy, on_retry: Callable[[BaseException], None]) -> Any:
@@ -111,8 +125,14 @@ class SpeedProcessor:
         ops: OpsRecorder | None = None,
         retry: RetryPolicy | None = None,
         overlap: bool = False,
+        positions: ShardPositions | None = None,
     ) -> None:
         self.store = store
+        self.positions = positions
+        #: node -> run id as verified, and the floor every node was last verified or written to hold.
+        self._run_ids: dict[str, str] = {}
+        self._floor: str | None = None
+        self._next_check_at = 0.0
         self.overlap = overlap
         self._inflight: _InFlight | None = None
         self._pool: ThreadPoolExecutor | None = None
@@ -130,16 +150,58 @@ class SpeedProcessor:
         self._logged_at = time.monotonic()
 
     def initialize(self, ctx: ShardContext, checkpoint: str | None) -> str | None:
-        # The lease table's checkpoint is where to start reading; the per-tenant markers in Redis make
-        # any re-read batch a no-op, so there is no need to look further ahead here.
+        """Resume after the lease checkpoint, or earlier when Redis holds less (a node's floor below it:
+        after that floor; a node without one: from the trim horizon). Re-read batches that Redis holds
+        are no-ops by their markers. If Redis cannot be reached now, the checkpoint is returned and the
+        nodes are verified before the first write (their run ids are unknown until then)."""
         self._lost.clear()
+        self._floor, self._run_ids = checkpoint, {}
+        if self.positions is None:
+            return checkpoint
+        try:
+            call_with_retry(lambda: self._verify(ctx), self.retry, self._on_retry)
+        except RedisUnavailable as exc:
+            log.warning("shard %s: Redis not reachable at start (%s); verifying it before the first write",
+                        ctx.shard_id, exc)
+        except ResetShard as reset:
+            return reset.after
         return checkpoint
 
+    def _verify(self, ctx: ShardContext) -> None:
+        """Read every node's run id and floor; if a node holds less than :attr:`_floor`, forget what this
+        processor holds in memory and raise :class:`ResetShard` to read again from what Redis holds."""
+        assert self.positions is not None
+        views = self.positions.read(ctx.shard_id)
+        after = lost_after(self._floor, {name: v.floor for name, v in views.items()})
+        self._run_ids = {name: v.run_id for name, v in views.items()}
+        if after is NOTHING_LOST:
+            return
+        lost = sorted(n for n, v in views.items() if v.floor is None or int(v.floor) < int(self._floor or 0))
+        self._floor = after
+        self.stats.resets += 1
+        raise ResetShard(after, f"Redis node(s) {', '.join(lost)} hold less than was applied: reading shard "
+                                f"{ctx.shard_id} again after {after or 'its trim horizon'}")
+
     def process_batch(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
+        try:
+            return self._process(ctx, records, millis_behind_latest)
+        except ResetShard:
+            self._forget()
+            raise
+
+    def _forget(self) -> None:
+        """Redis lost writes: what this processor holds in memory about them goes too (in this thread,
+        after the batch in flight gave up, so no id of it is added afterwards). Its recent ids may name
+        events Redis lost, which the re-read must not drop as repeats."""
+        self._inflight = None
+        self.recent = RecentIds(self.store.dedup_horizon_s)
+
+    def _process(self, ctx: ShardContext, records: list[StreamRecord], millis_behind_latest: int) -> str | None:
         if self._lost.is_set():
             raise LeaseLost(f"shard {ctx.shard_id}: lease lost, refusing to write")
         if not records:  # a tick: settle what is in flight, report the lag
             safe = self._settle(ctx)
+            self._check_idle(ctx)
             self._record_ops(ctx, millis_behind_latest, [])
             return safe
         with paused_gc():
@@ -150,19 +212,24 @@ class SpeedProcessor:
             batch = aggregate(records, self.decoder, self.rules, suppressions=self.store.suppressions, recent=self.recent)
         self.stats.records += len(records)
         if not self.overlap:
-            self.apply(ctx, batch)
+            self.apply(ctx, batch, records[-1].sequence_number)
             self._done(ctx, batch, millis_behind_latest, time.time())
             return records[-1].sequence_number
         # Everything that needs no answer from Redis happens before waiting for the batch in flight, and
         # the bookkeeping of that batch after this one is sent: Redis idles only for the hand-over.
         # The payloads are built here, not in the sending thread: sharing the GIL with this one, it would
         # start Redis's work only halfway through the next aggregation.
-        payloads = self.store.prepare(list(batch.tenants.values()), ctx.lease_token)
+        try:
+            payloads: list[bytes] | None = self.store.prepare(list(batch.tenants.values()), ctx.lease_token,
+                                                              self._checked_run_ids(), ctx.shard_id)
+        except NodeRestarted:
+            payloads = None  # a node not verified yet: the commit verifies it first
         settled = self._wait(ctx)  # raises if the batch before cannot commit: this one is offered again
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"speed-apply-{ctx.shard_id}")
-        future = self._pool.submit(self._commit, ctx, batch, payloads)
-        self._inflight = _InFlight(batch, records[-1].sequence_number, millis_behind_latest, future)
+        last_seq = records[-1].sequence_number
+        future = self._pool.submit(self._commit, ctx, batch, payloads, last_seq)
+        self._inflight = _InFlight(batch, last_seq, millis_behind_latest, future)
         # Provisionally recent: the batch is settled (applied, or sent again until it is) before any
         # later batch is sent, and a processor that gives up is dropped with its map (RecentIds).
         self.recent.add(chain.from_iterable(tb.ids for tb in batch.tenants.values()))
@@ -181,11 +248,11 @@ class SpeedProcessor:
         if inflight.future is not None:
             try:
                 settled = inflight.future.result()
-            except Fenced as exc:
+            except (Fenced, PositionFenced) as exc:
                 self._inflight = None
                 self._lost.set()
                 raise LeaseLost(str(exc)) from exc
-            except LeaseLost:
+            except (LeaseLost, ResetShard):
                 self._inflight = None
                 raise
             except Exception as exc:  # noqa: BLE001 - nothing of it may be assumed applied: send it again
@@ -195,7 +262,11 @@ class SpeedProcessor:
                 self._exported.redis_retries.labels(self._group).inc()
                 inflight.future = None
         if settled is None:
-            settled = self._commit_with_retry(ctx, inflight.batch)
+            try:
+                settled = self._commit_with_retry(ctx, inflight.batch, inflight.last_seq)
+            except ResetShard:
+                self._inflight = None
+                raise
         self._inflight = None
         return inflight, settled
 
@@ -221,30 +292,66 @@ class SpeedProcessor:
         self._record_ops(ctx, millis_behind_latest, [ts for tb in batch.tenants.values() for ts in tb.received],
                          committed_at)
 
-    def apply(self, ctx: ShardContext, batch: Batch) -> None:
+    def apply(self, ctx: ShardContext, batch: Batch, last_seq: str | None = None) -> None:
         """Every tenant's call and the dead letters; retried as a whole on Redis errors."""
-        result, _ = self._commit_with_retry(ctx, batch)
+        result, _ = self._commit_with_retry(ctx, batch, last_seq)
         self.recent.add(result.fresh_ids)
         self._count(result)
 
-    def _commit_with_retry(self, ctx: ShardContext, batch: Batch) -> tuple[ApplyResult, float]:
+    def _commit_with_retry(self, ctx: ShardContext, batch: Batch, last_seq: str | None) -> tuple[ApplyResult, float]:
         try:
-            return call_with_retry(lambda: self._commit(ctx, batch), self.retry, self._on_retry)
-        except Fenced as exc:
+            return call_with_retry(lambda: self._commit(ctx, batch, None, last_seq), self.retry, self._on_retry)
+        except (Fenced, PositionFenced) as exc:
             self._lost.set()
             raise LeaseLost(str(exc)) from exc
 
-    def _commit(self, ctx: ShardContext, batch: Batch, payloads: list[bytes] | None = None) -> tuple[ApplyResult, float]:
-        """One attempt: every tenant's call, then the dead letters (both idempotent, and nothing is
-        checkpointed before both are done; Redis's work starts first); the result and when it committed."""
-        if self._lost.is_set():
-            raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
-        started = time.perf_counter()
-        result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()), payloads)
-        dead = self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
-        result.dead_letters = dead
-        self._exported.apply_seconds.labels(self._group).observe(time.perf_counter() - started)
-        return result, time.time()
+    def _commit(self, ctx: ShardContext, batch: Batch, payloads: list[bytes] | None = None,
+                last_seq: str | None = None) -> tuple[ApplyResult, float]:
+        """Every tenant's call, then the dead letters, then the shard's floor on every node (all three
+        idempotent, and nothing is checkpointed before all are done; Redis's work starts first); the
+        result and when it committed. A node that restarted is verified and the batch sent again, or the
+        shard read again (:class:`ResetShard`) if the node lost what this processor had written."""
+        for _ in range(MAX_VERIFY_ROUNDS):
+            if self._lost.is_set():
+                raise LeaseLost(f"shard {ctx.shard_id}: lease lost while waiting for Redis")
+            try:
+                started = time.perf_counter()
+                result = self.store.apply(ctx.shard_id, ctx.lease_token, list(batch.tenants.values()), payloads,
+                                          self._checked_run_ids())
+                result.dead_letters = self.store.write_dead_letters(batch.dead_letters, int(time.time() * 1000))
+                if self.positions is not None and last_seq is not None:
+                    self.positions.write(ctx.shard_id, ctx.lease_token, last_seq, self._run_ids)
+                    self._floor = last_seq
+                self._exported.apply_seconds.labels(self._group).observe(time.perf_counter() - started)
+                return result, time.time()
+            except NodeRestarted as exc:
+                log.warning("shard %s: %s; checking what it holds", ctx.shard_id, exc)
+                self.stats.restarts_verified += 1
+                self._verify(ctx)  # raises ResetShard if the node lost writes
+                payloads = None  # built again with the run ids just verified
+        raise NodeRestarted(list(self._run_ids))
+
+    def _checked_run_ids(self) -> dict[str, str] | None:
+        """The run ids every call must find (None: no positions, nothing checked: the Lambda handler)."""
+        return self._run_ids if self.positions is not None else None
+
+    def _check_idle(self, ctx: ShardContext) -> None:
+        """On a quiet shard, re-write its floor now and then: a node that restarted is found and verified
+        even when no batch writes to it."""
+        if self.positions is None or self._floor is None or time.monotonic() < self._next_check_at:
+            return
+        self._next_check_at = time.monotonic() + IDLE_CHECK_S
+        floor = self._floor
+        try:
+            self.positions.write(ctx.shard_id, ctx.lease_token, floor, self._run_ids)
+        except NodeRestarted:
+            self.stats.restarts_verified += 1
+            call_with_retry(lambda: self._verify(ctx), self.retry, self._on_retry)
+        except PositionFenced as exc:
+            self._lost.set()
+            raise LeaseLost(str(exc)) from exc
+        except TRANSIENT_ERRORS as exc:
+            log.warning("shard %s: could not check Redis's position floor (%s)", ctx.shard_id, type(exc).__name__)
 
     def _count(self, result: ApplyResult) -> None:
         self.stats.dead_letters += result.dead_letters
@@ -288,8 +395,13 @@ class SpeedProcessor:
         self._close()
 
     def shard_ended(self, ctx: ShardContext) -> None:
-        """The in-flight batch commits before this returns (the worker then checkpoints SHARD_END)."""
-        self._settle(ctx)
+        """The in-flight batch commits before this returns (the worker then checkpoints SHARD_END); if
+        Redis lost writes meanwhile, ResetShard: the worker reads the shard again instead of ending it."""
+        try:
+            self._settle(ctx)
+        except ResetShard:
+            self._forget()
+            raise
         self._close()
 
     def shutdown(self, ctx: ShardContext) -> None:

@@ -2,7 +2,7 @@
 
 Every key one atomic call touches carries the same hash tag, so a tenant's batch is one slot on Redis
 Cluster. Tenant ids are validated by the event contract (``^[a-z0-9][a-z0-9_-]{0,63}$``), so they can
-never contain ``{``, ``}`` or ``:``. The non-tenant tags (``_dl``, ``_ops``, ``_keys``) start with an
+never contain ``{``, ``}`` or ``:``. The non-tenant tags (``_dl``, ``_unattributed``, ``_ops``, ``_keys``, ``_pos<n>``) start with an
 underscore, which no tenant id can, so they never collide with a tenant.
 """
 
@@ -16,6 +16,7 @@ from streaming.events import TENANT_ID_PATTERN
 _TENANT_RE = re.compile(TENANT_ID_PATTERN)
 
 DEAD_LETTER_TAG = "_dl"
+UNATTRIBUTED_TAG = "_unattributed"
 OPS_TAG = "_ops"
 API_KEYS_TAG = "_keys"
 
@@ -40,6 +41,15 @@ def applied_marker(tenant: str, group: str, shard_id: str) -> str:
     return f"{tenant_prefix(tenant)}applied:{group}:{shard_id}"
 
 
+def shard_position(tag: str, group: str, shard_id: str) -> str:
+    """Hash {token, seq}: the shard's position floor on the node that holds ``tag`` (a ``_pos<n>`` tag
+    chosen per master): that node holds every write of the shard's batches up to seq
+    (:mod:`streaming.speed.positions`)."""
+    if not tag.startswith("_pos"):
+        raise ValueError(f"position tags start with _pos, not {tag!r}")
+    return f"tally:{{{tag}}}:pos:{group}:{shard_id}"
+
+
 def counts(tenant: str, resolution: str, bucket: int) -> str:
     """Hash event_type -> count; resolution m|h|d and bucket = epoch minute|hour|day."""
     return f"{tenant_prefix(tenant)}cnt:{resolution}:{bucket}"
@@ -60,24 +70,54 @@ def segment_members(tenant: str, segment: str) -> str:
     return f"{tenant_prefix(tenant)}seg:{segment}"
 
 
-def dead_letter_entries() -> str:
-    """Hash "<shard>/<seq>" -> msgpack entry (reason, detail, raw, shard, seq, at, status)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:entries"
+def segment_state(tenant: str, segment: str, bucket: int) -> str:
+    """Hash anonymous_id -> msgpack list of the newest min_count hit times (epoch ms, ascending) of a
+    visitor whose newest hit lies in this window-long bucket (``apply.lua`` builds the same names)."""
+    return f"{tenant_prefix(tenant)}segst:{segment}:{bucket}"
 
 
-def dead_letter_pending() -> str:
-    """Sorted set of pending entry ids by time written (the listing order)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:pending"
+def dead_letter_tag(tenant: str | None) -> str:
+    """The hash tag of a dead letter: its record's tenant when the bytes name a valid tenant id, else
+    :data:`UNATTRIBUTED_TAG` (an underscore first: no tenant id can be it). Dead letters are spread over
+    the cluster with their tenants, and a tenant's are listed, replayed and erased in its own slot."""
+    return UNATTRIBUTED_TAG if tenant is None else check_tenant(tenant)
 
 
-def dead_letter_counts() -> str:
-    """Hash reason -> dead letters ever written (each shard/seq once)."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:counts"
+def _dead_letter_key(tag: str, name: str) -> str:
+    if tag != UNATTRIBUTED_TAG:
+        check_tenant(tag)
+    return f"tally:{{{tag}}}:dl:{name}"
 
 
-def dead_letter_replayed() -> str:
-    """Hash reason -> dead letters re-fed to the stream."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:replayed"
+def dead_letter_entries(tag: str) -> str:
+    """Hash "<shard>/<seq>" -> msgpack entry (reason, detail, raw, shard, seq, arrival, at, tenant_id,
+    source_id, source_seq)."""
+    return _dead_letter_key(tag, "entries")
+
+
+def dead_letter_pending(tag: str) -> str:
+    """Sorted set of pending (not replayed) entry ids by time written (the listing order)."""
+    return _dead_letter_key(tag, "pending")
+
+
+def dead_letter_written(tag: str) -> str:
+    """Sorted set of every entry id by time written: what retention trims (TALLY_DEAD_LETTER_TTL_S)."""
+    return _dead_letter_key(tag, "written")
+
+
+def dead_letter_counts(tag: str) -> str:
+    """Hash reason -> dead letters written under this tag (each shard/seq once)."""
+    return _dead_letter_key(tag, "counts")
+
+
+def dead_letter_replayed(tag: str) -> str:
+    """Hash reason -> dead letters of this tag re-fed to the stream."""
+    return _dead_letter_key(tag, "replayed")
+
+
+def dead_letter_tags() -> str:
+    """Sorted set tag -> epoch ms of its newest dead letter: the tags to read for global counts."""
+    return f"tally:{{{DEAD_LETTER_TAG}}}:dl:tags"
 
 
 def consumer_lag() -> str:
@@ -123,7 +163,9 @@ FAMILIES: tuple[KeyFamily, ...] = (
     KeyFamily("applied_markers", re.compile(_T + r"applied:[^:]+:.+$"), "hash {token, seq} per tenant, group and shard"),
     KeyFamily("suppressed_counts", re.compile(_T + r"sup:m:\d+$"), "hash event_type -> suppressed events, one tenant-minute"),
     KeyFamily("suppression", re.compile(_T + r"suppress(:ver)?$"), "a tenant's suppression list and its version"),
-    KeyFamily("dead_letters", re.compile(r"tally:\{" + DEAD_LETTER_TAG + r"\}:"), "dead-letter entries, pending set, counts per reason"),
+    KeyFamily("dead_letters", re.compile(r"tally:\{([a-z0-9][a-z0-9_-]{0,63}|" + UNATTRIBUTED_TAG + "|" + DEAD_LETTER_TAG
+                                         + r")\}:dl:"), "dead letters per tenant tag: entries, pending and written sets, counts, the tag index"),
+    KeyFamily("positions", re.compile(r"tally:\{_pos\d+\}:pos:"), "a shard's position floor on one node (hash token, seq)"),
     KeyFamily("ops", re.compile(r"tally:\{" + OPS_TAG + r"\}:"), "consumer lag per shard, latency histograms per minute"),
     KeyFamily("api_keys", re.compile(r"tally:\{" + API_KEYS_TAG + r"\}:"), "hashed API keys"),
 )

@@ -27,8 +27,7 @@ from streaming.segments import load_rules
 from streaming.speed.connect import TRANSIENT_ERRORS, connect
 from streaming.speed.consumer import RetryPolicy, SpeedProcessor
 from streaming.speed.ops import OpsRecorder
-from streaming.speed.run import retention
-from streaming.speed.store import SpeedStore
+from streaming.speed.store import Retention, SpeedStore
 
 if TYPE_CHECKING:
     from streaming.kinesis.leases import LeaseTable
@@ -64,7 +63,7 @@ def build_processor() -> SpeedProcessor:
         raise RuntimeError("TALLY_REDIS_URL must be set for the Lambda handler")
     client = connect(settings.redis_url)
     rules = load_rules()
-    store = SpeedStore(client, LAMBDA_GROUP, rules, settings.dedup_horizon_s, retention(settings), settings.privacy_salt)
+    store = SpeedStore(client, LAMBDA_GROUP, rules, settings.dedup_horizon_s, Retention.from_settings(settings), settings.privacy_salt)
     # Inside Lambda a short wait is enough: the mapping retries the batch anyway.
     return SpeedProcessor(store, EventDecoder(settings.max_event_bytes, settings.max_future_skew_s), rules,
                           OpsRecorder(client, LAMBDA_GROUP), RetryPolicy(max_wait_s=5.0))

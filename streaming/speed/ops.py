@@ -24,6 +24,7 @@ LATENCY_BOUNDS_MS: tuple[int, ...] = (
     3_600_000, 86_400_000_000,
 )
 _BOUNDS = np.array(LATENCY_BOUNDS_MS, dtype=np.float64) if np is not None else None
+#: Lag and latency keys live this long after their last write (operational figures, not counters).
 HISTOGRAM_TTL_S = 2 * 86_400
 
 
@@ -89,6 +90,7 @@ class OpsRecorder:
         pipe = self.client.pipeline(transaction=False)
         pipe.hset(keys.consumer_lag(), f"{self.group}/{shard_id}",
                   pack({"millis_behind_latest": millis_behind_latest, "at": now, "worker": worker_id}))
+        pipe.expire(keys.consumer_lag(), HISTOGRAM_TTL_S)  # gone two days after the last consumer stopped
         if received:
             # Bucketed by the events' received minute, so a range query answers "how fast did the events
             # received then reach the counters" (a backfill of old events does not pollute today's figure).

@@ -21,6 +21,7 @@ from streaming.settings import Settings, load_settings
 from streaming.speed.connect import connect
 from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, RetryPolicy, SpeedProcessor
 from streaming.speed.ops import OpsRecorder
+from streaming.speed.positions import ShardPositions
 from streaming.speed.store import Retention, SpeedStore
 
 DEFAULT_GROUP = "speed"
@@ -41,23 +42,23 @@ class ConsumerOptions:
 
 
 def retention(settings: Settings) -> Retention:
-    return Retention(minute_s=settings.speed_ttl_minute_s, hour_s=settings.speed_ttl_hour_s,
-                     day_s=settings.speed_ttl_day_s)
+    return Retention.from_settings(settings)
 
 
 def processor_factory(settings: Settings, redis_client: Any, group: str, stop: threading.Event | None = None,
                       redis_wait_s: float = 3.0) -> Any:
     """A factory making one :class:`SpeedProcessor` per shard, sharing the Redis client and rules."""
     rules = load_rules()
-    store = SpeedStore(redis_client, group, rules, settings.dedup_horizon_s, retention(settings),
-                       settings.privacy_salt)
+    kept = retention(settings)
+    store = SpeedStore(redis_client, group, rules, settings.dedup_horizon_s, kept, settings.privacy_salt)
+    positions = ShardPositions(redis_client, group, kept.marker_s)
     ops = OpsRecorder(redis_client, group)
     should_stop = stop.is_set if stop is not None else (lambda: False)
 
     def make() -> SpeedProcessor:
         decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew_s)
         return SpeedProcessor(store, decoder, rules, ops, RetryPolicy(max_wait_s=redis_wait_s, should_stop=should_stop),
-                              overlap=True)
+                              overlap=True, positions=positions)
 
     return make
 

@@ -8,6 +8,7 @@ NOSCRIPT reply the whole set of calls is simply sent again.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,22 +21,12 @@ from redis.exceptions import NoScriptError, ResponseError
 from streaming.segments import SegmentRule
 from streaming.speed import keys
 from streaming.speed.connect import TRANSIENT_ERRORS
+from streaming.speed.positions import NodeRestarted, node_of
 from streaming.speed.suppress import Suppressions
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
 APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
-DEAD_LETTER_LUA = """
--- KEYS: entries hash, pending zset, counts hash (one hash tag). ARGV: now_ms, then (id, reason, blob)*.
-local new = 0
-for i = 2, #ARGV, 3 do
-  if redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 2]) == 1 then
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
-    redis.call('HINCRBY', KEYS[3], ARGV[i + 1], 1)
-    new = new + 1
-  end
-end
-return new
-"""
+DEAD_LETTER_LUA = Path(__file__).with_name("deadletters.lua").read_text()
 #: The dedup horizon is covered by this many buckets (+ the current one): memory ~ (1 + 1/N) x horizon.
 DEDUP_BUCKETS = 4
 
@@ -52,6 +43,13 @@ class Retention:
     hour_s: int = 14 * 86_400
     day_s: int = 90 * 86_400
     marker_s: int = 8 * 86_400
+    dead_letter_s: int = 7 * 86_400
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> Retention:
+        """The TTL settings (``TALLY_SPEED_TTL_*_S``, ``TALLY_DEAD_LETTER_TTL_S``) of a :class:`Settings`."""
+        return cls(minute_s=settings.speed_ttl_minute_s, hour_s=settings.speed_ttl_hour_s,
+                   day_s=settings.speed_ttl_day_s, dead_letter_s=settings.dead_letter_ttl_s)
 
 
 @dataclass
@@ -102,7 +100,7 @@ class SpeedStore:
         self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
         self._rule_shapes = [(r.min_count, r.window_hours * 3_600_000) for r in self.rules]
 
-    def _payload(self, tb: TenantBatch, token: int) -> bytes:
+    def _payload(self, tb: TenantBatch, token: int, run_ids: Mapping[str, str] | None, shard_id: str) -> bytes:
         r = self.retention
         body = tb.payload(self._rule_shapes)
         body.update({  # settings the script needs, alongside the aggregates
@@ -110,30 +108,40 @@ class SpeedStore:
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
             "ttl_m": r.minute_s, "ttl_h": r.hour_s, "ttl_d": r.day_s, "ttl_marker": r.marker_s,
         })
+        if run_ids is not None:  # the node must be the one verified (positions.py); None: not checked
+            node = node_of(self.client, keys.applied_marker(tb.tenant, self.group, shard_id))
+            if node not in run_ids:
+                raise NodeRestarted([node])
+            body["rid"] = run_ids[node]
         return pack(body)
 
-    def prepare(self, tenants: list[TenantBatch], lease_token: int) -> list[bytes]:
+    def prepare(self, tenants: list[TenantBatch], lease_token: int, run_ids: Mapping[str, str] | None = None,
+                shard_id: str = "") -> list[bytes]:
         """The tenants' script payloads, built ahead of :meth:`apply` (by the thread that aggregates, so
-        the thread that only sends them starts Redis's work at once)."""
-        return [self._payload(tb, lease_token) for tb in tenants]
+        the thread that only sends them starts Redis's work at once). With ``run_ids`` (node -> the run id
+        verified), each call only writes on that very node (:mod:`streaming.speed.positions`)."""
+        return [self._payload(tb, lease_token, run_ids, shard_id) for tb in tenants]
 
     def apply(self, shard_id: str, lease_token: int, tenants: list[TenantBatch],
-              payloads: list[bytes] | None = None) -> ApplyResult:
+              payloads: list[bytes] | None = None, run_ids: Mapping[str, str] | None = None) -> ApplyResult:
         """Apply every tenant's share in one pipelined round trip; raise :class:`Fenced` if fenced.
 
         A tenant whose events the script finds partly applied (marker) or seen (dedup) is rebuilt
         without them, and one aggregated with an outdated suppression list is rebuilt with the current
         one, and sent again in a further round trip. Connection errors propagate: nothing is
         assumed applied and the caller retries the same batch (a committed tenant is then a no-op).
+        A call refused because its node is not the one verified raises :class:`NodeRestarted` once the
+        round's replies are read (the others committed, and are no-ops when the batch is sent again).
         """
         result = ApplyResult()
         pending = list(tenants)
         fenced: list[str] = []
+        restarted: set[str] = set()
         for _ in range(8):
             if not pending:
                 break
             if payloads is None:
-                payloads = self.prepare(pending, lease_token)
+                payloads = self.prepare(pending, lease_token, run_ids, shard_id)
             calls = [(tb, keys.applied_marker(tb.tenant, self.group, shard_id), payload, tb.ids)
                      for tb, payload in zip(pending, payloads, strict=True)]
             payloads = None  # rebuilt shares get new payloads
@@ -141,7 +149,9 @@ class SpeedStore:
             pending = []
             for (tb, *_), reply in zip(calls, replies, strict=True):
                 status = reply[0].decode() if isinstance(reply[0], bytes) else reply[0]
-                if status == "fenced":
+                if status == "incarnation":
+                    restarted.add(node_of(self.client, keys.applied_marker(tb.tenant, self.group, shard_id)))
+                elif status == "fenced":
                     fenced.append(tb.tenant)
                 elif status == "straddle":
                     rest = tb.after(reply[1].decode() if isinstance(reply[1], bytes) else str(reply[1]), self.rules)
@@ -164,6 +174,10 @@ class SpeedStore:
                     result.by_tenant[tb.tenant] = (status, int(reply[1]), int(reply[2]))
                     result.applied += int(reply[1])
                     result.skipped += int(reply[2])
+            if restarted:
+                break
+        if restarted:
+            raise NodeRestarted(sorted(restarted))
         if fenced:
             raise Fenced(f"shard {shard_id}: a newer lease owner wrote tenants {sorted(fenced)[:5]}; stop writing")
         if pending:
@@ -235,14 +249,30 @@ class SpeedStore:
             pool.release(conn)
 
     def write_dead_letters(self, letters: list[DeadLetter], now_ms: int) -> int:
-        """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing."""
+        """Idempotent: an entry is keyed by shard/sequence number, so re-reading a record adds nothing.
+
+        One call per hash tag (the record's tenant, or the unattributed tag); the tags index is written
+        first, so a tag holding entries is always listed (global counts and listings read it)."""
         if not letters:
             return 0
-        args: list[Any] = [now_ms]
+        by_tag: dict[str, list[Any]] = {}
         for dl in letters:
             entry = {"reason": dl.reason, "detail": dl.detail, "raw": dl.raw, "shard": dl.shard_id,
-                     "seq": dl.sequence_number, "arrival": dl.arrival_ts, "at": now_ms}
-            args.extend((dl.entry_id, dl.reason, pack(entry)))
-        return int(self._dead_letters(
-            keys=[keys.dead_letter_entries(), keys.dead_letter_pending(), keys.dead_letter_counts()], args=args,
-        ))
+                     "seq": dl.sequence_number, "arrival": dl.arrival_ts, "at": now_ms, "tenant_id": dl.tenant_id,
+                     "source_id": dl.source_id, "source_seq": dl.source_seq}
+            by_tag.setdefault(keys.dead_letter_tag(dl.tenant_id), []).extend((dl.entry_id, dl.reason, pack(entry)))
+        ttl_s = self.retention.dead_letter_s
+        index = self.client.pipeline(transaction=False)
+        index.zadd(keys.dead_letter_tags(), {tag: now_ms for tag in by_tag})
+        index.zremrangebyscore(keys.dead_letter_tags(), "-inf", now_ms - ttl_s * 1000)
+        index.expire(keys.dead_letter_tags(), ttl_s)
+        index.execute()
+        calls = [([keys.dead_letter_entries(tag), keys.dead_letter_pending(tag), keys.dead_letter_written(tag),
+                   keys.dead_letter_counts(tag), keys.dead_letter_replayed(tag)], [now_ms, ttl_s, *args])
+                 for tag, args in sorted(by_tag.items())]
+        if isinstance(self.client, RedisCluster):  # its pipeline refuses scripts: one call per tag
+            return sum(int(self._dead_letters(keys=k, args=a)) for k, a in calls)
+        pipe = self.client.pipeline(transaction=False)
+        for k, a in calls:
+            self._dead_letters(keys=k, args=a, client=pipe)
+        return sum(int(n) for n in pipe.execute())

@@ -129,7 +129,8 @@ def _start_emulator(settings: Settings) -> Component:
 
 
 def _start_redis(settings: Settings) -> Component:
-    server = RedisServer(workdir=settings.home / "redis", appendonly=True, appendfsync="everysec")
+    # Stable file names: each `up` takes a free port, and the next one loads what the last one wrote.
+    server = RedisServer(workdir=settings.home / "redis", appendonly=True, appendfsync="everysec", data_name="tally")
     server.start()
     return Component("redis", server.url, f"redis-server from {server.origin}", True, server.proc.pid if server.proc else None,
                      server.port, server_version(server.binary))

@@ -13,7 +13,7 @@ so each call opens and closes its own connection like the DuckDB reader.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -31,6 +31,13 @@ _EPOCH = "'1970-01-01'::timestamp_ntz"
 _RAW_TS = "convert_timezone('UTC', cast(received_at as timestamp_tz))::timestamp_ntz"
 _RAW_MINUTE = f"datediff('minute', {_EPOCH}, {_RAW_TS})"
 _MART_MINUTE = f"datediff('minute', {_EPOCH}, received_at)"
+_MART_HOUR = f"floor(datediff('minute', {_EPOCH}, received_at) / 60)"
+_MART_MS = f"datediff('millisecond', {_EPOCH}, received_at)"
+#: A property as text, and "it is a JSON string" (the speed layer counts string values only). TO_JSON
+#: of a VARIANT string starts with a quote; written so the Snowflake emulator (fakesnow) runs it too
+#: (its TYPEOF answers JSON for every VARIANT, and its ::varchar keeps the quotes).
+_PROP_TEXT = "json_extract_path_text(to_json(properties), %s)"
+_PROP_IS_STRING = "left(to_json(get(properties, %s)), 1) = '\"'"
 _RAW_EPOCH_S = f"(datediff('microsecond', {_EPOCH}, {_RAW_TS}) / 1000000)"
 _MART_EPOCH_S = f"(datediff('microsecond', {_EPOCH}, received_at) / 1000000)"
 _COUNT_COLUMNS = ["tenant_id", "event_type", "minute", "rows", "distinct_ids", "mart", "late"]
@@ -217,3 +224,51 @@ class SnowflakeWarehouseReader:
             where d.source_seq between s.lo and s.hi
         """, [start_minute, end_minute])
         return self._ints(frame, ["source_seq"]) if len(frame) else pd.DataFrame(columns=columns)
+
+    # -- what the speed layer's other structures are healed from (``streaming/reconcile/heal.py``) ------
+    def visitor_counts(self, start_hour: int, end_hour: int) -> pd.DataFrame:
+        """(tenant_id, hour, visitors): distinct anonymous ids per tenant × epoch hour in [start, end)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "hour", "visitors"])
+        frame = self._run(f"""
+            select tenant_id, {_MART_HOUR}::bigint as hour, count(distinct anonymous_id) as visitors
+            from {MART} where {_MART_HOUR} >= %s and {_MART_HOUR} < %s
+            group by tenant_id, hour
+        """, [start_hour, end_hour])
+        return self._ints(frame, ["hour", "visitors"])
+
+    def visitor_ids(self, tenant_id: str, hour: int) -> list[str]:
+        """The distinct anonymous ids of one tenant × epoch hour (a unique-visitor HyperLogLog's members)."""
+        frame = self._run(f"select distinct anonymous_id from {MART} where tenant_id = %s and {_MART_HOUR} = %s",
+                          [tenant_id, hour])
+        return [str(a) for a in frame["anonymous_id"]] if not frame.empty else []
+
+    def page_views(self, start_hour: int, end_hour: int) -> pd.DataFrame:
+        """(tenant_id, hour, path, views): page views per tenant × epoch hour × ``properties.path`` (a
+        string, as the speed layer counts them) in [start, end)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "hour", "path", "views"])
+        frame = self._run(f"""
+            select tenant_id, {_MART_HOUR}::bigint as hour, {_PROP_TEXT} as path, count(*) as views
+            from {MART}
+            where event_type = 'page_view' and {_PROP_IS_STRING}
+              and {_MART_HOUR} >= %s and {_MART_HOUR} < %s
+            group by tenant_id, hour, path
+        """, ["path", "path", start_hour, end_hour])
+        return self._ints(frame, ["hour", "views"])
+
+    def segment_hits(self, event_type: str, where: Mapping[str, str], start_ms: int, end_ms: int) -> pd.DataFrame:
+        """(tenant_id, anonymous_id, received_ms): the events a segment rule counts (its event type, each
+        ``where`` property a string equal to its value) received in [start_ms, end_ms)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "anonymous_id", "received_ms"])
+        conditions, params = "", [event_type, start_ms, end_ms]
+        for key, value in sorted(where.items()):
+            conditions += f" and {_PROP_IS_STRING} and {_PROP_TEXT} = %s"
+            params += [key, key, value]
+        frame = self._run(f"""
+            select tenant_id, anonymous_id, {_MART_MS} as received_ms
+            from {MART}
+            where event_type = %s and {_MART_MS} >= %s and {_MART_MS} < %s{conditions}
+        """, params)
+        return self._ints(frame, ["received_ms"])

@@ -22,7 +22,7 @@ from streaming.privacy.forget import DeletionIncomplete, Eraser
 from streaming.privacy.requests import RequestStore
 from streaming.privacy.subject import Subject
 from streaming.speed import deadletters, keys
-from streaming.speed.aggregate import DeadLetter
+from streaming.speed.aggregate import DeadLetter, dead_letter
 from streaming.speed.store import SpeedStore
 
 pytestmark = pytest.mark.integration
@@ -61,7 +61,7 @@ def _letters(records: dict[str, bytes], shard: str) -> list[DeadLetter]:
     for seq, raw in enumerate(records.values(), start=1):
         rejection = decoder.decode(raw, S + dt.timedelta(days=1))
         assert isinstance(rejection, Rejection), raw[:80]
-        out.append(DeadLetter(shard, str(seq), rejection.reason.value, rejection.detail, raw, S.timestamp()))
+        out.append(dead_letter(StreamRecord(shard, str(seq), "pk", raw, S.timestamp()), rejection))
     return out
 
 
@@ -76,11 +76,23 @@ def _seed(redis_client: redis.Redis, s3: Any, bucket: str) -> None:
     for shard, records in (("shardId-1", SUBJECTS), ("shardId-2", OTHERS), ("shardId-3", filler)):
         assert store.write_dead_letters(_letters(records, shard), int(S.timestamp() * 1000)) == len(records)
     # One of the subject's entries already replayed: out of the pending set, still in the entries hash.
-    redis_client.zrem(keys.dead_letter_pending(), "shardId-1/1")
+    assert dead_letter_of(redis_client, "shardId-1/1").tag == keys.UNATTRIBUTED_TAG  # invalid JSON: no tenant
+    assert dead_letter_of(redis_client, "shardId-1/2").tag == T
+    redis_client.zrem(keys.dead_letter_pending(keys.UNATTRIBUTED_TAG), "shardId-1/1")
+
+
+def dead_letter_of(redis_client: redis.Redis, entry_id: str) -> Any:
+    """The entry wherever its tag put it (pending or not)."""
+    for tag in deadletters.tags(redis_client):
+        blob = redis_client.hget(keys.dead_letter_entries(tag), entry_id)
+        if blob is not None:
+            return deadletters._entry(tag, entry_id, blob)
+    return None
 
 
 def _entry_ids(redis_client: redis.Redis) -> set[str]:
-    return {k.decode() for k in redis_client.hkeys(keys.dead_letter_entries())}
+    return {k.decode() for tag in deadletters.tags(redis_client)
+            for k in redis_client.hkeys(keys.dead_letter_entries(tag))}
 
 
 def _eraser(redis_client: redis.Redis, s3: Any, bucket: str) -> Eraser:
@@ -113,7 +125,8 @@ def test_forget_removes_the_subjects_dead_letters_only(redis_client: redis.Redis
     left = _entry_ids(redis_client)
     assert left & subject_ids == set()
     assert {f"shardId-2/{i}" for i in range(1, len(OTHERS) + 1)} <= left and len(left) == len(OTHERS) + 1000
-    pending = {k.decode() for k in redis_client.zrange(keys.dead_letter_pending(), 0, -1)}
+    pending = {k.decode() for tag in deadletters.tags(redis_client)
+               for k in redis_client.zrange(keys.dead_letter_pending(tag), 0, -1)}
     assert pending == left
     assert deadletters.counts(redis_client) == before_counts  # aggregates keep their totals
 

@@ -27,6 +27,7 @@ from streaming.archive.loader import load_hours as duckdb_load_hours
 from streaming.reconcile.engine import reconcile
 from streaming.reconcile.service import Layers, collect
 from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.segments import load_rules
 from streaming.settings import SnowflakeSettings, load_settings
 
 from tests.snowflake.archive import ArchiveFixture
@@ -182,6 +183,21 @@ def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_co
     for table in ("raw", "mart"):
         _same_frame(reader.events(hours, table), local.events(hours, table))
     assert reader.watermark() == pytest.approx(local.watermark(), abs=1e-6)
+    # What heal rebuilds unique visitors, top pages and segments from (streaming/reconcile/heal_structures.py).
+    first_hour, end_hour = start_minute // 60, end_minute // 60
+    visitors = local.visitor_counts(first_hour, end_hour)
+    assert len(visitors) > 5
+    _same_frame(reader.visitor_counts(first_hour, end_hour), visitors)
+    busiest = visitors.sort_values("visitors").iloc[-1]
+    assert sorted(reader.visitor_ids(busiest.tenant_id, int(busiest.hour))) == sorted(
+        local.visitor_ids(busiest.tenant_id, int(busiest.hour)))
+    pages = local.page_views(first_hour, end_hour)
+    assert len(pages) > 5
+    _same_frame(reader.page_views(first_hour, end_hour), pages)
+    for rule in load_rules():
+        hits = local.segment_hits(rule.event_type, rule.where, start_minute * 60_000, end_minute * 60_000)
+        assert len(hits) > 0, rule.name
+        _same_frame(reader.segment_hits(rule.event_type, rule.where, start_minute * 60_000, end_minute * 60_000), hits)
 
 
 SECRET = "emulator-accepts-any-password-7f3a"

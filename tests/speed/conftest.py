@@ -133,9 +133,9 @@ def ledger_minute_counts(ledger: Ledger) -> dict[tuple[str, str, int], int]:
     return {(t, e, _epoch(m) // 60): n for t, e, m, n in ledger.count_rows()}
 
 
-def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float = 0.03) -> None:
+def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float = 0.03, dead_letters: bool = True) -> None:
     """Counters equal the ledger exactly (minute cells, hour and day roll-ups); dead letters per reason
-    equal; HyperLogLog uniques within tolerance."""
+    equal (unless ``dead_letters`` is False); HyperLogLog uniques within tolerance."""
     got = read_minute_counts(client)
     want = ledger_minute_counts(ledger)
     assert sum(got.values()) == ledger.valid_events
@@ -150,7 +150,8 @@ def assert_matches_ledger(client: Any, ledger: Ledger, uniques_tolerance: float 
         days[(t, e, minute // 1440)] = days.get((t, e, minute // 1440), 0) + n
     for (t, e, day), n in days.items():
         assert int(client.hget(keys.counts(t, "d", day), e) or 0) == n
-    assert deadletters.counts(client) == ledger.dead_letters
+    if dead_letters:
+        assert deadletters.counts(client) == ledger.dead_letters
     queries = SpeedQueries(client)
     for tenant, by_day in ledger.uniques_day.items():
         for day_iso, n in by_day.items():
@@ -176,6 +177,29 @@ def start_consumer(env: dict[str, str], log: Path, lease_duration_s: float = 2.0
                                 start_new_session=True)
 
 
+def paced_producer(endpoint: str, stream_name: str, datas: list[bytes], pkeys: list[str], per_s: int) -> Any:
+    """A started thread sending the records through the producer at about ``per_s`` records a second, so
+    that the kills of a storm land while the stream still grows (a fast machine would otherwise consume
+    everything before the last kill)."""
+    import threading
+
+    from streaming.aws import aws_client
+    from streaming.producer import Producer
+    from tests.conftest import REGION
+
+    def produce() -> None:
+        started = time.monotonic()
+        with Producer(aws_client("kinesis", REGION, endpoint), stream_name) as producer:
+            for i, (data, key) in enumerate(zip(datas, pkeys, strict=True)):
+                producer.put(data, key)
+                if i % per_s == per_s - 1:
+                    time.sleep(max(0.0, started + (i + 1) / per_s - time.monotonic()))
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    return thread
+
+
 def total_counted(client: Any) -> int:
     """Events counted so far, from the day roll-ups (few keys: cheap to poll)."""
     return sum(int(n) for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000)
@@ -196,3 +220,78 @@ def wait_for_totals(client: Any, ledger: Ledger, timeout_s: float, alive: Any = 
             return
         time.sleep(0.5)
     raise AssertionError(f"after {timeout_s}s: {got_events}/{want_events} events, {got_dl}/{want_dl} dead letters")
+
+
+def valid_events(datas: list[bytes]) -> list[Any]:
+    """The stream's valid events, each event_id once (its first copy), as the speed layer counts them."""
+    from streaming.events import Event, EventDecoder
+
+    decoder = EventDecoder()
+    seen: set[Any] = set()
+    events = []
+    for data in datas:
+        event = decoder.decode(data, dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3650))
+        if isinstance(event, Event) and event.event_id not in seen:
+            seen.add(event.event_id)
+            events.append(event)
+    return events
+
+
+def expected_top_pages(datas: list[bytes]) -> dict[tuple[str, str, int], dict[str, int]]:
+    """(tenant, resolution h|d, bucket) -> path -> page views, computed from the records themselves."""
+    out: dict[tuple[str, str, int], dict[str, int]] = {}
+    for e in valid_events(datas):
+        path = e.properties.get("path")
+        if e.event_type.value != "page_view" or not isinstance(path, str):
+            continue
+        hour = int(e.received_at.timestamp()) // 3600
+        for key in ((e.tenant_id, "h", hour), (e.tenant_id, "d", hour // 24)):
+            by_path = out.setdefault(key, {})
+            by_path[path] = by_path.get(path, 0) + 1
+    return out
+
+
+def expected_segments(datas: list[bytes], at_s: int) -> dict[tuple[str, str], set[str]]:
+    """(tenant, segment) -> visitors with at least min_count matching events in (at - window, at]."""
+    from streaming.segments import load_rules
+
+    hits: dict[tuple[str, str, str], list[int]] = {}
+    rules = load_rules()
+    for e in valid_events(datas):
+        ms = int(e.received_at.timestamp() * 1000)
+        for rule in rules:
+            if rule.matches(e.event_type.value, e.properties):
+                hits.setdefault((e.tenant_id, rule.name, e.anonymous_id), []).append(ms)
+    windows = {r.name: (r.min_count, r.window_hours * 3_600_000) for r in rules}
+    out: dict[tuple[str, str], set[str]] = {}
+    for (tenant, name, anon), times in hits.items():
+        k, window = windows[name]
+        if sum(1 for t in times if at_s * 1000 - window < t <= at_s * 1000) >= k:
+            out.setdefault((tenant, name), set()).add(anon)
+    return out
+
+
+def assert_speed_layer_matches(client: Any, datas: list[bytes], ledger: Ledger, uniques_tolerance: float = 0.03,
+                               dead_letters: bool = True, segments_at_s: int | None = None) -> None:
+    """Every speed-layer structure against the records and their ledger: counters (minute, hour, day)
+    and dead letters exactly, uniques within the HyperLogLog error, top pages per hour and day exactly,
+    and every segment's members exactly at ``segments_at_s`` (default: the end of the stream)."""
+    from streaming.segments import load_rules
+
+    assert_matches_ledger(client, ledger, uniques_tolerance, dead_letters)
+    want_pages = expected_top_pages(datas)
+    assert want_pages
+    for (tenant, res, bucket), by_path in want_pages.items():
+        got = {p.decode(): int(n) for p, n in client.zrange(keys.top_pages(tenant, res, bucket), 0, -1, withscores=True)}
+        assert got == by_path, (tenant, res, bucket)
+    stray = {k.decode() for k in client.scan_iter(match="tally:{*}:top:*", count=1000)}
+    assert stray == {keys.top_pages(t, r, b) for t, r, b in want_pages}
+    at_s = segments_at_s or max(int(e.received_at.timestamp()) for e in valid_events(datas)) + 1
+    want = expected_segments(datas, at_s)
+    assert sum(len(v) for v in want.values()) > 0
+    queries = SpeedQueries(client)
+    at = dt.datetime.fromtimestamp(at_s, dt.timezone.utc)
+    for tenant in ledger.counts:
+        for rule in load_rules():
+            got_members = set(queries.segment_members(tenant, rule.name, at=at, limit=1_000_000))
+            assert got_members == want.get((tenant, rule.name), set()), (tenant, rule.name)

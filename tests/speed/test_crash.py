@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
 from pathlib import Path
 
@@ -15,11 +14,10 @@ import redis
 
 from streaming.aws import aws_client
 from streaming.generator import GeneratorConfig
-from streaming.producer import Producer
 from streaming.resources import ensure_lease_table, ensure_stream
 from streaming.settings import load_settings
 from tests.conftest import REGION
-from tests.speed.conftest import assert_matches_ledger, generated, start_consumer, total_counted, wait_for_totals
+from tests.speed.conftest import paced_producer, assert_matches_ledger, generated, start_consumer, total_counted, wait_for_totals
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,18 +34,8 @@ def test_sigkill_storm_ends_with_the_ledger(tally_env: dict[str, str], redis_cli
                                                      duplicate_rate=0.02, late_rate=0.01, malformed_rate=0.01))
     assert ledger.records_total >= 200_000 and ledger.duplicates > 0 and sum(ledger.dead_letters.values()) > 0
 
-    def produce() -> None:
-        # Paced (~3,000 records/s, about 70 s in all) so that the kills land while the stream still
-        # grows: a fast machine would otherwise consume everything before the last kill.
-        started = time.monotonic()
-        with Producer(aws_client("kinesis", REGION, settings.aws_endpoint_url), settings.stream_name) as producer:
-            for i, (data, key) in enumerate(zip(datas, pkeys, strict=True)):
-                producer.put(data, key)
-                if i % 3_000 == 2_999:
-                    time.sleep(max(0.0, started + (i + 1) / PRODUCE_PER_S - time.monotonic()))
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
+    # Paced (about 70 s for the whole stream here) so the kills land while it still grows.
+    producer = paced_producer(settings.aws_endpoint_url, settings.stream_name, datas, pkeys, PRODUCE_PER_S)
     rng = random.Random(7)
     log = tmp_path / "consumer.log"
     proc = start_consumer(tally_env, log, lease_duration_s=1.5)

@@ -10,6 +10,7 @@ that dbt has not rebuilt yet makes windows pending, not missing).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ DAY_MART = "marts.fct_event_counts_day"
 _TABLES = {"raw": RAW, "mart": MART}
 _RAW_MINUTE = "(floor(epoch(received_at::timestamptz) / 60))::bigint"
 _MART_MINUTE = "(floor(epoch(received_at) / 60))::bigint"
+_MART_HOUR = "(floor(epoch(received_at) / 3600))::bigint"
 
 
 class WarehouseReader:
@@ -194,3 +196,49 @@ class WarehouseReader:
             from {RAW_DEAD} d join spans s on s.source_id = d.source_id and s.tenant_id = d.tenant_id
             where d.source_seq between s.lo and s.hi
         """, [start_minute, end_minute])
+
+    # -- what the speed layer's other structures are healed from (``streaming/reconcile/heal.py``) ------
+    def visitor_counts(self, start_hour: int, end_hour: int) -> pd.DataFrame:
+        """(tenant_id, hour, visitors): distinct anonymous ids per tenant × epoch hour in [start, end)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "hour", "visitors"])
+        return self._run(f"""
+            select tenant_id, {_MART_HOUR} as hour, count(distinct anonymous_id) as visitors
+            from {MART} where {_MART_HOUR} >= $1 and {_MART_HOUR} < $2 group by all
+        """, [start_hour, end_hour])
+
+    def visitor_ids(self, tenant_id: str, hour: int) -> list[str]:
+        """The distinct anonymous ids of one tenant × epoch hour (a unique-visitor HyperLogLog's members)."""
+        frame = self._run(f"select distinct anonymous_id from {MART} where tenant_id = $1 and {_MART_HOUR} = $2",
+                          [tenant_id, hour])
+        return [str(a) for a in frame["anonymous_id"]]
+
+    def page_views(self, start_hour: int, end_hour: int) -> pd.DataFrame:
+        """(tenant_id, hour, path, views): page views per tenant × epoch hour × ``properties.path`` (a
+        string, as the speed layer counts them) in [start, end)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "hour", "path", "views"])
+        return self._run(f"""
+            select tenant_id, {_MART_HOUR} as hour, json_extract_string(properties, 'path') as path, count(*) as views
+            from {MART}
+            where event_type = 'page_view' and json_type(properties, 'path') = 'VARCHAR'
+              and {_MART_HOUR} >= $1 and {_MART_HOUR} < $2
+            group by all
+        """, [start_hour, end_hour])
+
+    def segment_hits(self, event_type: str, where: Mapping[str, str], start_ms: int, end_ms: int) -> pd.DataFrame:
+        """(tenant_id, anonymous_id, received_ms): the events a segment rule counts (its event type, each
+        ``where`` property a string equal to its value) received in [start_ms, end_ms)."""
+        if not self._exists(MART):
+            return pd.DataFrame(columns=["tenant_id", "anonymous_id", "received_ms"])
+        conditions, params = "", [event_type, start_ms, end_ms]
+        for key, value in sorted(where.items()):
+            n = len(params)
+            conditions += (f" and json_type(properties, ${n + 1}) = 'VARCHAR'"
+                           f" and json_extract_string(properties, ${n + 1}) = ${n + 2}")
+            params += [key, value]
+        return self._run(f"""
+            select tenant_id, anonymous_id, epoch_ms(received_at) as received_ms
+            from {MART}
+            where event_type = $1 and epoch_ms(received_at) >= $2 and epoch_ms(received_at) < $3{conditions}
+        """, params)
