@@ -367,9 +367,10 @@ class Worker:
         speed watermark (and heal, which trusts it) never counts the records to re-read as applied; from
         the trim horizon it goes back with the first batch read again. If no iterator can be had, the
         error ends the worker: a restart resumes from the store's floor."""
-        owned.pending, owned.ahead = None, None
+        owned.pending, owned.ahead, owned.unacked = None, None, []
+        owned.position = Position(None, False, owned.position.observed_at)
         if reset.after is not None:
-            owned.lease = self.leases.checkpoint(owned.lease, reset.after)
+            owned.lease = self.leases.checkpoint(owned.lease, reset.after, owned.position)
         owned.iterator = self._iterator(shard_id, reset.after, "TRIM_HORIZON")
         owned.last_read = reset.after
         owned.failures, owned.caught_up, owned.next_poll_at = 0, False, 0.0
