@@ -358,6 +358,14 @@ def run(settings: Settings, t0: float) -> None:
         raise SystemExit(1)
 
     step(Phase(4, "reconciliation: archive × warehouse × Redis"))
+    # The traffic sent before the live part lands in the minutes it was sent in: wait until those windows
+    # have closed (their end plus the allowed lateness), so they are judged; the live minutes stay pending.
+    lateness = settings.allowed_lateness_s
+    closes = (int(live_start) // 60 + 1) * 60 + lateness + 2
+    if closes > time.time():
+        with console.status(f"waiting {closes - time.time():.0f} s for the windows before the live part to close "
+                            f"(their end plus the allowed lateness, {lateness} s)"):
+            time.sleep(max(0.0, closes - time.time()))
     summary(settings, endpoints, ledger, now0, live_start, live_end)
 
     step(Phase(5, "next"))

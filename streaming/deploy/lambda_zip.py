@@ -34,8 +34,9 @@ PYTHON_VERSION = "3.11"
 PLATFORMS = {"x86_64": "manylinux2014_x86_64", "arm64": "manylinux2014_aarch64"}
 MACHINES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}
 #: What ``streaming.speed.lambda_handler`` imports beyond the standard library (numpy is optional there:
-#: its pinned version has no manylinux2014 wheel; botocore is not needed at all).
-REQUIREMENTS = ("msgspec", "redis", "hiredis", "PyYAML")
+#: its pinned version has no manylinux2014 wheel; botocore is not needed at all). prometheus-client: the
+#: consumer's module defines its metrics at import (a Lambda never serves them; Lambda reports its own).
+REQUIREMENTS = ("msgspec", "redis", "hiredis", "PyYAML", "prometheus-client")
 #: Lambda's python3.11 runs on Amazon Linux 2.
 RUNTIME_GLIBC = (2, 26)
 UNZIPPED_LIMIT = 262_144_000  # 250 MB, the function and its layers unpacked

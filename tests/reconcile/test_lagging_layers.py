@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import redis
 
@@ -159,7 +160,7 @@ def test_windows_close_on_a_quiet_stream_with_an_idle_shard(tmp_path: Path, aws_
     assert result.summary["ok"] == len(ledger_cells(ledger))
     assert done.positions is not None
     idle = done.positions.shards.set_index("shard_id").drop(index=low)
-    assert len(idle) == 1 and idle.iloc[0].speed_seq is None and idle.iloc[0].archive_seq is None  # never a record
+    assert len(idle) == 1 and pd.isna(idle.iloc[0].speed_seq) and pd.isna(idle.iloc[0].archive_seq)  # never a record
 
 
 def test_a_stopped_archiver_commits_what_it_has_read(tmp_path: Path, aws_endpoint: str, redis_url: str,
