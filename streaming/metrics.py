@@ -81,11 +81,9 @@ class CollectorMetrics:
 
     requests: Counter
     events: Counter
-    spool_records: Gauge
     spool_bytes: Gauge
     spool_capacity_bytes: Gauge
     drained_records: Counter
-    drain_oldest_age: Gauge
     put_errors: Counter
 
 
@@ -165,14 +163,13 @@ def query() -> QueryMetrics:
 def collector() -> CollectorMetrics:
     return CollectorMetrics(
         requests=Counter("tally_collector_requests_total", "Tracking API requests by status code", ["status"]),
-        events=Counter("tally_collector_events_total", "Messages by outcome: kinesis (accepted by the stream), "
-                       "spooled (fsynced to the spool), rejected (4xx), refused (503, spool full)", ["outcome"]),
-        spool_records=Gauge("tally_collector_spool_records", "Records in the write-ahead spool not yet drained"),
+        events=Counter("tally_collector_events_total", "Messages by outcome: spooled (fsynced to the spool, then "
+                       "forwarded by the drainer), rejected (dead-lettered with a reason); refused counts requests "
+                       "answered 503 (spool full)", ["outcome"]),
         spool_bytes=Gauge("tally_collector_spool_bytes", "Bytes of the write-ahead spool not yet drained"),
         spool_capacity_bytes=Gauge("tally_collector_spool_capacity_bytes", "The spool's limit: past it, 503"),
         drained_records=Counter("tally_collector_spool_drained_records_total", "Spooled records the drainer "
                                 "forwarded to Kinesis (its position in the spool)"),
-        drain_oldest_age=Gauge("tally_collector_spool_oldest_age_seconds", "Age of the oldest undrained record"),
         put_errors=Counter("tally_collector_put_errors_total", "PutRecords calls or records that failed "
                            "(the records went to the spool or were retried)"),
     )

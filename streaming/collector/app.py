@@ -109,6 +109,8 @@ class CollectorApp:
         self._status = status or spool.status
         self._loop: asyncio.AbstractEventLoop | None = None
         self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "refused_full": 0, "unauthorized": 0}
+        #: Responses by HTTP status code (read by the metrics exporter).
+        self.statuses: dict[int, int] = {}
 
     # -- lifespan ----------------------------------------------------------------------------------
     def startup(self) -> None:
@@ -128,8 +130,15 @@ class CollectorApp:
     # -- ASGI ----------------------------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
+        if kind == "http" and not scope["path"].startswith("/v1/"):
+            await self._http(scope, receive, send)  # /health and unknown routes: not Tracking API answers
+        elif kind == "http":
+            async def counted(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    self.statuses[message["status"]] = self.statuses.get(message["status"], 0) + 1
+                await send(message)
+
+            await self._http(scope, receive, counted)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 

@@ -20,8 +20,10 @@ from typing import Any
 from botocore.config import Config
 
 from streaming.aws import aws_client
+from streaming.metrics import serve_for
 from streaming.collector.app import CollectorApp, Limits
 from streaming.collector.drainer import Drainer
+from streaming.collector.exporter import MetricsExporter
 from streaming.collector.segment import EventMap
 from streaming.collector.spool import Spool
 from streaming.collector.writekeys import WriteKeys, scan_table
@@ -64,14 +66,21 @@ def build_app(settings: Settings, endpoint: str | None | dict[str, str | None], 
     keys = WriteKeys(lambda: scan_table(dynamodb, c.write_key_table), c.state_dir / "write_keys.json", c.keys_refresh_s)
     drainer: list[Drainer] = []
 
+    exporter: list[MetricsExporter] = []
+
     def start(app: CollectorApp) -> None:
         spool.open()
         keys.start()
         drainer.append(Drainer(spool, kinesis, settings.stream_name).start())
+        if not settings.metrics_off:
+            serve_for("collector", settings)
+            exporter.append(MetricsExporter(app, status).start())
         log.info("collector %s: spool %s (%d bytes to drain), %d write keys from %s, stream %s",
                  spool.source_id, spool.dir, spool.depth_bytes(), len(keys._keys), keys.loaded_from, settings.stream_name)
 
     def stop(app: CollectorApp) -> None:
+        for e in exporter:
+            e.stop()
         keys.stop()
         for d in drainer:
             d.stop()

@@ -3,6 +3,7 @@ here so that a rename is a deliberate change of this test."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -165,3 +166,19 @@ def test_freshness_slas_per_layer(definitions: dg.Definitions, monkeypatch: pyte
         .to_timedelta().total_seconds() == 75
     assert graph.get(dg.AssetKey.from_user_string("marts/fct_events")).freshness_policy.fail_window \
         .to_timedelta().total_seconds() == 3600
+
+
+@pytest.mark.dagster
+def test_the_reconciliation_schedules_tick_requests_the_closed_hour(definitions: dg.Definitions) -> None:
+    """A tick of the reconciliation schedule, evaluated the way the daemon evaluates it (the schedule's
+    own evaluation on an instance, at its cron time): one run of the reconciliation job for the hour
+    before, nothing for the hour still open."""
+    schedule = definitions.get_repository_def().get_schedule_def("reconciliation_hourly_schedule")
+    minute = int(schedule.cron_schedule.split()[0])
+    with dg.instance_for_test() as instance:
+        at = dt.datetime(2026, 1, 5, 11, minute, tzinfo=dt.timezone.utc)
+        data = schedule.evaluate_tick(dg.build_schedule_context(instance=instance, scheduled_execution_time=at))
+    requests = data.run_requests or []
+    assert [(r.partition_key, r.job_name or schedule.job_name) for r in requests] == [
+        ("2026-01-05-10:00", "reconciliation_hourly_job")]
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING

@@ -78,7 +78,7 @@ class Collector:
 def collector_env(tally_env: dict[str, str], kinesis: Any, dynamodb: Any) -> dict[str, str]:
     ensure_stream(kinesis, tally_env["TALLY_STREAM_NAME"], 2)
     env = {**tally_env, "TALLY_WRITE_KEY_TABLE": tally_env["TALLY_LEASE_TABLE"] + "-keys",
-           "TALLY_COLLECTOR_KEYS_REFRESH_S": "1"}
+           "TALLY_COLLECTOR_KEYS_REFRESH_S": "1", "TALLY_METRICS_PORT": "off"}
     return env
 
 
