@@ -44,12 +44,14 @@ def test_late_events_inside_the_lateness_are_pending_then_ok(
     """Live time: windows close on the layers' clocks (arrival on the stream), so the test runs at the wall
     clock with a short lateness. Late events still outstanding leave their windows pending (open); once
     they arrived and the lateness has passed, the same cells are closed and ok."""
-    lateness = 60
+    # The events arrive in the last 15 s and the lateness is 120 s, so every window the late events touch
+    # closes at least 105 s after they are generated: room for both layers on a loaded machine.
+    lateness = 120
     settings = replace(new_settings(aws_endpoint, redis_url, tmp_path), allowed_lateness_s=lateness)
     prepare(settings, clients)
     now = time.time()
-    config = replace(LATE_INSIDE, start=dt.datetime.fromtimestamp(now - 50, tz=dt.timezone.utc).isoformat()
-                     .replace("+00:00", "Z"), duration_s=40, rate_per_s=10.0, late_delay_s=(20, 30))
+    config = replace(LATE_INSIDE, start=dt.datetime.fromtimestamp(now - 15, tz=dt.timezone.utc).isoformat()
+                     .replace("+00:00", "Z"), duration_s=10, rate_per_s=40.0, late_delay_s=(20, 30))
     records, _ = generated(config)
     held_back = [r for r in records if r.kind == "late"]
     on_time = [r for r in records if r.kind != "late"]
@@ -64,6 +66,8 @@ def test_late_events_inside_the_lateness_are_pending_then_ok(
     pipeline.send(clients.kinesis, settings.stream_name, on_time)
     layers()
     before = run_reconcile(settings, layers_for(settings, redis_client, clients), *window, who="pytest").result
+    first_close = (min(c[2] for c in outstanding) + 1) * 60 + lateness
+    assert time.time() < first_close, f"the layers took {time.time() - now:.0f} s: a window closed before judging"
     reasons = {(r.tenant_id, r.event_type, r.minute): r.pending_reason for r in before.cells.itertuples()
                if r.verdict == "pending"}
     assert outstanding <= set(reasons)
