@@ -95,7 +95,8 @@ def stack_status(fmt: str | None) -> None:
     print_rows(resolved(fmt), "component", columns, (
         (row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"],
          row.get("used_by", ""),
-         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None))
+         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "forward_bytes", "forward_lag_s",
+                                                  "forwarded", "forward_failures", "forward_rejected", "pid", "error") if row.get(k) is not None))
         for row in rows), json_doc=rows)
 
 

@@ -153,8 +153,12 @@ class Spool:
     """One collector's write-ahead spool. :meth:`open` recovers it; :meth:`close` stops the writer."""
 
     def __init__(self, state_dir: Path, max_bytes: int, fsync: bool = True, segment_bytes: int = SEGMENT_BYTES,
-                 on_group_durable: Callable[[list[Any], BaseException | None], None] | None = None) -> None:
+                 on_group_durable: Callable[[list[Any], BaseException | None], None] | None = None,
+                 drained_every_s: float = 0.2) -> None:
         self.state_dir = state_dir
+        #: ``drained.json`` is rewritten at most this often (0 = at every :meth:`mark_drained`: the forward
+        #: spool, whose receiver does not de-duplicate, so its position must not fall behind on a crash).
+        self.drained_every_s = drained_every_s
         self.dir = state_dir / "spool"
         self.max_bytes = max_bytes
         self.fsync = fsync
@@ -383,7 +387,7 @@ class Spool:
             done = [s for s in self._sizes if s < upto.segment and s != self._active]
             durable_seqs = dict(self._durable_seqs)
         now = time.monotonic()
-        if done or now - self._last_drained_write > 0.2:
+        if done or now - self._last_drained_write >= self.drained_every_s:
             self._save_drained()
             self._last_drained_write = now
         if done:
