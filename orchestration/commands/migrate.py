@@ -35,16 +35,23 @@ def register(main: click.Group) -> None:
     def report(days: int | None, last_day: str | None, out_dir: Path | None, fmt: str | None) -> None:
         """Per day and tenant: tally vs legacy, the legacy's losses with event ids, the cutover verdict."""
         from orchestration.output import console, echo_json
+        from streaming.migration.config import PostgresSource
         from streaming.migration.report import day_label, report_json, write_report
-        from streaming.migration.service import build_report, legacy_source
+        from streaming.migration.service import build_report, day_range, legacy_source
         from streaming.reconcile.service import Layers
 
         settings = _settings()
-        source = legacy_source(settings)  # a wrong config file stops here, before any service is asked
-        day = dt.date.fromisoformat(last_day) if last_day else dt.datetime.now(UTC).date() - dt.timedelta(days=1)
-        layers = Layers.from_settings(settings)
-        source.s3 = source.s3 or layers.s3  # an S3 legacy source reads the exports with tally's S3 client
-        built = build_report(settings, layers, source, day, days or settings.migration_ready_days)
+        source = legacy_source(settings)
+        try:
+            day = dt.date.fromisoformat(last_day) if last_day else dt.datetime.now(UTC).date() - dt.timedelta(days=1)
+        except ValueError:
+            raise click.BadParameter(f"{last_day!r} is not a date: give --day as YYYY-MM-DD") from None
+        days = days or settings.migration_ready_days
+        if not isinstance(source.config.source, PostgresSource):
+            source.s3 = Layers.from_settings(settings).s3  # S3 exports are read with tally's S3 client
+        # The legacy side first: a wrong configuration is said before any tally service is asked.
+        legacy = source.counts(*day_range(day, days))
+        built = build_report(settings, Layers.from_settings(settings), source, day, days, legacy=legacy)
         paths = write_report(built, out_dir or settings.home / "reports")
         code = EXIT_READY if built.cutover.ready else EXIT_NOT_READY
         if resolved(fmt) == "json":

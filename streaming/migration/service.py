@@ -47,11 +47,13 @@ def _evidence(layers: Layers, source: LegacySource, cells: pd.DataFrame, start: 
 
 
 def build_report(settings: Settings, layers: Layers, source: LegacySource, last_day: dt.date, days: int,
-                 now: float | None = None) -> MigrationReport:
+                 now: float | None = None, legacy: pd.DataFrame | None = None) -> MigrationReport:
+    """``legacy``: the source's counts for the range when already read (the CLI reads them first, so a wrong
+    configuration is said before any tally service is asked)."""
     start, end = day_range(last_day, days)
+    legacy = source.counts(start, end) if legacy is None else legacy
     run = run_reconcile(settings, layers, start, end, who="tally migrate", write=False)
     tally = run.result.hours
-    legacy = source.counts(start, end)
     lag = source.config.lag_minutes
     pending_from = int(((now or time.time()) - lag * 60) // 3600) if lag else None
     # First without ids (which cells differ), then with the evidence for exactly those cells.
