@@ -105,3 +105,31 @@ def test_a_loss_in_tallys_archive_is_reported_as_tallys(
     assert all("tally lost events" in why and "not the legacy's loss" in why for why in lost["why"])
     assert not (report.cells["verdict"] == "legacy_missing").any()
     assert not report.cutover.ready and "tally lost events" in report.cutover.reason
+
+
+@pytest.mark.dagster
+def test_the_daily_asset_reports_the_day_in_the_dagster_ui(
+        clean_run: PipelineRun, run_settings: Settings, speed: Any, redis_client: redis.Redis, clients: Clients,
+        postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import dagster as dg
+
+    from assets.migration.assets import REPORT_KEY, parallel_run_report
+    from tests.reconcile.test_dagster import _resources
+
+    speed()
+    path, ledger = _legacy(clean_run, postgres_dsn, tmp_path, StandInConfig(drop_rate=0.05, double_rate=0.0))
+    monkeypatch.setenv("TALLY_MIGRATION_CONFIG", str(path))
+    monkeypatch.setenv("TALLY_MIGRATION_TOLERANCE", "0")
+    monkeypatch.setenv("TALLY_MIGRATION_READY_DAYS", "1")
+    result = dg.materialize([parallel_run_report], partition_key=DAY.isoformat(), resources=_resources(run_settings),
+                            instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    (event,) = [e for e in result.get_asset_materialization_events()
+                if e.event_specific_data.materialization.asset_key == REPORT_KEY]
+    metadata = event.event_specific_data.materialization.metadata
+    # legacy losses are explained (tally's layers reconcile): the day is good, one day is enough here
+    assert metadata["cutover_ready"].value is True and metadata["day_good"].value is True
+    assert metadata["legacy_missing_cells"].value == len(ledger.lost_cells())
+    assert metadata["tally_events"].value - metadata["legacy_events"].value == len(ledger.lost)
+    assert "**Cutover: ready**" in metadata["report"].value
+    assert Path(str(metadata["report_path"].value)).read_text().startswith("<!doctype html>")
