@@ -96,12 +96,12 @@ def compare(tally: pd.DataFrame, legacy: pd.DataFrame, tolerance: float, evidenc
         verdict, explained, why = _judge(r.tally_verdict, int(r.tally), deviation, tolerance, evidence.available,
                                          missing, duplicated, unknown,
                                          legacy_pending_from_hour is not None and int(r.hour) >= legacy_pending_from_hour)
+        judged = verdict in ("legacy_missing", "legacy_extra")
         rows.append({"tenant_id": key[0], "event_type": key[1], "hour": key[2], "day": key[2] // 24,
                      "tally": int(r.tally), "legacy": int(r.legacy), "deviation": deviation,
                      "tally_verdict": r.tally_verdict, "verdict": verdict, "explained": explained, "why": why,
-                     "missing_ids": missing if verdict == "legacy_missing" else [],
-                     "duplicate_ids": duplicated if verdict == "legacy_extra" else [],
-                     "unknown_ids": unknown if verdict == "legacy_extra" else []})
+                     "missing_ids": missing if judged else [], "duplicate_ids": duplicated if judged else [],
+                     "unknown_ids": unknown if judged else []})
     out = pd.DataFrame(rows, columns=CELL_COLUMNS)
     return out.sort_values(CELL_KEY, ignore_index=True) if len(out) else out
 
@@ -117,16 +117,24 @@ def _judge(tally_verdict: str, tally: int, deviation: int, tolerance: float, wit
         return "pending", True, "within the legacy pipeline's lag (lag_minutes): it may not have counted this hour yet"
     if abs(deviation) <= tolerance * tally:
         return "ok", True, ""
+    twice = f" and counted {_n(len(duplicated))} twice" if duplicated else ""
     if deviation < 0:
-        ids = f"; {len(missing)} event_ids tally has are not in the legacy" if with_ids else ""
-        return "legacy_missing", True, f"the legacy lost {-deviation} events; tally's layers reconcile{ids}"
+        if with_ids:
+            return ("legacy_missing", True, f"the legacy lacks {_n(len(missing))} tally has{twice}; tally's layers "
+                    "reconcile")
+        return "legacy_missing", True, f"the legacy has {_n(-deviation)} fewer; tally's layers reconcile"
     if not with_ids:
-        return ("legacy_extra", False, f"the legacy counts {deviation} more events than tally; without its event "
+        return ("legacy_extra", False, f"the legacy counts {_n(deviation)} more than tally; without its event "
                 "ids tally cannot show they are double counts")
     if unknown:
-        return ("legacy_extra", False, f"the legacy has {len(unknown)} event_ids tally never received (lost before "
+        return ("legacy_extra", False, f"the legacy has {_n(len(unknown))} tally never received (lost before "
                 "tally's collector?)")
-    return "legacy_extra", True, f"the legacy counted {len(duplicated)} events twice (repeated event_ids)"
+    lacks = f" (and lacks {_n(len(missing))} tally has)" if missing else ""
+    return "legacy_extra", True, f"the legacy counted {_n(len(duplicated))} twice (repeated event_ids){lacks}"
+
+
+def _n(count: int) -> str:
+    return f"{count} event{'s' if count != 1 else ''}"
 
 
 @dataclass(frozen=True)
