@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard streaming/speed/_*.c streami
 demo: $(STAMP)
 	$(BIN)/python -m orchestration.demo
 
+# `make demo` as a parallel run: tally's collector forwards to a lossy legacy stand-in counting into PostgreSQL.
+demo-migration: $(STAMP) postgresql
+	$(BIN)/python -m orchestration.demo_migration
+
 test: $(STAMP) chromium prometheus postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

@@ -141,8 +141,8 @@ def tally_env(tmp_path: Path, aws_endpoint: str, redis_url: str, monkeypatch: py
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A real PostgreSQL server for the session (initdb + pg_ctl; see tests/postgres.py)."""
-    from tests.postgres import PostgresServer
+    """A real PostgreSQL server for the session (initdb + pg_ctl; see streaming/stack/postgres_local.py)."""
+    from streaming.stack.postgres_local import PostgresServer
 
     server = PostgresServer.start(tmp_path_factory.mktemp("postgres"))
     try:

@@ -1,5 +1,5 @@
-"""A throwaway PostgreSQL server for tests: initdb + pg_ctl on a temp directory and a free loopback port
-(Debian's ``postgresql`` package; `make postgresql` installs it when initdb is missing)."""
+"""A throwaway PostgreSQL server for the tests and `make demo-migration`: initdb + pg_ctl on a directory and a
+free loopback port (Debian's ``postgresql`` package; `make postgresql` installs it when initdb is missing)."""
 
 from __future__ import annotations
 
