@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from html import escape
 
-PALETTE = {"archive": "#1f77b4", "warehouse": "#2ca02c", "speed": "#ff7f0e", "tally": "#2ca02c", "legacy": "#9467bd"}
+PALETTE = {"archive": "#1f77b4", "warehouse": "#2ca02c", "speed": "#ff7f0e"}
 
 
 def line_chart(
