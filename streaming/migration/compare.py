@@ -77,9 +77,15 @@ def evidence_from(tally_ids: pd.DataFrame, legacy_ids: pd.DataFrame) -> Evidence
 
 
 def compare(tally: pd.DataFrame, legacy: pd.DataFrame, tolerance: float, evidence: Evidence | None = None,
-            legacy_pending_from_hour: int | None = None) -> pd.DataFrame:
-    """One row per cell either side has (CELL_COLUMNS), verdict and explanation per the rules above."""
+            legacy_pending_from_hour: int | None = None,
+            gaps: dict[tuple[str, int], int] | None = None) -> pd.DataFrame:
+    """One row per cell either side has (CELL_COLUMNS), verdict and explanation per the rules above.
+
+    ``gaps``: per (tenant, hour), the events tally's reconciliation found lost before its stream
+    (``upstream_gap``: numbers no layer holds; their event type is unknown). Where the legacy has more than
+    tally in such a tenant and hour, the surplus is tally's loss, not the legacy's double count."""
     evidence = evidence or Evidence()
+    gaps = gaps or {}
     t = tally[TALLY_COLUMNS].rename(columns={"warehouse_mart": "tally", "verdict": "tally_verdict"})
     merged = t.merge(legacy[["tenant_id", "event_type", "hour", "n"]].rename(columns={"n": "legacy"}),
                      on=CELL_KEY, how="outer")
@@ -96,6 +102,11 @@ def compare(tally: pd.DataFrame, legacy: pd.DataFrame, tolerance: float, evidenc
         verdict, explained, why = _judge(r.tally_verdict, int(r.tally), deviation, tolerance, evidence.available,
                                          missing, duplicated, unknown,
                                          legacy_pending_from_hour is not None and int(r.hour) >= legacy_pending_from_hour)
+        lost_upstream = gaps.get((key[0], key[2]), 0)
+        if lost_upstream and verdict == "legacy_extra":
+            verdict, explained, why = ("tally_loss", False, f"tally lost {_n(lost_upstream)} of this tenant and hour "
+                                       f"before its stream (its reconciliation says upstream_gap); the legacy has "
+                                       f"{_n(deviation)} more: not the legacy's double count")
         judged = verdict in ("legacy_missing", "legacy_extra")
         rows.append({"tenant_id": key[0], "event_type": key[1], "hour": key[2], "day": key[2] // 24,
                      "tally": int(r.tally), "legacy": int(r.legacy), "deviation": deviation,
@@ -144,10 +155,16 @@ class DayVerdict:
     reason: str
 
 
-def day_verdicts(cells: pd.DataFrame, days: list[int]) -> list[DayVerdict]:
-    """Per day (epoch day, in ``days`` order): good, or the first reason it is not."""
+def day_verdicts(cells: pd.DataFrame, days: list[int],
+                 gaps: dict[tuple[str, int], int] | None = None) -> list[DayVerdict]:
+    """Per day (epoch day, in ``days`` order): good, or the first reason it is not (``gaps``: see compare)."""
     out = []
     for day in days:
+        gapped = sorted({t for (t, h) in (gaps or {}) if h // 24 == day})
+        if gapped:
+            out.append(DayVerdict(day, False, f"tally lost events before its stream (upstream_gap; tenants "
+                                  f"{', '.join(gapped)})"))
+            continue
         group = cells[cells["day"] == day] if len(cells) else cells
         if not len(group) or (group["tally"].sum() == 0 and group["legacy"].sum() == 0):
             out.append(DayVerdict(day, False, "no events on either side"))

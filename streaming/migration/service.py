@@ -54,17 +54,31 @@ def build_report(settings: Settings, layers: Layers, source: LegacySource, last_
     legacy = source.counts(start, end) if legacy is None else legacy
     run = run_reconcile(settings, layers, start, end, who="tally migrate", write=False)
     tally = run.result.hours
+    gaps = upstream_gaps(run.result.sequences)
     lag = source.config.lag_minutes
     pending_from = int(((now or time.time()) - lag * 60) // 3600) if lag else None
     # First without ids (which cells differ), then with the evidence for exactly those cells.
-    first = compare(tally, legacy, settings.migration_tolerance, legacy_pending_from_hour=pending_from)
+    first = compare(tally, legacy, settings.migration_tolerance, legacy_pending_from_hour=pending_from, gaps=gaps)
     evidence = _evidence(layers, source, first, start, end)
-    cells = compare(tally, legacy, settings.migration_tolerance, evidence, legacy_pending_from_hour=pending_from) \
-        if evidence.available else first
+    cells = compare(tally, legacy, settings.migration_tolerance, evidence, legacy_pending_from_hour=pending_from,
+                    gaps=gaps) if evidence.available else first
     day_numbers = list(range(int(start.timestamp()) // 86_400, int(end.timestamp()) // 86_400))
-    verdicts = day_verdicts(cells, day_numbers)
+    verdicts = day_verdicts(cells, day_numbers, gaps)
     return MigrationReport(cells, verdicts, cutover(verdicts, settings.migration_ready_days),
                            settings.migration_tolerance, source.has_ids, dt.datetime.now(UTC))
+
+
+def upstream_gaps(sequences: pd.DataFrame) -> dict[tuple[str, int], int]:
+    """Per (tenant, hour), the events tally's reconciliation says were lost before its stream."""
+    out: dict[tuple[str, int], int] = {}
+    if not len(sequences) or "verdict" not in sequences:
+        return out
+    for r in sequences[sequences["verdict"] == "upstream_gap"].itertuples():
+        if pd.isna(r.min_minute) or pd.isna(r.max_minute):
+            continue
+        for hour in range(int(r.min_minute) // 60, int(r.max_minute) // 60 + 1):
+            out[(str(r.tenant_id), hour)] = out.get((str(r.tenant_id), hour), 0) + int(r.missing)
+    return out
 
 
 def legacy_source(settings: Settings, s3: Any = None) -> LegacySource:

@@ -85,3 +85,14 @@ def test_a_day_is_good_only_with_events_no_tally_loss_no_pending_and_explained_d
     assert found[1].reason == "no events on either side" and "not explained" in found[2].reason
     per_tenant = tenant_days(cells)
     assert list(per_tenant["deviation"]) == [-10, 20] and list(per_tenant["legacy_missing"]) == [1, 0]
+
+
+def test_a_surplus_where_tally_lost_events_before_its_stream_is_tallys_loss() -> None:
+    gaps = {("a", H): 2}
+    cells = compare(tally(("a", "click", H, 10, "ok"), ("a", "page_view", H, 10, "ok")),
+                    legacy(("a", "click", H, 12), ("a", "page_view", H, 9)), 0.0, gaps=gaps)
+    found = verdicts(cells)
+    assert found[("a", "click", H)] == "tally_loss" and found[("a", "page_view", H)] == "legacy_missing"
+    assert "upstream_gap" in cells.iloc[0]["why"]
+    (day,) = day_verdicts(cells, [H // 24], gaps)
+    assert not day.good and "upstream_gap" in day.reason and "a" in day.reason
