@@ -165,3 +165,23 @@ def test_a_slow_legacy_collector_does_not_delay_the_acknowledgement(
         assert legacy.received == sent
     finally:
         c.stop()
+
+
+def test_a_full_forward_spool_still_acknowledges_and_counts_what_it_did_not_keep(
+        collector_env: dict[str, str], tmp_path: Path, dynamodb: Any, legacy: Legacy) -> None:
+    legacy.stop()  # down from the start: the forward spool only fills
+    env = {**collector_env, "TALLY_COLLECTOR_FORWARD_URL": legacy.url, "TALLY_COLLECTOR_FORWARD_MAX_BACKOFF_S": "1",
+           "TALLY_COLLECTOR_FORWARD_MAX_BYTES": "2500"}
+    c = make_collector(env, tmp_path, dynamodb).start()
+    try:
+        sent = [send(c, i, "acme") for i in range(12)]  # every one 200: tally has them (send asserts it)
+        forward = c.health()["forward"]
+        assert forward["dropped"] > 0 and forward["depth_bytes"] <= 2500
+        legacy.start()
+        wait_until(lambda: c.health()["forward"]["depth_bytes"] == 0, 30, "the forward spool to empty")
+        time.sleep(1.0)
+        kept = len(sent) - forward["dropped"]
+        positions = [sent.index(r) for r in legacy.received]  # each one was sent, once, in the order sent
+        assert len(legacy.received) == kept and positions == sorted(set(positions))
+    finally:
+        c.stop()
