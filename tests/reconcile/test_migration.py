@@ -133,3 +133,28 @@ def test_the_daily_asset_reports_the_day_in_the_dagster_ui(
     assert metadata["tally_events"].value - metadata["legacy_events"].value == len(ledger.lost)
     assert "**Cutover: ready**" in metadata["report"].value
     assert Path(str(metadata["report_path"].value)).read_text().startswith("<!doctype html>")
+
+
+def test_tally_migrate_report_exits_1_while_not_ready_and_0_when_ready(
+        clean_run: PipelineRun, run_settings: Settings, speed: Any, redis_client: redis.Redis, clients: Clients,
+        postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from orchestration.cli import main
+    from tests.reconcile.test_cli import _env
+
+    speed()
+    path, _ = _legacy(clean_run, postgres_dsn, tmp_path, StandInConfig(drop_rate=0.05, double_rate=0.004))
+    for key, value in {**_env(run_settings), "TALLY_MIGRATION_CONFIG": str(path), "TALLY_MIGRATION_TOLERANCE": "0",
+                       "TALLY_METRICS_PORT": "off"}.items():
+        monkeypatch.setenv(key, value)
+    args = ["migrate", "report", "--days", "1", "--day", DAY.isoformat(), "--out", str(tmp_path / "out")]
+    not_ready = CliRunner().invoke(main, args)
+    assert not_ready.exit_code == 1, not_ready.output
+    assert "cutover NOT READY: only 1 of the 14 days needed" in not_ready.output and "legacy_missing:" in not_ready.output
+    monkeypatch.setenv("TALLY_MIGRATION_READY_DAYS", "1")  # the legacy's losses are explained: the day is good
+    ready = CliRunner().invoke(main, [*args, "--format", "json"])
+    assert ready.exit_code == 0, ready.output
+    doc = json.loads(ready.output)
+    assert doc["cutover"]["ready"] and doc["exit_status"] == 0 and Path(doc["report_paths"]["html"]).exists()
+    assert {f["verdict"] for f in doc["findings"]} <= {"legacy_missing", "legacy_extra"}
