@@ -7,8 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,7 @@ from streaming.migration.report import MigrationReport, html, markdown
 from streaming.migration.service import build_report
 from streaming.migration.standin import LegacyLedger, StandInConfig, simulate, write_config, write_postgres
 from streaming.settings import Settings
-from tests.reconcile.conftest import CLEAN, Clients, PipelineRun, layers_for
+from tests.reconcile.conftest import Clients, PipelineRun, layers_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
