@@ -14,11 +14,13 @@ request is never lost to the legacy pipeline. A :class:`Forwarder` thread sends 
   up to ``max_backoff_s``, jittered), for as long as it takes: the spool, not the retries, is bounded;
 - another 4xx is the legacy collector refusing that request for good: it is counted (``rejected``),
   logged with its status, and the forwarder moves on (retrying it would stop every later request);
-- the position (``forward/drained.json``) is rewritten after every acknowledged request, so a restart
-  resumes after the last request the legacy collector acknowledged.
+- the position (``forward/drained.json``) is rewritten (by a rename) after every acknowledged request, so
+  a restarted collector resumes after the last request the legacy collector acknowledged; it is fsynced
+  at most once a second.
 
-The one duplicate this cannot rule out: a collector killed after the legacy collector answered a
-request and before the position was written (microseconds) sends that request again after its restart.
+The duplicates this cannot rule out: a collector killed after the legacy collector answered a request
+and before the position was written (microseconds) sends that request again after its restart; after a
+power loss, the requests of the last second before it are sent again.
 
 The forward spool full (the legacy collector down for long): the request is still acknowledged (tally
 has it; 503 is only for tally's own spool) and counted as ``dropped``; nothing waits on the legacy side.
@@ -74,7 +76,7 @@ def forward_request(path: str, query: bytes, headers: dict[bytes, bytes], body: 
 
 def forward_spool(state_dir: Path, max_bytes: int, fsync: bool) -> Spool:
     """The forward spool: a :class:`Spool` in ``<state dir>/forward`` whose position is saved at every step."""
-    return Spool(state_dir / "forward", max_bytes, fsync=fsync, drained_every_s=0.0)
+    return Spool(state_dir / "forward", max_bytes, fsync=fsync, drained_every_s=0.0, drained_sync_every_s=1.0)
 
 
 @dataclass
