@@ -185,3 +185,35 @@ def test_a_full_forward_spool_still_acknowledges_and_counts_what_it_did_not_keep
         assert len(legacy.received) == kept and positions == sorted(set(positions))
     finally:
         c.stop()
+
+
+def test_tally_stack_status_shows_forwarding(tmp_path: Path, legacy: Legacy) -> None:
+    from streaming.collector.writekeys import create_write_key
+    from streaming.settings import load_settings
+    from streaming.stack import manager
+
+    settings = load_settings({"TALLY_HOME": str(tmp_path / "home"), "TALLY_STREAM_SHARDS": "1",
+                              "TALLY_COLLECTOR_FORWARD_URL": legacy.url, "TALLY_COLLECTOR_KEYS_REFRESH_S": "1",
+                              "TALLY_METRICS_PORT": "off"})
+    try:
+        state = manager.up(settings)
+        dynamodb = manager.resolve_endpoints(settings).client("dynamodb", settings.aws_region)
+        key = create_write_key(dynamodb, settings.collector.write_key_table, "acme")
+        message = {"type": "track", "event": "E", "anonymousId": "a1"}
+
+        def accepted() -> bool:
+            r = requests.post(state["collector"].url + "/v1/track", json=message, auth=(key, ""), timeout=10)
+            return r.status_code == 200
+
+        wait_until(accepted, 30, "the collector to know the new write key")
+        legacy.stop()
+        assert requests.post(state["collector"].url + "/v1/track", json=message, auth=(key, ""), timeout=10).ok
+
+        def row() -> dict[str, Any]:
+            return next(r for r in manager.status(settings) if r["component"] == "collector")
+
+        wait_until(lambda: row().get("forwarded") == 1 and row().get("forward_failures", 0) >= 1
+                   and row().get("forward_lag_s", 0) > 0.5, 30, "tally stack status to show the forwarding lag")
+        assert row()["forward_bytes"] > 0
+    finally:
+        manager.down(settings)
