@@ -206,6 +206,7 @@ def test_tally_stack_status_shows_forwarding(tmp_path: Path, legacy: Legacy) -> 
             return r.status_code == 200
 
         wait_until(accepted, 30, "the collector to know the new write key")
+        wait_until(lambda: len(legacy.received) == 1, 30, "the legacy collector to get the request")
         legacy.stop()
         assert requests.post(state["collector"].url + "/v1/track", json=message, auth=(key, ""), timeout=10).ok
 
