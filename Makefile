@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 3000
 DOCS_PORT ?= 8580
 
-.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home
+.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home postgresql demo-migration
 
 install: $(STAMP)
 
@@ -23,8 +23,16 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard streaming/speed/_*.c streami
 demo: $(STAMP)
 	$(BIN)/python -m orchestration.demo
 
-test: $(STAMP) chromium prometheus
+# `make demo` as a parallel run: tally's collector forwards to a lossy legacy stand-in counting into PostgreSQL.
+demo-migration: $(STAMP) postgresql
+	$(BIN)/python -m orchestration.demo_migration
+
+test: $(STAMP) chromium prometheus postgresql
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's PostgreSQL for the migration tests (a fixture runs initdb + pg_ctl on a temp directory).
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update && apt-get install -y postgresql)
 
 # Debian's chromium for the browser tests (no browser downloads).
 chromium:

@@ -95,7 +95,8 @@ def stack_status(fmt: str | None) -> None:
     print_rows(resolved(fmt), "component", columns, (
         (row["component"], "yes" if row["running"] else "no", row["url"], row["origin"], row["version"],
          row.get("used_by", ""),
-         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "pid", "error") if row.get(k) is not None))
+         ", ".join(f"{k}={row[k]}" for k in ("memory", "keys", "spool_bytes", "drained", "source_id", "forward_bytes", "forward_lag_s",
+                                                  "forwarded", "forward_failures", "forward_rejected", "pid", "error") if row.get(k) is not None))
         for row in rows), json_doc=rows)
 
 
@@ -120,8 +121,14 @@ def _redacted(url: str) -> str:
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Write records.jsonl.gz and ledger.json here (default: $TALLY_HOME/runs/<seed>).")
 @click.option("--to-stream/--no-stream", default=False, help="Also send the records to the Kinesis stream.")
+@click.option("--legacy", "legacy_dsn", default=None, metavar="DSN",
+              help="Also write what a lossy legacy pipeline would have counted into this PostgreSQL database "
+                   "(README: migrating from an existing pipeline).")
+@click.option("--legacy-drop", default=0.05, show_default=True, help="--legacy: fraction of peak-minute events it loses.")
+@click.option("--legacy-double", default=0.003, show_default=True, help="--legacy: fraction of events it counts twice.")
 @user_errors
-def generate(out_dir: Path | None, to_stream: bool, spikes: tuple[str, ...], start: str, **knobs: Any) -> None:
+def generate(out_dir: Path | None, to_stream: bool, spikes: tuple[str, ...], start: str, legacy_dsn: str | None,
+             legacy_drop: float, legacy_double: float, **knobs: Any) -> None:
     """Generate seeded traffic and its ground-truth ledger; optionally send it to Kinesis."""
     from streaming.generator import GeneratorConfig, Spike, read_run, write_run
 
@@ -137,6 +144,14 @@ def generate(out_dir: Path | None, to_stream: bool, spikes: tuple[str, ...], sta
                   f"{ledger.duplicates:,} duplicates, {ledger.late_events:,} late, "
                   f"{sum(ledger.dead_letters.values()):,} malformed) to {out_dir}/records.jsonl.gz; "
                   f"ledger in {out_dir}/ledger.json")
+    if legacy_dsn:
+        from streaming.migration.standin import StandInConfig, run_standin
+
+        legacy = run_standin(list(read_run(out_dir)), legacy_dsn, out_dir,
+                             StandInConfig(seed=config.seed, drop_rate=legacy_drop, double_rate=legacy_double))
+        console.print(f"legacy stand-in: counted {legacy.counted:,} rows, lost {len(legacy.lost):,} events at peak "
+                      f"minutes, counted {len(legacy.double_counted):,} twice; its ledger in "
+                      f"{out_dir}/legacy_ledger.json, TALLY_MIGRATION_CONFIG={out_dir}/migration.yaml")
     if to_stream:
         _send(settings, (r for r in read_run(out_dir)), ledger.records_total)
 
@@ -223,7 +238,9 @@ def show_settings() -> None:
 
 
 def _register_domains() -> None:
-    from orchestration.commands import alerts, batch, collector, package, plan, privacy, reconcile, send, speed
+    from orchestration.commands import (
+        alerts, batch, collector, migrate, package, plan, privacy, reconcile, send, speed,
+    )
 
     speed.register(main)
     send.register(main)
@@ -234,6 +251,7 @@ def _register_domains() -> None:
     package.register(main)
     alerts.register(main)
     collector.register(main)
+    migrate.register(main)
 
 
 _register_domains()

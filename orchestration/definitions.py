@@ -12,6 +12,7 @@ from assets.dbt import assets as dbt_domain
 from assets.dbt.project import build_dbt_project
 from assets.ingest import assets as ingest_domain
 from assets.ingest.assets import StreamConfig
+from assets.migration import definitions as migration_domain
 from assets.privacy import jobs as privacy_domain
 from assets.reconciliation import definitions as reconciliation_domain
 from assets.speed_layer import assets as speed_domain
@@ -42,6 +43,7 @@ def build_definitions() -> dg.Definitions:
                                  settings.freshness_warehouse_s),
         speed_domain.defs(),
         reconciliation_domain.defs(environment),
+        migration_domain.defs(environment),
         privacy_domain.defs(),
         dg.Definitions(jobs=JOBS, schedules=build_schedules(environment), sensors=[*SENSORS, *alerting.SENSORS],
                        resources=resources),

@@ -28,7 +28,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,18 +296,22 @@ def main() -> None:
                           "(data stays under .tally/: Redis AOF, DuckDB file, Dagster runs)")
 
 
-def run(settings: Settings, t0: float) -> None:
+def run(settings: Settings, t0: float, extra: Callable[[Settings, dict[str, Any]], None] | None = None,
+        extra_title: str = "") -> None:
+    """The demo's phases; ``extra`` (``make demo-migration``'s parallel run) is one more phase before "next",
+    given the settings and the stack's state."""
     from streaming.stack.manager import resolve_endpoints
 
+    total = 6 if extra is not None else 5
     size = Size.at(settings.demo_scale)
-    step(Phase(1, "a clean embedded stack"))
+    step(Phase(1, "a clean embedded stack"), total)
     state = clean_stack(settings)
     endpoints = resolve_endpoints(settings)
     env = {**os.environ, "TALLY_AWS_ENDPOINT_URL": endpoints.aws_endpoint_url or "", "TALLY_REDIS_URL": endpoints.redis_url}
     logs = settings.home / "logs"
 
     step(Phase(2, f"through the front door: {size.history_s // 60} minutes of traffic as fast as the collector "
-                  f"takes it, then {size.live_s} s live with a 10x spike, as Segment batch requests"))
+                  f"takes it, then {size.live_s} s live with a 10x spike, as Segment batch requests"), total)
     now0 = time.time()
     config, (generated, records) = generate(settings, now0, size)
     collector_url = state["collector"].url
@@ -336,7 +340,7 @@ def run(settings: Settings, t0: float) -> None:
         console.print(f"[yellow]  the consumers did not stop cleanly (tip reached: {reached}, nothing left unread: "
                       f"{clean}, exit codes: {codes}); reconciliation holds what they did not read as pending[/]")
 
-    step(Phase(3, "the batch layer through Dagster: raw_events per hour, then dbt build"))
+    step(Phase(3, "the batch layer through Dagster: raw_events per hour, then dbt build"), total)
     os.environ.update({k: v for k, v in env.items() if k.startswith("TALLY_")})
     first_hour = dt.datetime.fromtimestamp(now0, tz=UTC).replace(minute=0, second=0, microsecond=0)
     os.environ["TALLY_DUCKDB_PATH"] = str(settings.duckdb_path.resolve())
@@ -357,7 +361,7 @@ def run(settings: Settings, t0: float) -> None:
     if not report.success:
         raise SystemExit(1)
 
-    step(Phase(4, "reconciliation: archive × warehouse × Redis"))
+    step(Phase(4, "reconciliation: archive × warehouse × Redis"), total)
     # The traffic sent before the live part lands in the minutes it was sent in: wait until those windows
     # have closed (their end plus the allowed lateness), so they are judged; the live minutes stay pending.
     lateness = settings.allowed_lateness_s
@@ -368,7 +372,10 @@ def run(settings: Settings, t0: float) -> None:
             time.sleep(max(0.0, closes - time.time()))
     summary(settings, endpoints, ledger, now0, live_start, live_end)
 
-    step(Phase(5, "next"))
+    if extra is not None:
+        step(Phase(5, extra_title), total)
+        extra(settings, state)
+    step(Phase(total, "next"), total)
     console.print("  [bold]make ui[/]    Dagster UI on http://127.0.0.1:3000 (lineage, the runs above, checks)")
     console.print("  [bold]make docs[/]  dbt docs on http://127.0.0.1:8580")
     console.print("  [bold]tally stack up[/], then [bold]tally query counts --tenant tenant-001 --minutes 240[/] or "

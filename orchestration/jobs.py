@@ -10,7 +10,7 @@ from assets.warehouse.partitions import hourly
 #: Every dbt node (models and the seeds generated from the segment rules).
 DBT_SELECTION = (
     dg.AssetSelection.assets(RAW_EVENTS_KEY).downstream(include_self=False) | dg.AssetSelection.groups("reference")
-) - dg.AssetSelection.groups("reconciliation")  # reconciliation runs on its own schedule, for closed hours
+) - dg.AssetSelection.groups("reconciliation", "migration")  # each runs on its own schedule, for closed hours/days
 
 #: raw_events for the run's hour(s), then the dbt build (models, seeds, tests as checks).
 batch_hourly_job = dg.define_asset_job(

@@ -85,6 +85,12 @@ class CollectorMetrics:
     spool_capacity_bytes: Gauge
     drained_records: Counter
     put_errors: Counter
+    forwarded: Counter
+    forward_failures: Counter
+    forward_rejected: Counter
+    forward_dropped: Counter
+    forward_bytes: Gauge
+    forward_lag: Gauge
 
 
 def _dead_letters() -> Counter:
@@ -172,6 +178,17 @@ def collector() -> CollectorMetrics:
                                 "forwarded to Kinesis (its position in the spool)"),
         put_errors=Counter("tally_collector_put_errors_total", "PutRecords calls or records that failed "
                            "(the records went to the spool or were retried)"),
+        forwarded=Counter("tally_collector_forward_requests_total", "Accepted requests the legacy collector "
+                          "(TALLY_COLLECTOR_FORWARD_URL) acknowledged with a 2xx"),
+        forward_failures=Counter("tally_collector_forward_failures_total", "Forward attempts that failed and are "
+                                 "retried (connection refused, timeout, 5xx, 408, 429)"),
+        forward_rejected=Counter("tally_collector_forward_rejected_total", "Forwarded requests the legacy collector "
+                                 "refused for good (another 4xx): not retried"),
+        forward_dropped=Counter("tally_collector_forward_dropped_total", "Accepted requests not kept for the legacy "
+                                "collector because the forward spool was full"),
+        forward_bytes=Gauge("tally_collector_forward_spool_bytes", "Bytes of the forward spool not yet forwarded"),
+        forward_lag=Gauge("tally_collector_forward_lag_seconds", "How long the oldest request not yet forwarded "
+                          "has waited (0 = nothing waits)"),
     )
 
 

@@ -293,6 +293,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_COLLECTOR_EVENT_MAP", None, "collector: YAML file naming, per tenant, the `track` events that are `click` or `form_submit` (README: the collector)", _existing_path),
     Setting("TALLY_WRITE_KEY_TABLE", "tally-write-keys", "DynamoDB table of the collectors' write keys (hashed); each collector caches it in its state directory", _identifier),
     Setting("TALLY_COLLECTOR_KEYS_REFRESH_S", "10", "collector: re-reads the write-key table this often (seconds); a new or revoked key takes effect within it", _positive_int),
+    Setting("TALLY_COLLECTOR_FORWARD_URL", None, "collector: the legacy collector's base URL (`http(s)://host:port`); set = every request the collector accepts is copied, unchanged (path, body bytes, content type and encoding, Authorization), to this URL from a durable forward spool, asynchronously (README: migrating from an existing pipeline)", _http_url),
+    Setting("TALLY_COLLECTOR_FORWARD_MAX_BYTES", "268435456", "collector: the forward spool's bound in bytes; past it a request is still acknowledged (tally has it) but not forwarded, and counted in `tally_collector_forward_dropped_total`", _positive_int),
+    Setting("TALLY_COLLECTOR_FORWARD_MAX_BACKOFF_S", "30", "collector: the longest wait (seconds) between two attempts to forward a request to a legacy collector that is down or answers 5xx/429 (exponential from 0.25 s)", _positive_int),
+    Setting("TALLY_COLLECTOR_FORWARD_TIMEOUT_S", "10", "collector: how long one forward attempt waits for the legacy collector to answer (seconds)", _positive_int),
+    Setting("TALLY_MIGRATION_CONFIG", None, "`tally migrate`: YAML or TOML file naming the legacy pipeline's counts (a PostgreSQL DSN + SQL query, or CSV/Parquet exports in S3) and the tenant and event-type name mappings (README: migrating from an existing pipeline)", _existing_path),
+    Setting("TALLY_MIGRATION_TOLERANCE", "0.005", "`tally migrate`: a cell where legacy and tally differ by at most this fraction of tally's count is ok; beyond it `legacy_missing` or `legacy_extra`", _fraction),
+    Setting("TALLY_MIGRATION_READY_DAYS", "14", "`tally migrate`: consecutive days where tally's own layers reconcile and every deviation is explained as legacy loss before the cutover verdict is `ready`", _positive_int),
     Setting("TALLY_PLAN_PRICES", None, "`tally plan`: JSON file of prices replacing those of its dated table (`streaming/plan/prices.json`); `--prices` wins", _text),
     Setting("TALLY_LOG_FORMAT", None, "`json` (one JSON object a line: `ts`, `level`, `component`, `logger`, `message` and fields such as `shard`, `group`, `records`, `duration_s`) or `text`; unset = json when stderr is not a terminal", _log_format),
     Setting("TALLY_METRICS_HOST", "127.0.0.1", "address a long-running process serves its Prometheus `/metrics` on (loopback by default; `0.0.0.0` for a Prometheus on another host)", _text),
@@ -466,6 +473,10 @@ class CollectorSettings:
     event_map: str | None = None
     write_key_table: str = "tally-write-keys"
     keys_refresh_s: int = 10
+    forward_url: str | None = None
+    forward_max_bytes: int = 268_435_456
+    forward_max_backoff_s: int = 30
+    forward_timeout_s: int = 10
 
 
 def _collector_settings(env: Mapping[str, str], home: Path) -> CollectorSettings:
@@ -482,6 +493,10 @@ def _collector_settings(env: Mapping[str, str], home: Path) -> CollectorSettings
         event_map=_get(env, "TALLY_COLLECTOR_EVENT_MAP"),
         write_key_table=_get(env, "TALLY_WRITE_KEY_TABLE"),
         keys_refresh_s=_get(env, "TALLY_COLLECTOR_KEYS_REFRESH_S"),
+        forward_url=_get(env, "TALLY_COLLECTOR_FORWARD_URL"),
+        forward_max_bytes=_get(env, "TALLY_COLLECTOR_FORWARD_MAX_BYTES"),
+        forward_max_backoff_s=_get(env, "TALLY_COLLECTOR_FORWARD_MAX_BACKOFF_S"),
+        forward_timeout_s=_get(env, "TALLY_COLLECTOR_FORWARD_TIMEOUT_S"),
     )
     if collector.max_message_bytes > collector.max_batch_bytes:
         raise SettingError("TALLY_COLLECTOR_MAX_MESSAGE_BYTES", env.get("TALLY_COLLECTOR_MAX_MESSAGE_BYTES"),
@@ -544,6 +559,9 @@ class Settings:
     freshness_speed_s: int = 120
     freshness_archive_s: int = 600
     freshness_warehouse_s: int = 7200
+    migration_config: str | None = None
+    migration_tolerance: float = 0.005
+    migration_ready_days: int = 14
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: Per AWS service, the endpoint a variable sets (see :func:`endpoint_variables`).
     aws_endpoints: Mapping[str, EndpointSetting] = field(default_factory=dict)
@@ -616,6 +634,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         freshness_speed_s=_get(env, "TALLY_FRESHNESS_SPEED_S"),
         freshness_archive_s=_get(env, "TALLY_FRESHNESS_ARCHIVE_S"),
         freshness_warehouse_s=_get(env, "TALLY_FRESHNESS_WAREHOUSE_S"),
+        migration_config=_get(env, "TALLY_MIGRATION_CONFIG"),
+        migration_tolerance=_get(env, "TALLY_MIGRATION_TOLERANCE"),
+        migration_ready_days=_get(env, "TALLY_MIGRATION_READY_DAYS"),
         raw={k: v for k, v in env.items() if k.startswith("TALLY_") and k not in SECRET_SETTINGS},
         aws_endpoints=_aws_endpoints(env),
     )

@@ -137,3 +137,21 @@ def tally_env(tmp_path: Path, aws_endpoint: str, redis_url: str, monkeypatch: py
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     return env
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real PostgreSQL server for the session (initdb + pg_ctl; see streaming/stack/postgres_local.py)."""
+    from streaming.stack.postgres_local import PostgresServer
+
+    server = PostgresServer.start(tmp_path_factory.mktemp("postgres"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_server: Any) -> str:
+    """A fresh database of the session's PostgreSQL server for one test."""
+    return postgres_server.create_database(unique_name("db").replace("-", "_"))

@@ -58,6 +58,8 @@ INVOCATIONS: list[tuple[tuple[str, ...], frozenset[str]]] = [
     (("forget", "--tenant", "t1", "--user", "u1", "--no-rebuild"), frozenset({"redis"})),
     (("deploy", "env", "--stack", "tally"), frozenset({"aws"})),
     (("alerts", "test"), frozenset()),  # needs only its channels: tests/ops/test_alerts.py
+    # Reads TALLY_MIGRATION_CONFIG and the legacy database before any tally service: tests/migration/test_bad_config.py
+    (("migrate", "report", "--days", "1"), frozenset()),
 ]
 
 #: Commands that need no service (commented), run with both down: exit 0, no traceback.

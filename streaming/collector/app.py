@@ -33,6 +33,7 @@ from typing import Any
 
 import msgspec
 
+from streaming.collector.forward import forward_request
 from streaming.collector.segment import MESSAGE_TYPES, Envelope, EventMap, Refusal, map_message
 from streaming.collector.spool import Spool, SpoolFull
 from streaming.collector.writekeys import WriteKeys
@@ -98,8 +99,11 @@ class CollectorApp:
     def __init__(self, spool: Spool, keys: WriteKeys, event_map: EventMap, limits: Limits,
                  on_startup: Callable[[CollectorApp], None] | None = None,
                  on_shutdown: Callable[[CollectorApp], None] | None = None,
-                 status: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time) -> None:
+                 status: Callable[[], dict[str, Any]] | None = None, clock: Callable[[], float] = time.time,
+                 forward: Spool | None = None) -> None:
         self.spool = spool
+        #: The forward spool (TALLY_COLLECTOR_FORWARD_URL set): each accepted request is copied into it.
+        self.forward = forward
         self.clock = clock
         self.keys = keys
         self.event_map = event_map
@@ -108,7 +112,8 @@ class CollectorApp:
         self._on_shutdown = on_shutdown
         self._status = status or spool.status
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "refused_full": 0, "unauthorized": 0}
+        self.counts = {"requests": 0, "accepted": 0, "rejected": 0, "refused_full": 0, "unauthorized": 0,
+                       "forward_spooled": 0, "forward_dropped": 0}
         #: Responses by HTTP status code (read by the metrics exporter).
         self.statuses: dict[int, int] = {}
 
@@ -116,6 +121,8 @@ class CollectorApp:
     def startup(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.spool.on_group_durable = self._group_durable
+        if self.forward is not None:
+            self.forward.on_group_durable = self._group_durable
         if self._on_startup is not None:
             self._on_startup(self)
 
@@ -180,14 +187,17 @@ class CollectorApp:
             if method != "POST":
                 raise HttpError(405, "method_not_allowed", f"{path} takes POST")
             limit = self.limits.max_message_bytes if implied else self.limits.max_batch_bytes
-            body = await _read_body(receive, headers, limit)
-            answer = await self._ingest(body, implied, headers.get(b"authorization"))
+            body, wire = await _read_body(receive, headers, limit)
+            answer, tenant = await self._ingest(body, implied, headers.get(b"authorization"))
+            if self.forward is not None:
+                await self._copy_forward(tenant, forward_request(path, scope.get("query_string", b""), headers,
+                                                                 wire, self.clock()))
             await _respond(send, 200, _encode(answer), cors)
         except HttpError as exc:
             await _respond(send, exc.status, _encode({"code": exc.code, "message": exc.message}), cors + list(exc.headers))
 
     # -- ingestion -------------------------------------------------------------------------------------
-    async def _ingest(self, body: bytes, implied: str | None, authorization: bytes | None) -> dict[str, Any]:
+    async def _ingest(self, body: bytes, implied: str | None, authorization: bytes | None) -> tuple[dict[str, Any], str]:
         self.counts["requests"] += 1
         header_key = _basic_user(authorization) if authorization else None
         if authorization and header_key is None:
@@ -263,7 +273,26 @@ class CollectorApp:
                                   "received_at": received_at}
         if rejections:
             answer["rejections"] = rejections[:100]
-        return answer
+        return answer, tenant
+
+
+    async def _copy_forward(self, tenant: str, request: Any) -> None:
+        """Put the accepted request into the forward spool and wait for its fsync (a 200 then means the
+        legacy collector will get it too); a full or failed forward spool is counted, never refused."""
+        assert self._loop is not None and self.forward is not None
+        done = self._loop.create_future()
+        data = request.encode()
+        try:
+            self.forward.append(tenant, [lambda seq: (request.path, data)], done)
+            await done
+        except (SpoolFull, HttpError) as exc:
+            self.counts["forward_dropped"] += 1
+            if self.counts["forward_dropped"] in (1, 10, 100) or self.counts["forward_dropped"] % 1000 == 0:
+                log.error("forward: a request was acknowledged but not kept for the legacy collector (%s); %d so "
+                          "far. Fix: bring the legacy collector back or raise TALLY_COLLECTOR_FORWARD_MAX_BYTES",
+                          getattr(exc, "message", exc), self.counts["forward_dropped"])
+            return
+        self.counts["forward_spooled"] += 1
 
 
 def _event_builder(head: bytes, key: str) -> Callable[[int], tuple[str, bytes]]:
@@ -287,7 +316,8 @@ def _resolve(waiters: list[asyncio.Future[None]], error: BaseException | None) -
                                         ((b"retry-after", b"5"),)))
 
 
-async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> bytes:
+async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) -> tuple[bytes, bytes]:
+    """The body (inflated) and the bytes as they came on the wire (what forwarding sends on)."""
     gzipped = headers.get(b"content-encoding", b"").strip().lower() == b"gzip"
     wire_limit = limit if not gzipped else limit + limit // 2 + 1024
     length = headers.get(b"content-length")
@@ -306,7 +336,7 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
         chunks.append(chunk)
         if not message.get("more_body"):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = wire = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if gzipped:
         inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
@@ -317,7 +347,7 @@ async def _read_body(receive: Receive, headers: dict[bytes, bytes], limit: int) 
             raise HttpError(413, "payload_too_large", f"the body inflates to more than the limit of {limit} bytes")
     if len(body) > limit:
         raise HttpError(413, "payload_too_large", f"the body is {len(body)} bytes; the limit is {limit}")
-    return body
+    return body, wire
 
 
 async def _respond(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

@@ -61,3 +61,11 @@ class MetricsExporter:
         m.drained_records.inc(self._grow("drained_records", int(status.get("drained_records", 0))))
         drainer = status.get("drainer") or {}
         m.put_errors.inc(self._grow("put_errors", int(drainer.get("failures", 0))))
+        forward = status.get("forward")
+        if forward:
+            m.forwarded.inc(self._grow("forwarded", int(forward["forwarded"])))
+            m.forward_failures.inc(self._grow("forward_failures", int(forward["failures"])))
+            m.forward_rejected.inc(self._grow("forward_rejected", int(forward["rejected"])))
+            m.forward_dropped.inc(self._grow("forward_dropped", int(forward["dropped"])))
+            m.forward_bytes.set(forward["depth_bytes"])
+            m.forward_lag.set(forward["lag_s"])

@@ -24,10 +24,11 @@ from streaming.metrics import serve_for
 from streaming.collector.app import CollectorApp, Limits
 from streaming.collector.drainer import Drainer
 from streaming.collector.exporter import MetricsExporter
+from streaming.collector.forward import Forwarder, forward_spool
 from streaming.collector.segment import EventMap
 from streaming.collector.spool import Spool
 from streaming.collector.writekeys import WriteKeys, scan_table
-from streaming.settings import Settings, SettingError, load_settings
+from streaming.settings import Settings, SettingError, load_settings, redact_url
 
 log = logging.getLogger("tally.collector")
 DEFAULT_PORT = 8088
@@ -60,6 +61,8 @@ def build_app(settings: Settings, endpoint: str | None | dict[str, str | None], 
         raise SettingError("TALLY_COLLECTOR_EVENT_MAP", c.event_map, f"is not a valid event map ({exc})",
                            "fix the file: {tenant: {track event name: click | form_submit}}, '*' for every tenant") from None
     spool = Spool(c.state_dir, c.spool_max_bytes, fsync=c.fsync == "always")
+    forward = forward_spool(c.state_dir, c.forward_max_bytes, fsync=c.fsync == "always") if c.forward_url else None
+    forwarder: list[Forwarder] = []
     urls = endpoint if isinstance(endpoint, dict) else {"kinesis": endpoint, "dynamodb": endpoint}
     kinesis = kinesis or _client("kinesis", settings, urls["kinesis"], attempts=2)
     dynamodb = _client("dynamodb", settings, urls["dynamodb"], attempts=2)
@@ -72,6 +75,12 @@ def build_app(settings: Settings, endpoint: str | None | dict[str, str | None], 
         spool.open()
         keys.start()
         drainer.append(Drainer(spool, kinesis, settings.stream_name).start())
+        if forward is not None and c.forward_url is not None:
+            forward.open()
+            forwarder.append(Forwarder(forward, c.forward_url, max_backoff_s=c.forward_max_backoff_s,
+                                       timeout_s=c.forward_timeout_s).start())
+            log.info("collector %s: forwarding every accepted request to %s (%d bytes waiting)", spool.source_id,
+                     redact_url(c.forward_url), forward.depth_bytes())
         if not settings.metrics_off:
             serve_for("collector", settings)
             exporter.append(MetricsExporter(app, status).start())
@@ -84,17 +93,29 @@ def build_app(settings: Settings, endpoint: str | None | dict[str, str | None], 
         keys.stop()
         for d in drainer:
             d.stop()
+        for f in forwarder:
+            f.stop()
         spool.close()
+        if forward is not None:
+            forward.close()
 
     def status() -> dict[str, Any]:
         out = spool.status()
         if drainer:
             out["drainer"] = {"records_sent": drainer[0].stats.records_sent, "failures": drainer[0].stats.failures,
                               "last_error": drainer[0].stats.last_error}
+        if forward is not None and forwarder:
+            out["forward"] = {**forwarder[0].stats.as_dict(), "depth_bytes": forward.depth_bytes(),
+                              "max_bytes": forward.max_bytes, "dropped": app_counts().get("forward_dropped", 0)}
         return out
 
     limits = Limits(c.max_batch_bytes, c.max_message_bytes, settings.max_event_bytes, c.retry_after_s)
-    return CollectorApp(spool, keys, event_map, limits, start, stop, status, clock)
+    app = CollectorApp(spool, keys, event_map, limits, start, stop, status, clock, forward=forward)
+
+    def app_counts() -> dict[str, int]:
+        return app.counts
+
+    return app
 
 
 def uvicorn_server(app: Any, host: str, port: int) -> Any:

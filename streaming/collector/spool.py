@@ -153,8 +153,16 @@ class Spool:
     """One collector's write-ahead spool. :meth:`open` recovers it; :meth:`close` stops the writer."""
 
     def __init__(self, state_dir: Path, max_bytes: int, fsync: bool = True, segment_bytes: int = SEGMENT_BYTES,
-                 on_group_durable: Callable[[list[Any], BaseException | None], None] | None = None) -> None:
+                 on_group_durable: Callable[[list[Any], BaseException | None], None] | None = None,
+                 drained_every_s: float = 0.2, drained_sync_every_s: float | None = None) -> None:
         self.state_dir = state_dir
+        #: ``drained.json`` is rewritten at most this often (0 = at every :meth:`mark_drained`: the forward
+        #: spool, whose receiver does not de-duplicate, so its position must not fall behind on a crash).
+        self.drained_every_s = drained_every_s
+        #: ... and fsynced at most this often (None = never: a position behind after a power loss only sends
+        #: records again, which the event_id de-duplicates; the forward spool syncs each second).
+        self.drained_sync_every_s = drained_sync_every_s
+        self._last_drained_sync = 0.0
         self.dir = state_dir / "spool"
         self.max_bytes = max_bytes
         self.fsync = fsync
@@ -383,7 +391,7 @@ class Spool:
             done = [s for s in self._sizes if s < upto.segment and s != self._active]
             durable_seqs = dict(self._durable_seqs)
         now = time.monotonic()
-        if done or now - self._last_drained_write > 0.2:
+        if done or now - self._last_drained_write >= self.drained_every_s:
             self._save_drained()
             self._last_drained_write = now
         if done:
@@ -402,7 +410,12 @@ class Spool:
         with self._cv:
             doc = {"segment": self._drained.segment, "offset": self._drained.offset, "records": self._drained_records,
                    "source_id": self.source_id, "at": time.time()}
-        _write_json_durably(self.state_dir / "drained.json", doc, fsync=False)
+        now = time.monotonic()
+        sync = (self.fsync and self.drained_sync_every_s is not None
+                and now - self._last_drained_sync >= self.drained_sync_every_s)
+        if sync:
+            self._last_drained_sync = now
+        _write_json_durably(self.state_dir / "drained.json", doc, fsync=sync)
 
     # -- status and shutdown -------------------------------------------------------------------------
     @property

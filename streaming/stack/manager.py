@@ -318,6 +318,13 @@ def status(settings: Settings) -> list[dict[str, Any]]:
 
             spool = spool_status(settings.collector.state_dir)
             row.update(spool_bytes=spool["depth_bytes"], drained=spool["drained"], source_id=spool["source_id"])
+            from streaming.collector.forward import forward_status
+
+            forward = forward_status(settings.collector.state_dir)
+            if forward is not None:
+                row.update(forward_bytes=forward["depth_bytes"], forward_lag_s=forward.get("lag_s", 0.0),
+                           forward_failures=forward.get("failures", 0), forwarded=forward.get("forwarded", 0),
+                           forward_rejected=forward.get("rejected", 0))
         if name == "aws-emulator":
             used = [s for s in AWS_SERVICES if endpoints.aws.get(s) == component.url]
             row["used_by"] = ", ".join(used) if used else "nothing: every service has an endpoint variable"

@@ -41,6 +41,7 @@ ASSET_KEYS = {
     "reconciliation/speed_progress",
     "reconciliation/stream_progress",
     "reconciliation/warehouse_progress",
+    "migration/parallel_run_report",
 }
 GROUPS = {
     "stream/kinesis_events": "stream", "archive/raw_events_archive": "archive",
@@ -48,6 +49,7 @@ GROUPS = {
     "staging/stg_kinesis__events": "warehouse_staging", "intermediate/int_identities_stitched": "warehouse_intermediate",
     "marts/fct_events": "marts", "reference/segment_rules": "reference",
     "reconciliation/hourly_verdicts": "reconciliation",
+    "migration/parallel_run_report": "migration",
 }
 SOME_CHECKS = {
     "warehouse/raw_events:raw_events_match_manifests",
@@ -84,10 +86,12 @@ def test_definitions_list_every_public_name(definitions: dg.Definitions) -> None
     assert SOME_CHECKS <= checks
     assert len(checks) == 50
     jobs = {j.name for j in definitions.resolve_all_job_defs()} - {"__ASSET_JOB"}
-    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job", "reconciliation_hourly_job", "forget_job"}
+    assert jobs == {"batch_hourly_job", "raw_events_job", "dbt_build_job", "reconciliation_hourly_job", "forget_job",
+                    "migration_daily_job"}
     batch_assets = definitions.resolve_job_def("batch_hourly_job").asset_layer.executable_asset_keys
     assert not any(k.path[0] == "reconciliation" for k in batch_assets), "reconciliation runs on its own schedule"
-    assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule", "reconciliation_hourly_schedule"}
+    assert {s.name for s in definitions.schedules or []} == {"batch_hourly_schedule", "reconciliation_hourly_schedule",
+                                                            "migration_daily_schedule"}
     assert {s.name for s in definitions.sensors or []} == {"late_archive_sensor", "external_layers_observer",
                                                           "layer_progress_sensor", "loss_alert_sensor",
                                                           "freshness_alert_sensor", "run_failure_alert_sensor",
@@ -137,7 +141,7 @@ def test_every_schedule_and_sensor_runs_by_default(definitions: dg.Definitions) 
     repo = definitions.get_repository_def()
     schedules = repo.schedule_defs
     sensors = repo.sensor_defs
-    assert len(schedules) == 2 and len(sensors) == 8
+    assert len(schedules) == 3 and len(sensors) == 8
     stopped = [s.name for s in [*schedules, *sensors]
                if s.default_status not in (dg.DefaultScheduleStatus.RUNNING, dg.DefaultSensorStatus.RUNNING)]
     assert stopped == []

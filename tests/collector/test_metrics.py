@@ -47,3 +47,32 @@ def test_the_collector_exports_what_it_answered_and_drained(collector_env: dict[
     assert got[("tally_collector_spool_drained_records_total", ())] == 8  # the rejection travels as a dead letter
     assert got[("tally_collector_spool_bytes", ())] == 0
     assert got[("tally_collector_spool_capacity_bytes", ())] > 0
+
+
+def test_the_collector_exports_its_forwarding(collector_env: dict[str, str], tmp_path: Path, dynamodb: Any) -> None:
+    from tests.collector.test_forward import Legacy
+
+    legacy = Legacy().start()
+    port = free_port()
+    env = {**collector_env, "TALLY_COLLECTOR_FORWARD_URL": legacy.url, "TALLY_COLLECTOR_FORWARD_MAX_BACKOFF_S": "1"}
+    c = make_collector(env, tmp_path, dynamodb).start({"TALLY_METRICS_PORT": str(port)})
+    try:
+        for i in range(3):
+            assert c.post("/v1/track", {"type": "track", "event": "E", "anonymousId": f"a{i}"}).status_code == 200
+        legacy.stop()
+        assert c.post("/v1/track", {"type": "track", "event": "E", "anonymousId": "late"}).status_code == 200
+        deadline = time.time() + 20
+        while True:
+            got = _samples(port)
+            if (got.get(("tally_collector_forward_requests_total", ()), 0) >= 3
+                    and got.get(("tally_collector_forward_failures_total", ()), 0) >= 1) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+    finally:
+        c.stop()
+        legacy.stop()
+    assert got[("tally_collector_forward_requests_total", ())] == 3
+    assert got[("tally_collector_forward_failures_total", ())] >= 1
+    assert got[("tally_collector_forward_spool_bytes", ())] > 0  # the fourth waits for the legacy collector
+    assert got[("tally_collector_forward_lag_seconds", ())] > 0
+    assert got[("tally_collector_forward_dropped_total", ())] == 0

@@ -1,0 +1,19 @@
+"""What the migration domain adds to the Definitions root (which merges :func:`defs`)."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from assets.migration.assets import migration_job, parallel_run_report
+from assets.migration.schedules import build_schedule
+
+
+def defs(environment: object | None = None) -> dg.Definitions:
+    """The parallel-run report asset, its job and schedule (the shared resources come from the root)."""
+    if environment is None:
+        from orchestration.environment import get_environment
+
+        environment = get_environment()
+    settings = environment.settings  # type: ignore[attr-defined]
+    return dg.Definitions(assets=[parallel_run_report], jobs=[migration_job],
+                          schedules=[build_schedule(settings.migration_config is not None)])
