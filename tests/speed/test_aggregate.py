@@ -14,7 +14,7 @@ from streaming.events import EventDecoder
 from streaming.generator import GeneratorConfig
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import load_rules
-from streaming.privacy.suppression import subject_hash
+from streaming.suppression import subject_hash
 from streaming.speed.aggregate import aggregate
 from streaming.speed.suppress import Suppressions
 from tests.speed.conftest import as_stream_records, generated, ledger_minute_counts
