@@ -1,6 +1,6 @@
 """The Lua scripts of tally's Redis layout: each one a ``<name>.lua`` file beside this module, read here.
 
-Every atomic call tally makes on Redis is one of these files; no module holds Lua in a string. Callers
+Every Lua script tally runs on Redis is one of these files; no module holds Lua in a string. Callers
 get a redis-py :class:`~redis.commands.core.Script` from :func:`register`, or the source from
 :func:`source` when they send ``EVALSHA`` themselves (the apply path pipelines it per node).
 
@@ -14,9 +14,10 @@ Functions were weighed for reloads and Cluster and rejected, for now:
   them; but tally is built for the Redis that comes back *empty* (DESIGN.md, "Redis is lossy") and for a
   new node joining a cluster, and there an ``FCALL`` fails with "Function not found": redis-py has no
   retry for that, so tally would write its own load-on-miss, i.e. rebuild what ``Script`` gives.
-* *Cluster.* ``EVALSHA`` goes to the slot of the key it names and the node loads the script itself on a
-  miss. A function library must be loaded on every primary (and again on each node added by a
-  reshard); the keys rule (every key in one slot, named in ``KEYS``) is the same for both.
+* *Cluster.* ``EVALSHA`` goes to the node of the key it names, and on a miss the client loads the
+  script there and retries. A function library must be loaded on every primary ahead of the first
+  call (and again on each node a reshard or failover adds); the keys rule (every key in one slot,
+  named in ``KEYS``) is the same for both.
 * *Deploys.* A script is addressed by its SHA-1, so two versions of tally (a rolling deploy, a Lambda
   and a worker on different releases) run side by side. A function library is addressed by name, and
   ``FUNCTION LOAD REPLACE`` by the new release changes the code the old one calls mid-flight.
