@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 UI_PORT ?= 3000
 DOCS_PORT ?= 8580
 
-.PHONY: install demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home postgresql demo-migration
+.PHONY: install seeds demo test test-unit test-integration bench ui docs stack-up stack-down clean chromium prometheus wrk dagster-home postgresql demo-migration
 
 install: $(STAMP)
 
@@ -19,6 +19,11 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard streaming/speed/_*.c streami
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,embedded-redis,snowflake-emulator]'
 	@touch $(STAMP)
+
+# The dbt seeds of the segment rules, generated from streaming/segments.yaml (committed; definitions only
+# check them).
+seeds: $(STAMP)
+	$(BIN)/python -m assets.dbt.segment_seeds
 
 demo: $(STAMP)
 	$(BIN)/python -m orchestration.demo

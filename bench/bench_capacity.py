@@ -136,11 +136,11 @@ def family_figures(rows: list[tuple[str, str, int, int]]) -> dict[str, float]:
 def calibrate(client: redis.Redis) -> dict[str, float]:
     """Encodings past the workload's reach, on synthetic keys shaped like the families that reach them."""
     client.flushall()
-    client.pfadd("tally:{cal}:uv:h:1", *[f"anon-{i:08x}" for i in range(50_000)])
-    dense = int(client.memory_usage("tally:{cal}:uv:h:1", samples=0))
+    client.pfadd(keys.uniques("cal", "h", 1), *[f"anon-{i:08x}" for i in range(50_000)])
+    dense = int(client.memory_usage(keys.uniques("cal", "h", 1), samples=0))
     points = []
     for n in (300, 1_000, 3_000):  # past zset-max-listpack-entries: a skiplist, as a busy tenant's top pages
-        key = f"tally:{{cal}}:top:d:{n}"
+        key = keys.top_pages("cal", "d", n)
         client.zadd(key, {f"/blog/post-{i:05d}": i + 1 for i in range(n)})
         assert client.object("encoding", key) == b"skiplist"
         points.append((n, int(client.memory_usage(key, samples=0))))
@@ -168,8 +168,10 @@ def shape_figures(client: redis.Redis, ledger: Any) -> dict[str, float]:
     for etype in EVENT_TYPES:
         figures[f"memory_workload_share_{etype}"] = round(by_type.get(etype, 0) / ledger.valid_events, 4)
     for rule in load_rules():
-        members = sum(client.zcard(k) for k in client.scan_iter(match=f"tally:{{*}}:seg:{rule.name}", count=1000))
-        states = sum(client.hlen(k) for k in client.scan_iter(match=f"tally:{{*}}:segst:{rule.name}:*", count=1000))
+        member_keys = client.scan_iter(match=keys.segment_members_pattern(segment=rule.name), count=1000)
+        members = sum(client.zcard(k) for k in member_keys)
+        state_keys = client.scan_iter(match=keys.segment_state_pattern(segment=rule.name), count=1000)
+        states = sum(client.hlen(k) for k in state_keys)
         figures[f"memory_workload_segment_{rule.name}_members_per_visitor_hour"] = round(members / visitor_hours, 4)
         figures[f"memory_workload_segment_{rule.name}_states_per_visitor_hour"] = round(states / visitor_hours, 4)
     return figures

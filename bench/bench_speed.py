@@ -161,7 +161,8 @@ def _consumer(env: dict[str, str], log: Path, *extra: str) -> subprocess.Popen[b
 
 
 def _counted(client: redis.Redis) -> int:
-    return sum(int(n) for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000) for n in client.hvals(key))
+    day_keys = client.scan_iter(match=keys.counts_pattern("d"), count=1000)
+    return sum(int(n) for key in day_keys for n in client.hvals(key))
 
 
 def _day_keys(ledger: Ledger) -> list[str]:
@@ -181,7 +182,7 @@ def _counted_in(client: redis.Redis, day_keys: list[str]) -> int:
 
 def _histogram_total(client: redis.Redis) -> dict[int, int]:
     total: dict[int, int] = {}
-    for key in client.scan_iter(match="tally:{_ops}:lat:*", count=1000):
+    for key in client.scan_iter(match=keys.latency_histograms_pattern(), count=1000):
         for bound, n in client.hgetall(key).items():
             total[int(bound)] = total.get(int(bound), 0) + int(n)
     return total
@@ -202,7 +203,7 @@ def _lost(client: redis.Redis, ledger: Ledger) -> int:
     """Events of the ledger missing per tenant x event type (the bench re-stamps received_at, so minutes
     move; the day roll-ups hold every event of the run)."""
     got: dict[tuple[str, str], int] = {}
-    for key in client.scan_iter(match="tally:{*}:cnt:d:*", count=1000):
+    for key in client.scan_iter(match=keys.counts_pattern("d"), count=1000):
         tenant = key.decode().split("{", 1)[1].split("}", 1)[0]
         for etype, n in client.hgetall(key).items():
             got[(tenant, etype.decode())] = got.get((tenant, etype.decode()), 0) + int(n)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from dagster_dbt import DbtProject
 
-from assets.dbt.segment_seeds import write_segment_seeds
+from assets.dbt.segment_seeds import check_segment_seeds
 
 _SOURCES = ("dbt_project.yml", "profiles.yml", "models", "macros", "tests", "seeds")
 
@@ -51,7 +51,7 @@ def prepare_manifest(project_dir: Path, dbt_executable: str, target: str = "loca
     stamp = target_dir / "tally_fingerprint.txt"
     with open(target_dir / ".tally_parse.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        write_segment_seeds(project_dir / "seeds")
+        check_segment_seeds(project_dir / "seeds")
         fingerprint = project_fingerprint(project_dir, profile_env)
         if manifest.exists() and stamp.exists() and stamp.read_text() == fingerprint:
             return manifest

@@ -1,14 +1,18 @@
 """Turn ``streaming/segments.yaml`` (the speed layer's rule file) into the dbt seeds the batch layer's
 ``fct_segment_memberships`` reads, so both layers judge membership from one file.
 
-``write_segment_seeds`` runs before every dbt build from Dagster; the committed CSVs are its output, and
-a test fails if they drift from the YAML.
+The CSVs are committed and generated ahead of time, never while definitions load (a code location may
+run from a read-only image, and loading definitions should not edit the source tree): ``make seeds``
+(``python -m assets.dbt.segment_seeds``) writes them, a unit test fails when they drift from the YAML,
+and :func:`check_segment_seeds`, called before dbt parses the project, refuses stale seeds with the
+command that fixes them.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 from streaming.segments import DEFAULT_RULES_PATH, load_rules
@@ -32,6 +36,26 @@ def render_segment_seeds(rules_path: Path = DEFAULT_RULES_PATH) -> dict[str, str
     return {RULES_SEED: out_rules.getvalue(), CONDITIONS_SEED: out_conditions.getvalue()}
 
 
+class StaleSegmentSeeds(RuntimeError):
+    """The committed seeds are not the ones the rules file generates."""
+
+
+def stale_segment_seeds(seeds_dir: Path, rules_path: Path = DEFAULT_RULES_PATH) -> list[str]:
+    """The seed files under ``seeds_dir`` that are missing or differ from what ``rules_path`` generates."""
+    return [name for name, text in render_segment_seeds(rules_path).items()
+            if not (seeds_dir / name).is_file() or (seeds_dir / name).read_text() != text]
+
+
+def check_segment_seeds(seeds_dir: Path, rules_path: Path = DEFAULT_RULES_PATH) -> None:
+    """Raise :class:`StaleSegmentSeeds` naming the files and the fix when the seeds are stale."""
+    stale = stale_segment_seeds(seeds_dir, rules_path)
+    if stale:
+        raise StaleSegmentSeeds(
+            f"{', '.join(str(seeds_dir / n) for n in stale)} not generated from {rules_path}: the batch layer "
+            "would judge segments by other rules than the speed layer. Run `make seeds` "
+            "(python -m assets.dbt.segment_seeds) and commit the CSVs.")
+
+
 def write_segment_seeds(seeds_dir: Path, rules_path: Path = DEFAULT_RULES_PATH) -> bool:
     """Write the seeds if they differ; True when something changed."""
     changed = False
@@ -41,3 +65,8 @@ def write_segment_seeds(seeds_dir: Path, rules_path: Path = DEFAULT_RULES_PATH) 
             path.write_text(text)
             changed = True
     return changed
+
+
+if __name__ == "__main__":
+    seeds = Path(__file__).resolve().parents[2] / "dbt_project" / "seeds"
+    print(f"{'wrote' if write_segment_seeds(seeds) else 'unchanged:'} {seeds}", file=sys.stderr)

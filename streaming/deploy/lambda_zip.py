@@ -3,7 +3,7 @@
 The zip holds the ``streaming`` package and the handler's dependencies as manylinux2014 wheels for the
 chosen architecture (``pip install --platform ... --only-binary=:all: --python-version 3.11``), so it
 runs on Lambda's ``python3.11`` runtime (Amazon Linux 2, glibc 2.26). The C extension
-(``streaming.speed._fold``: the record scanner and fold) is compiled when this machine can make it for
+(``streaming.speed._native``: the record scanner, its fold and the payload encoder) is compiled when this machine can make it for
 the target (same architecture, a C compiler, Python 3.11) and it needs no glibc newer than 2.26;
 otherwise the zip takes the pure-Python path (``streaming.speed.aggregate``'s reference fold: the same
 counts, more CPU per event), and says so. An x86_64 machine cannot build the arm64 extension without a
@@ -96,7 +96,7 @@ def _glibc_needed(so: Path) -> tuple[int, int] | None:
 
 
 def _build_extension(out: Path, architecture: str) -> tuple[bool, str]:
-    """Compile streaming.speed._fold into ``out`` (the zip's root) when it will run on the target."""
+    """Compile streaming.speed._native into ``out`` (the zip's root) when it will run on the target."""
     host = MACHINES.get(platform.machine().lower())
     if host != architecture:
         return False, (f"pure-Python path: this machine is {platform.machine()} and cannot compile the C extension for "
@@ -109,12 +109,12 @@ def _build_extension(out: Path, architecture: str) -> tuple[bool, str]:
     with tempfile.TemporaryDirectory() as tmp:
         script = (
             "from setuptools import Extension, setup\n"
-            "setup(name='tally-fold', script_args=['build_ext', '--build-lib', {lib!r}, '--build-temp', {tmp!r}],\n"
-            "      ext_modules=[Extension('streaming.speed._fold', [{fold!r}, {scan!r}], depends=[{h!r}])])\n"
-        ).format(lib=str(out), tmp=tmp, fold=str(PACKAGE / "speed" / "_fold.c"), scan=str(PACKAGE / "speed" / "_scan.c"),
-                 h=str(PACKAGE / "speed" / "_fold.h"))
+            "setup(name='tally-native', script_args=['build_ext', '--build-lib', {lib!r}, '--build-temp', {tmp!r}],\n"
+            "      ext_modules=[Extension('streaming.speed._native', [{payload!r}, {scan!r}], depends=[{h!r}])])\n"
+        ).format(lib=str(out), tmp=tmp, payload=str(PACKAGE / "speed" / "_payload.c"), scan=str(PACKAGE / "speed" / "_scan.c"),
+                 h=str(PACKAGE / "speed" / "_native.h"))
         proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp, timeout=600)
-    built = sorted((out / "streaming" / "speed").glob("_fold*.so"))
+    built = sorted((out / "streaming" / "speed").glob("_native*.so"))
     if proc.returncode != 0 or not built:
         return False, f"pure-Python path: compiling the C extension failed ({(proc.stderr.strip().splitlines() or ['?'])[-1]})"
     needed = _glibc_needed(built[0])

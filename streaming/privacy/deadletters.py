@@ -40,22 +40,12 @@ from typing import Any
 import msgspec
 
 from streaming.privacy.subject import Subject
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 from streaming.speed.store import unpack
 
 #: Entries per HSCAN page (a hint to Redis; a page of msgpack entries of at most 64 KiB raw each).
 SCAN_PAGE = 500
 
-_REMOVE_LUA = """
--- KEYS: entries hash, pending zset, written zset (one hash tag). ARGV: entry ids. Returns the entries removed.
-local n = 0
-for i = 1, #ARGV do
-  n = n + redis.call('HDEL', KEYS[1], ARGV[i])
-  redis.call('ZREM', KEYS[2], ARGV[i])
-  redis.call('ZREM', KEYS[3], ARGV[i])
-end
-return n
-"""
 
 
 def quoted_forms(identifier: str) -> frozenset[bytes]:
@@ -134,7 +124,7 @@ class DeadLetterEraser:
         """Remove the subject's entries; idempotent (a second run finds and removes nothing)."""
         scanned, found = self._find(subject)
         result = DeadLetterErasure(entries_scanned=scanned)
-        script = self.client.register_script(_REMOVE_LUA)
+        script = scripts.register(self.client, "deadletters_erase")
         for tag, found_ids in sorted(found.items()):
             ids = sorted(found_ids)
             tag_keys = [keys.dead_letter_entries(tag), keys.dead_letter_pending(tag), keys.dead_letter_written(tag)]

@@ -41,6 +41,7 @@ from streaming.privacy.requests import STEPS, Request, RequestStore, new_request
 from streaming.privacy.speed import SpeedEraser
 from streaming.privacy.subject import Subject
 from streaming.privacy.warehouse import WarehouseEraser
+from streaming.speed import keys
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ log = logging.getLogger(__name__)
 #: received at or after ``since_ms`` is processed by every layer after the list holds the subject
 #: (each layer re-checks the list's version at the start of every batch), and all layers count alike.
 SUPPRESS_MARGIN_MS = 2_000
-LOCK_KEY = "tally:{_privacy}:lock"
+LOCK_KEY = keys.privacy_lock()
 #: The lock expires this long after its holder stops renewing it (a killed process), so a re-run can go on.
 LOCK_TTL_S = 30
 ERASING_STEPS = ("speed", "archive", "warehouse", "rebuild")

@@ -1,14 +1,16 @@
 """The speed layer's side of a deletion: per-visitor entries in Redis.
 
-Per-visitor state lives in the segment membership sorted sets (``seg:<name>``, member = anonymous id)
-and the segment state hashes (``segst:<name>:<bucket>``, field = anonymous id). Both are removed for
+Per-visitor state lives in the segment membership sorted sets (:func:`streaming.speed.keys.segment_members`,
+member = anonymous id) and the segment state hashes (:func:`streaming.speed.keys.segment_state`, field =
+anonymous id). Both are removed for
 every anonymous id of the subject. Aggregate counters (counts, top pages) hold no identifier and keep
 their totals. The hourly HyperLogLog uniques absorbed the anonymous ids into registers that cannot be
 un-added: they hold no identifier that can be read back, and they expire with
 ``TALLY_SPEED_TTL_DAY_S`` (a documented limit, not a removal).
 
-Keys are found with SCAN under the tenant's own prefix (``tally:{T}:seg:*``): the tenant id is checked
-against the contract before it reaches the pattern, so it can hold no glob character.
+Keys are found with SCAN under the tenant's own prefix (:func:`streaming.speed.keys.segment_members_pattern`):
+the tenant id is checked against the contract before it reaches the pattern, so it can hold no glob
+character.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streaming.privacy.subject import Subject
-from streaming.speed.keys import tenant_prefix
+from streaming.speed import keys
 
 
 def _text(value: Any) -> str:
@@ -39,9 +41,9 @@ class SpeedEraser:
         self.client = client
 
     def _keys(self, tenant: str) -> tuple[list[str], list[str]]:
-        prefix = tenant_prefix(tenant)
-        members = [_text(k) for k in self.client.scan_iter(match=f"{prefix}seg:*", count=1000)]
-        states = [_text(k) for k in self.client.scan_iter(match=f"{prefix}segst:*", count=1000)]
+        scan = self.client.scan_iter
+        members = [_text(k) for k in scan(match=keys.segment_members_pattern(tenant), count=1000)]
+        states = [_text(k) for k in scan(match=keys.segment_state_pattern(tenant), count=1000)]
         return sorted(members), sorted(states)
 
     def count(self, subject: Subject) -> int:

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 
 from streaming.events import TENANT_ID_PATTERN
-from streaming.privacy.suppression import subject_hash
+from streaming.suppression import subject_hash
 
 _TENANT = re.compile(TENANT_ID_PATTERN)
 

@@ -1,10 +1,12 @@
 """The suppression list: subjects (user ids and their stitched anonymous ids) whose new events no layer keeps.
 
-Redis layout (a contract the speed layer and the archiver both read):
+Redis layout (a contract the speed layer and the archiver both read; the keys are built by
+:mod:`streaming.speed.keys`):
 
-- ``tally:{T}:suppress`` hash ``subject_hash -> since_ms`` (epoch ms when the suppression started);
-- ``tally:{T}:suppress:ver`` an integer INCR'd in the same transaction as every change of that hash
-  (add or lift), so a reader re-reads the hash only when the version moved.
+- :func:`~streaming.speed.keys.suppression`, a hash ``subject_hash -> since_ms`` (epoch ms when the
+  suppression started);
+- :func:`~streaming.speed.keys.suppression_version`, an integer INCR'd in the same transaction as every
+  change of that hash (add or lift), so a reader re-reads the hash only when the version moved.
 
 Both keys share the tenant's hash tag, so one MULTI covers them on Redis Cluster too.
 
@@ -14,46 +16,19 @@ per tenant × event type × minute) iff its ``received_at`` >= S. An earlier-rec
 toward aggregates, but no layer keeps personal data about it (the archiver writes no line for it and
 counts it as ``forgotten`` in the manifest; the speed layer writes no per-visitor state for it).
 
-Subjects are stored hashed: ``subject_hash`` is SHA-256 of ``tenant NUL identifier``, keyed (HMAC) with
-the deployment's ``TALLY_PRIVACY_SALT`` when set, so a dump of Redis or of the audit log cannot be
-reversed by hashing guessed e-mail addresses without that secret.
+The rule and the subject hash are shared with the speed layer: :mod:`streaming.suppression`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from streaming.speed.keys import tenant_prefix
+from streaming.speed import keys
+from streaming.suppression import earliest_since, subject_hash
 
-
-def suppress_key(tenant: str) -> str:
-    """Hash subject_hash -> since_ms."""
-    return f"{tenant_prefix(tenant)}suppress"
-
-
-def suppress_version_key(tenant: str) -> str:
-    """Integer, INCR'd on every change of :func:`suppress_key`."""
-    return f"{tenant_prefix(tenant)}suppress:ver"
-
-
-def subject_hash(tenant: str, identifier: str, salt: str = "") -> str:
-    """Hex digest naming one subject identifier (a user id or an anonymous id) of one tenant."""
-    message = tenant.encode("utf-8") + b"\0" + identifier.encode("utf-8")
-    if salt:
-        return hmac.new(salt.encode("utf-8"), message, hashlib.sha256).hexdigest()
-    return hashlib.sha256(message).hexdigest()
-
-
-def earliest_since(since: dict[str, int], tenant: str, user_id: str | None, anonymous_id: str | None,
-                   salt: str = "") -> int | None:
-    """The earliest since_ms on ``since`` (subject_hash -> since_ms) of an event's identifiers, or None."""
-    marks = [m for m in (since.get(subject_hash(tenant, ident, salt)) for ident in (user_id, anonymous_id) if ident)
-             if m is not None]
-    return min(marks) if marks else None
+__all__ = ["SuppressionCache", "add", "entries", "lift", "subject_hash"]  # subject_hash: what the lists hold
 
 
 def _text(value: Any) -> str:
@@ -66,14 +41,14 @@ def add(client: Any, tenant: str, hashes: Iterable[str], since_ms: int) -> int:
     hashes = sorted(set(hashes))
     if not hashes:
         return 0
-    key = suppress_key(tenant)
+    key = keys.suppression(tenant)
     current = client.hmget(key, hashes)
     todo = {h: since_ms for h, have in zip(hashes, current, strict=True) if have is None or int(have) > since_ms}
     if not todo:
         return 0
     pipe = client.pipeline(transaction=True)
     pipe.hset(key, mapping=todo)
-    pipe.incr(suppress_version_key(tenant))
+    pipe.incr(keys.suppression_version(tenant))
     pipe.execute()
     return sum(1 for h, have in zip(hashes, current, strict=True) if have is None)
 
@@ -84,15 +59,15 @@ def lift(client: Any, tenant: str, hashes: Iterable[str]) -> int:
     if not hashes:
         return 0
     pipe = client.pipeline(transaction=True)
-    pipe.hdel(suppress_key(tenant), *hashes)
-    pipe.incr(suppress_version_key(tenant))
+    pipe.hdel(keys.suppression(tenant), *hashes)
+    pipe.incr(keys.suppression_version(tenant))
     removed, _ = pipe.execute()
     return int(removed)
 
 
 def entries(client: Any, tenant: str) -> dict[str, int]:
     """Every suppressed subject hash of ``tenant`` with its since_ms."""
-    return {_text(k): int(v) for k, v in client.hgetall(suppress_key(tenant)).items()}
+    return {_text(k): int(v) for k, v in client.hgetall(keys.suppression(tenant)).items()}
 
 
 @dataclass
@@ -103,7 +78,7 @@ class _TenantList:
 
 @dataclass
 class SuppressionCache:
-    """A reader's copy of the suppression lists, checked against ``suppress:ver`` once per batch.
+    """A reader's copy of the suppression lists, checked against the list version once per batch.
 
     Call :meth:`begin_batch` at the start of every batch: the first :meth:`since` of a tenant in the
     batch then reads its version (and the hash only if the version moved). :meth:`refresh` does that
@@ -124,7 +99,7 @@ class SuppressionCache:
             return
         pipe = self.client.pipeline(transaction=False)
         for tenant in tenants:
-            pipe.get(suppress_version_key(tenant))
+            pipe.get(keys.suppression_version(tenant))
         versions = [int(v) if v is not None else 0 for v in pipe.execute()]
         stale = [(t, v) for t, v in zip(tenants, versions, strict=True)
                  if t not in self._lists or self._lists[t].version != v]
@@ -132,7 +107,7 @@ class SuppressionCache:
             return
         pipe = self.client.pipeline(transaction=False)
         for tenant, _ in stale:
-            pipe.hgetall(suppress_key(tenant))
+            pipe.hgetall(keys.suppression(tenant))
         for (tenant, version), found in zip(stale, pipe.execute(), strict=True):
             self._lists[tenant] = _TenantList(version, {_text(k): int(v) for k, v in found.items()})
         self._checked.update(tenants)

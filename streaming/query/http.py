@@ -15,8 +15,9 @@ from __future__ import annotations
 import datetime as dt
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import msgspec
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.background import BackgroundTask
@@ -24,12 +25,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from streaming import metrics
-from streaming.events import TENANT_ID_PATTERN
+from streaming.query import contract
 from streaming.query.api import QueryError, SpeedQueries
 from streaming.query.apikeys import tenant_for
 from streaming.speed.keys import BadTenant, check_tenant
 
 UTC = dt.timezone.utc
+T = TypeVar("T")
 DASHBOARD_HTML = Path(__file__).with_name("static") / "dashboard.html"
 
 
@@ -57,8 +59,16 @@ def _authorize(request: Request, tenant: str | None) -> str:
     return owner
 
 
-def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
-    raw = request.query_params.get(name)
+def _params(request: Request, query: type[T]) -> T:
+    """The query string as the route's parameter type (:mod:`streaming.query.contract`); 400 naming the
+    parameter when a value does not fit it. Parameters the route does not take are ignored."""
+    try:
+        return msgspec.convert(dict(request.query_params), query, strict=False)
+    except msgspec.ValidationError as exc:
+        raise HttpError(400, f"bad query parameter: {exc}") from None
+
+
+def _time(raw: str | None, name: str, default: dt.datetime) -> dt.datetime:
     if raw is None:
         return default
     try:
@@ -68,24 +78,10 @@ def _time(request: Request, name: str, default: dt.datetime) -> dt.datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _range(request: Request) -> tuple[dt.datetime, dt.datetime]:
-    now = dt.datetime.now(UTC)
-    end = _time(request, "end", now)
-    start = _time(request, "start", end - dt.timedelta(hours=1))
+def _range(params: contract.TimeRange) -> tuple[dt.datetime, dt.datetime]:
+    end = _time(params.end, "end", dt.datetime.now(UTC))
+    start = _time(params.start, "start", end - dt.timedelta(hours=1))
     return start, end
-
-
-def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HttpError(400, f"`{name}` must be an integer") from None
-    if not lo <= value <= hi:
-        raise HttpError(400, f"`{name}` must be between {lo} and {hi}")
-    return value
 
 
 def _tenant(request: Request) -> str:
@@ -103,42 +99,42 @@ def _queries(request: Request) -> SpeedQueries:
 
 async def counts(request: Request) -> dict[str, Any]:
     tenant = _tenant(request)
-    start, end = _range(request)
-    resolution = request.query_params.get("resolution")
-    result = _queries(request).counts(tenant, start, end, request.query_params.get("event_type")).as_dict()
-    if resolution:
-        result["series"] = _queries(request).series(tenant, start, end, resolution)
+    params = _params(request, contract.CountsQuery)
+    start, end = _range(params)
+    result = _queries(request).counts(tenant, start, end, params.event_type).as_dict()
+    if params.resolution:
+        result["series"] = _queries(request).series(tenant, start, end, params.resolution)
     return result
 
 
 async def uniques(request: Request) -> dict[str, Any]:
     tenant = _tenant(request)
-    start, end = _range(request)
+    start, end = _range(_params(request, contract.TimeRange))
     return {"tenant": tenant, "start": start.isoformat(), "end": end.isoformat(),
             "unique_visitors": _queries(request).uniques(tenant, start, end)}
 
 
 async def top_pages(request: Request) -> dict[str, Any]:
     tenant = _tenant(request)
-    start, end = _range(request)
-    limit = _int(request, "limit", 10, 1, 1000)
-    pages = _queries(request).top_pages(tenant, start, end, limit)
+    params = _params(request, contract.TopPagesQuery)
+    start, end = _range(params)
+    pages = _queries(request).top_pages(tenant, start, end, params.limit)
     return {"tenant": tenant, "start": start.isoformat(), "end": end.isoformat(),
             "pages": [{"path": p, "views": n} for p, n in pages]}
 
 
 async def segment_members(request: Request) -> dict[str, Any]:
     tenant = _tenant(request)
-    at = _time(request, "at", dt.datetime.now(UTC))
-    limit = _int(request, "limit", 1000, 1, 100_000)
+    params = _params(request, contract.MembersQuery)
+    at = _time(params.at, "at", dt.datetime.now(UTC))
     segment = request.path_params["segment"]
     return {"tenant": tenant, "segment": segment, "at": at.isoformat(),
-            "members": _queries(request).segment_members(tenant, segment, at, limit)}
+            "members": _queries(request).segment_members(tenant, segment, at, params.limit)}
 
 
 async def segments(request: Request) -> dict[str, Any]:
     tenant = _tenant(request)
-    at = _time(request, "at", dt.datetime.now(UTC))
+    at = _time(_params(request, contract.AtQuery).at, "at", dt.datetime.now(UTC))
     return {"tenant": tenant, "at": at.isoformat(), "segments": _queries(request).segment_sizes(tenant, at)}
 
 
@@ -154,7 +150,7 @@ async def lag(request: Request) -> dict[str, Any]:
 
 async def latency(request: Request) -> dict[str, Any]:
     _authorize(request, None)
-    start, end = _range(request)
+    start, end = _range(_params(request, contract.TimeRange))
     return {"start": start.isoformat(), "end": end.isoformat(), **_queries(request).latency(start, end)}
 
 
@@ -180,20 +176,17 @@ async def forget(request: Request) -> JSONResponse:
 
     tenant = _tenant(request)
     try:
-        body = await request.json()
-    except ValueError:
-        raise HttpError(400, "the body must be JSON: {\"user_id\": \"...\"}") from None
-    user_id = body.get("user_id") if isinstance(body, dict) else None
-    if not isinstance(user_id, str):
-        raise HttpError(400, "`user_id` (a string) is required")
+        user_id = msgspec.json.decode(await request.body(), type=contract.ForgetBody).user_id
+    except msgspec.DecodeError:
+        raise HttpError(400, "the body must be JSON with `user_id` (a string): {\"user_id\": \"...\"}") from None
     eraser = request.app.state.privacy.eraser
     try:
         created = eraser.create(tenant, user_id, requested_by="http")
     except BadRequest as exc:
         raise HttpError(400, str(exc)) from None
     location = f"/v1/tenants/{tenant}/forget/{created.request_id}"
-    return JSONResponse({"request_id": created.request_id, "status": created.status, "status_url": location},
-                        status_code=202, headers={"Location": location},
+    accepted = contract.ForgetAccepted(request_id=created.request_id, status=created.status, status_url=location)
+    return JSONResponse(msgspec.to_builtins(accepted), status_code=202, headers={"Location": location},
                         background=BackgroundTask(_run_quietly, eraser, created))
 
 
@@ -215,15 +208,19 @@ async def forget_status(request: Request) -> dict[str, Any]:
         raise HttpError(404, "no such deletion request for this tenant") from None
 
 
-def _endpoint(fn: Any) -> Any:
-    """The JSON endpoint ``fn`` with its errors answered, counted and timed (route label: ``fn``'s name)."""
+def _endpoint(fn: Any, answer_type: type) -> Any:
+    """The JSON endpoint ``fn`` with its errors answered, counted and timed (route label: ``fn``'s name).
+    A dict ``fn`` returns is converted to ``answer_type`` first: an answer that does not fit the type
+    the OpenAPI document names for it fails loudly (500) instead of drifting from the document."""
     exported = metrics.query()
     duration = exported.duration.labels(fn.__name__)
 
     async def answer(request: Request) -> JSONResponse:
         try:
             answer = await fn(request)
-            return answer if isinstance(answer, JSONResponse) else JSONResponse(answer)
+            if isinstance(answer, JSONResponse):
+                return answer
+            return JSONResponse(msgspec.to_builtins(msgspec.convert(answer, answer_type)))
         except HttpError as exc:
             return JSONResponse({"error": exc.message}, status_code=exc.status)
         except QueryError as exc:
@@ -247,58 +244,33 @@ async def prometheus_metrics(request: Request) -> Response:
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
 
+#: The API's routes: what each takes and answers (the OpenAPI document is generated from these).
+OPERATIONS: list[tuple[contract.Operation, Any]] = [
+    (contract.Operation("/v1/tenants/{tenant}/counts", "Events per type in a range", contract.CountsAnswer,
+                        query=contract.CountsQuery), counts),
+    (contract.Operation("/v1/tenants/{tenant}/uniques", "Unique visitors in a range (HyperLogLog, hour resolution)",
+                        contract.UniquesAnswer, query=contract.TimeRange), uniques),
+    (contract.Operation("/v1/tenants/{tenant}/top-pages", "Most viewed paths in a range", contract.TopPagesAnswer,
+                        query=contract.TopPagesQuery), top_pages),
+    (contract.Operation("/v1/tenants/{tenant}/segments", "Every segment with its live member count",
+                        contract.SegmentsAnswer, query=contract.AtQuery), segments),
+    (contract.Operation("/v1/tenants/{tenant}/segments/{segment}/members", "Live members of a behavioural segment",
+                        contract.MembersAnswer, query=contract.MembersQuery), segment_members),
+    (contract.Operation("/v1/tenants/{tenant}/forget",
+                        "Ask to forget a user of the tenant everywhere (GDPR/CCPA); runs in the background",
+                        contract.ForgetAccepted, method="post", body=contract.ForgetBody, status=202), forget),
+    (contract.Operation("/v1/tenants/{tenant}/forget/{request_id}", "A deletion request's progress and audit record",
+                        contract.ForgetStatus), forget_status),
+    (contract.Operation("/v1/ops/lag", "MillisBehindLatest per consumer group and shard", contract.LagAnswer,
+                        tenant_scoped=False), lag),
+    (contract.Operation("/v1/ops/latency", "Event-to-counter latency percentiles", contract.LatencyAnswer,
+                        query=contract.TimeRange, tenant_scoped=False), latency),
+]
+
+
 def openapi_spec() -> dict[str, Any]:
-    """The OpenAPI 3.1 document served at /openapi.json."""
-    tenant = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string", "pattern": TENANT_ID_PATTERN}}
-    start = {"name": "start", "in": "query", "schema": {"type": "string", "format": "date-time"},
-             "description": "inclusive; default end - 1 hour"}
-    end = {"name": "end", "in": "query", "schema": {"type": "string", "format": "date-time"},
-           "description": "exclusive; default now"}
-    errors = {"400": {"description": "bad parameter"}, "401": {"description": "missing or invalid API key"},
-              "403": {"description": "the key belongs to another tenant"}}
-
-    def op(summary: str, params: list[dict[str, Any]], tenant_scoped: bool = True) -> dict[str, Any]:
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": {"application/json": {}}}, **errors}
-        if not tenant_scoped:
-            responses.pop("403")
-        return {"get": {"summary": summary, "parameters": params, "responses": responses,
-                        "security": [{"bearer": []}, {"apiKey": []}]}}
-
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "tally real-time query API", "version": "1"},
-        "components": {"securitySchemes": {
-            "bearer": {"type": "http", "scheme": "bearer"},
-            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
-        }},
-        "paths": {
-            "/v1/tenants/{tenant}/counts": op("Events per type in a range", [
-                tenant, start, end,
-                {"name": "event_type", "in": "query", "schema": {"type": "string"}},
-                {"name": "resolution", "in": "query", "schema": {"enum": ["m", "h", "d"]},
-                 "description": "also return a series at this resolution"}]),
-            "/v1/tenants/{tenant}/uniques": op("Unique visitors in a range (HyperLogLog, hour resolution)", [tenant, start, end]),
-            "/v1/tenants/{tenant}/top-pages": op("Most viewed paths in a range", [
-                tenant, start, end, {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 10}}]),
-            "/v1/tenants/{tenant}/segments": op("Every segment with its live member count", [
-                tenant, {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}}]),
-            "/v1/tenants/{tenant}/segments/{segment}/members": op("Live members of a behavioural segment", [
-                tenant, {"name": "segment", "in": "path", "required": True, "schema": {"type": "string"}},
-                {"name": "at", "in": "query", "schema": {"type": "string", "format": "date-time"}},
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "default": 1000}}]),
-            "/v1/tenants/{tenant}/forget": {"post": {
-                "summary": "Ask to forget a user of the tenant everywhere (GDPR/CCPA); runs in the background",
-                "parameters": [tenant],
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["user_id"], "properties": {"user_id": {"type": "string"}}}}}},
-                "responses": {"202": {"description": "accepted: request_id and status_url"}, **errors},
-                "security": [{"bearer": []}, {"apiKey": []}]}},
-            "/v1/tenants/{tenant}/forget/{request_id}": op("A deletion request's progress and audit record", [
-                tenant, {"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}]),
-            "/v1/ops/lag": op("MillisBehindLatest per consumer group and shard", [], tenant_scoped=False),
-            "/v1/ops/latency": op("Event-to-counter latency percentiles", [start, end], tenant_scoped=False),
-        },
-    }
+    """The OpenAPI 3.1 document served at /openapi.json, generated from :data:`OPERATIONS`' types."""
+    return contract.document([op for op, _ in OPERATIONS], "tally real-time query API", "1")
 
 
 async def openapi(request: Request) -> JSONResponse:
@@ -309,16 +281,8 @@ def create_app(client: Any, privacy: Privacy | None = None) -> Starlette:
     app = Starlette(routes=[
         Route("/openapi.json", openapi),
         Route("/metrics", prometheus_metrics),
-        Route("/v1/tenants/{tenant}/counts", _endpoint(counts)),
-        Route("/v1/tenants/{tenant}/uniques", _endpoint(uniques)),
-        Route("/v1/tenants/{tenant}/top-pages", _endpoint(top_pages)),
-        Route("/v1/tenants/{tenant}/segments", _endpoint(segments)),
-        Route("/v1/tenants/{tenant}/segments/{segment}/members", _endpoint(segment_members)),
-        Route("/v1/tenants/{tenant}/forget", _endpoint(forget), methods=["POST"]),
-        Route("/v1/tenants/{tenant}/forget/{request_id}", _endpoint(forget_status)),
         Route("/dashboard", dashboard),
-        Route("/v1/ops/lag", _endpoint(lag)),
-        Route("/v1/ops/latency", _endpoint(latency)),
+        *(Route(op.path, _endpoint(fn, op.answer), methods=[op.method.upper()]) for op, fn in OPERATIONS),
     ])
     app.state.client = client
     app.state.queries = SpeedQueries(client)

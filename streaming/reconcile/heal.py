@@ -27,40 +27,11 @@ import pandas as pd
 from streaming.reconcile.heal_structures import HealedItem, Scope, heal_segments, heal_top_pages, heal_uniques
 from streaming.reconcile.model import Result, Verdict
 from streaming.segments import SegmentRule
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 from streaming.speed.store import Retention
 
-HEAL_LOG_KEY = "tally:{_heal}:log"
+HEAL_LOG_KEY = keys.heal_log()
 
-HEAL_LUA = """
--- KEYS: none (all keys share the tenant's hash tag, built from ARGV[1]).
--- ARGV: prefix, ttl_m, ttl_h, ttl_d, then (minute, event_type, expected_old, new)*.
-local pre = ARGV[1]
-local out = {}
-for i = 5, #ARGV, 4 do
-  local minute, etype = tonumber(ARGV[i]), ARGV[i + 1]
-  local expected_old, new = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3])
-  local mkey = pre .. 'cnt:m:' .. ARGV[i]
-  local old = tonumber(redis.call('HGET', mkey, etype) or '0')
-  if old ~= expected_old then
-    out[#out + 1] = {'skipped', old}
-  else
-    local delta = new - old
-    if new == 0 then redis.call('HDEL', mkey, etype) else redis.call('HSET', mkey, etype, new) end
-    local hkey = pre .. 'cnt:h:' .. math.floor(minute / 60)
-    local dkey = pre .. 'cnt:d:' .. math.floor(minute / 1440)
-    redis.call('HINCRBY', hkey, etype, delta)
-    redis.call('HINCRBY', dkey, etype, delta)
-    for _, kt in ipairs({{mkey, ARGV[2]}, {hkey, ARGV[3]}, {dkey, ARGV[4]}}) do
-      if redis.call('EXISTS', kt[1]) == 1 and redis.call('TTL', kt[1]) == -1 then
-        redis.call('EXPIRE', kt[1], tonumber(kt[2]))
-      end
-    end
-    out[#out + 1] = {'healed', old}
-  end
-end
-return out
-"""
 
 _LOSS_UPSTREAM_OF_SPEED = {Verdict.ARCHIVE_MISSING.value, Verdict.WAREHOUSE_MISSING.value,
                            Verdict.WAREHOUSE_EXTRA.value, Verdict.PENDING.value}
@@ -154,7 +125,7 @@ def heal(client: Any, result: Result, who: str, reports_dir: Path | None = None,
         record.cells = [HealedCell(t, e, m, old, new, "planned") for t, cells in by_tenant.items()
                         for e, m, old, new in cells]
         return record
-    script = client.register_script(HEAL_LUA)
+    script = scripts.register(client, "heal_counts")
     for tenant, cells in sorted(by_tenant.items()):
         args: list[Any] = [keys.tenant_prefix(tenant), retention.minute_s, retention.hour_s, retention.day_s]
         for etype, minute, old, new in cells:

@@ -15,11 +15,12 @@ methods), and every write is one that a consumer writing at the same time cannot
   the warehouse is left alone (a documented limit).
 * **Top pages** (hour and day sorted sets): compare-and-set per hour × path, as counters are healed; the
   day moves by the hour's difference.
-* **Live segments** (``seg:<rule>``: visitor -> membership-until, and the state of a rule needing more
-  than one hit): from the warehouse's hits of the rule in the last window (only they make a membership
-  live now) merged with what Redis holds outside the healed span, the same newest-``min_count``-in-window
-  rule as ``apply.lua``; a membership score only rises (``ZADD GT``) and a state is written only if the
-  state healing read is still the one there (compare-and-set).
+* **Live segments** (:func:`~streaming.speed.keys.segment_members`: visitor -> membership-until, and
+  the state of a rule needing more than one hit): from the warehouse's hits of the rule in the last
+  window (only they make a membership live now) merged with what Redis holds outside the healed span,
+  the same newest-``min_count``-in-window rule as ``apply.lua``; a membership score only rises
+  (``ZADD GT``) and a state is written only if the state healing read is still the one there
+  (compare-and-set).
 
 Each heal returns :class:`HealedItem` rows (no visitor ids: a segment row counts memberships), recorded
 with the counter cells by :func:`streaming.reconcile.heal.heal`.
@@ -30,20 +31,16 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import msgspec
 import pandas as pd
 
 from streaming.segments import SegmentRule
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 from streaming.speed.store import Retention
 
-_LUA_DIR = Path(keys.__file__).parent
-UNIQUES_LUA = (_LUA_DIR / "heal_uniques.lua").read_text()
-TOP_PAGES_LUA = (_LUA_DIR / "heal_top_pages.lua").read_text()
-SEGMENTS_LUA = (_LUA_DIR / "heal_segments.lua").read_text()
+TOP_PAGES_LUA = scripts.source("heal_top_pages")
 #: Arguments per script call (Lua's unpack limit is ~8,000).
 CHUNK = 1_000
 _pack = msgspec.msgpack.Encoder().encode
@@ -108,7 +105,7 @@ def heal_uniques(client: Any, warehouse: Any, scope: Scope, retention: Retention
     for tenant, hour, _ in rows:
         pipe.pfcount(keys.uniques(tenant, "h", hour))
     estimates = pipe.execute() if rows else []
-    script = client.register_script(UNIQUES_LUA)
+    script = scripts.register(client, "heal_uniques")
     out = []
     for (tenant, hour, n), before in zip(rows, estimates, strict=True):
         if int(before) == n:
@@ -139,7 +136,7 @@ def heal_top_pages(client: Any, warehouse: Any, scope: Scope, tenants: set[str],
     pipe = client.pipeline(transaction=False)
     for tenant, hour in todo:
         pipe.zrange(keys.top_pages(tenant, "h", hour), 0, -1, withscores=True)
-    script = client.register_script(TOP_PAGES_LUA)
+    script = scripts.register(client, "heal_top_pages")
     out = []
     for (tenant, hour), got_rows in zip(todo, pipe.execute() if todo else [], strict=True):
         got = {p.decode(): int(n) for p, n in got_rows}
@@ -227,7 +224,7 @@ def _heal_rule(client: Any, tenant: str, name: str, k: int, window: int, lo: int
     live_before = int(client.zcount(seg, f"({now_ms}", "+inf"))
     if dry_run:
         return HealedItem("segment", tenant, name, live_before, len(args) // 6, "planned")
-    script = client.register_script(SEGMENTS_LUA)
+    script = scripts.register(client, "heal_segments")
     raised = written = skipped = 0
     for i in range(0, len(args), 6 * CHUNK):
         r, w, s = script(keys=[seg], args=[keys.tenant_prefix(tenant), name, retention.day_s,

@@ -23,7 +23,7 @@ speed_missing          ``S < E - tol``
 speed_extra            ``S > E + F + (A - Ap) + tol`` (Redis may hold what a deleted object held)
 upstream_gap           a ``source_seq`` of a (source, tenant) held by no layer, no dead letter and no
                        unread stream record (separate findings, see :mod:`sequences`)
-*_rollup_mismatch      an hour or day counter a layer serves (Redis ``cnt:h``/``cnt:d``, the warehouse's
+*_rollup_mismatch      an hour or day counter a layer serves (Redis hour/day counters, the warehouse's
                        hour/day marts) differs from the sum of that layer's own minutes (separate
                        findings; closed buckets wholly inside the range only)
 ok                     none of the above

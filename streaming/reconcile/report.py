@@ -10,16 +10,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
-from html import escape
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from streaming.literal import printable
 
 from streaming.reconcile.model import LOSS_VERDICTS, PRECEDENCE, Result, Verdict
 from streaming.reconcile.svg import line_chart
+from streaming.reconcile.templating import render
 
 MAX_ROWS = 50
 
@@ -215,10 +216,9 @@ def to_markdown(result: Result, info: RunInfo, report_path: str | None = None) -
     return "\n".join(parts)
 
 
-def _html_table(frame: pd.DataFrame) -> str:
-    if frame.empty:
-        return "<p><em>none</em></p>"
-    head = "".join(f"<th>{escape(str(c))}</th>" for c in frame.columns)
+def _html_table(frame: pd.DataFrame) -> dict[str, Any]:
+    """A frame as the report template's ``table`` macro takes it: columns, and rows with their class
+    (a loss verdict is marked bad, a pending one pending; a zero count in the verdicts table is not)."""
     rows = []
     counts = list(frame.columns)[:2] == ["verdict", "count"]
     for row in frame.itertuples(index=False):
@@ -226,11 +226,11 @@ def _html_table(frame: pd.DataFrame) -> str:
         cls = "bad" if verdict in LOSS_VERDICTS else ("pending" if verdict == "pending" else "")
         if counts and not row[1]:
             cls = ""
-        rows.append(f'<tr class="{cls}">' + "".join(f"<td>{escape(str(v))}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        rows.append({"cls": cls, "cells": [str(v) for v in row]})
+    return {"columns": [str(c) for c in frame.columns], "rows": rows}
 
 
-def _chart(result: Result) -> str:
+def _chart(result: Result) -> Markup:
     hours = result.hours
     if hours.empty:
         return line_chart([], {}, title="events per hour")
@@ -242,7 +242,7 @@ def _chart(result: Result) -> str:
                       title="events per hour by layer (archive as delivered; warehouse, speed de-duplicated)")
 
 
-def _minute_chart(result: Result) -> str:
+def _minute_chart(result: Result) -> Markup | str:
     cells = result.cells
     if cells.empty:
         return ""
@@ -254,37 +254,24 @@ def _minute_chart(result: Result) -> str:
 
 
 def to_html(result: Result, info: RunInfo) -> str:
-    s = result.summary
+    """The report page (``templates/report.html.j2``), every value escaped by Jinja."""
     badge = "bad" if outcome(result) != "ok" else "good"
     ids = display(result.event_ids.head(MAX_ROWS))
     late = display(result.late.head(MAX_ROWS))
     if not late.empty:
         late.insert(0, "status", "late")
     counts = pd.DataFrame(verdict_counts(result), columns=["verdict", "count", "of", "detail"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>tally reconciliation {escape(minute_iso(info.start_minute))}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }}
-th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
-tr.bad td {{ background: #fde2e2; }} tr.pending td {{ background: #fff4d6; }}
-.badge {{ padding: 6px 12px; border-radius: 4px; display: inline-block; font-weight: bold; }}
-.badge.good {{ background: #dff3df; }} .badge.bad {{ background: #fde2e2; }}
-</style></head><body>
-<h1>Reconciliation {escape(minute_iso(info.start_minute))} .. {escape(minute_iso(info.end_minute))}</h1>
-<p class="badge {badge}">{escape(verdict_line(result))}</p>
-<p>run <code>{escape(info.run_id)}</code> by {escape(info.who)} at {info.generated_at:%Y-%m-%dT%H:%M:%SZ}</p>
-{_chart(result)}
-{_minute_chart(result)}
-<h2>Verdicts</h2>{_html_table(counts)}
-<h2>Findings</h2>{_html_table(findings_table(result))}
-<h2>Source sequence findings</h2>{_html_table(sequence_table(result))}
-<h2>Served hour/day counters that disagree with their minutes</h2>{_html_table(rollup_table(result).head(MAX_ROWS))}
-<h2>Event ids missing or extra in the warehouse ({len(result.event_ids)})</h2>{_html_table(ids)}
-<h2>Late events (counted, not loss)</h2>{_html_table(late)}
-</body></html>
-"""
+    sections = [
+        ("Verdicts", counts), ("Findings", findings_table(result)), ("Source sequence findings", sequence_table(result)),
+        ("Served hour/day counters that disagree with their minutes", rollup_table(result).head(MAX_ROWS)),
+        (f"Event ids missing or extra in the warehouse ({len(result.event_ids)})", ids),
+        ("Late events (counted, not loss)", late),
+    ]
+    return render("report.html.j2", start=minute_iso(info.start_minute), end=minute_iso(info.end_minute),
+                  badge=badge, headline=verdict_line(result), run_id=info.run_id, who=info.who,
+                  generated_at=f"{info.generated_at:%Y-%m-%dT%H:%M:%SZ}", hour_chart=_chart(result),
+                  minute_chart=_minute_chart(result),
+                  sections=[(heading, _html_table(frame)) for heading, frame in sections])
 
 
 def summary_json(result: Result, info: RunInfo) -> dict[str, Any]:

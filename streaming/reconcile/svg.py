@@ -1,27 +1,37 @@
-"""A tiny inline-SVG line chart (no JavaScript, no CDN: the report must open offline)."""
+"""A tiny inline-SVG line chart (no JavaScript, no CDN: the report must open offline).
+
+This module computes the geometry and the labels; ``templates/line_chart.svg.j2`` writes the markup.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from html import escape
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from markupsafe import Markup
+
+from streaming.reconcile.templating import render
 
 PALETTE = {"archive": "#1f77b4", "warehouse": "#2ca02c", "speed": "#ff7f0e"}
+_DASHES = ("", "6 3", "2 2")
 
 
 def line_chart(
     xs: Sequence[int],
     series: dict[str, Sequence[float]],
     marked: Sequence[int] = (),
-    x_label: callable = str,  # type: ignore[valid-type]
+    x_label: Callable[[int], str] = str,
     width: int = 900,
     height: int = 260,
     title: str = "",
-) -> str:
+) -> Markup:
     """Lines per series over ``xs``; x positions in ``marked`` get a red band (a mismatch)."""
     left, right, top, bottom = 60, 20, 44, 40
     plot_w, plot_h = width - left - right, height - top - bottom
+    context: dict[str, Any] = {"width": width, "height": height, "title": title, "left": left, "top": top,
+                               "right": left + plot_w, "plot_h": plot_h, "points": []}
     if not xs:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="40"><text x="10" y="25">no data</text></svg>'
+        return render("line_chart.svg.j2", **context)
     x0, x1 = min(xs), max(xs)
     span = max(1, x1 - x0)
     y_max = max([max(v) if len(v) else 0 for v in series.values()] + [1])
@@ -32,32 +42,22 @@ def line_chart(
     def py(y: float) -> float:
         return top + plot_h - y / y_max * plot_h
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(title)}" font-family="sans-serif" font-size="11">']
-    parts.append(f'<text x="{left}" y="16" font-size="13" font-weight="bold">{escape(title)}</text>')
     band = max(2.0, plot_w / max(1, len(xs)))
     marked_set = set(marked)
+    bands = []
     for x in xs:
         if x in marked_set:
             x_lo = max(left, px(x) - band / 2)
             x_hi = min(left + plot_w, px(x) + band / 2)
-            parts.append(f'<rect x="{x_lo:.1f}" y="{top}" width="{max(2.0, x_hi - x_lo):.1f}" height="{plot_h}" '
-                         f'fill="#d62728" fill-opacity="0.18"><title>mismatch at {escape(x_label(x))}</title></rect>')
-    for frac in (0.0, 0.25, 0.5, 0.75, 1.0):
-        y = py(y_max * frac)
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
-        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{y_max * frac:,.0f}</text>')
-    ticks = sorted({xs[0], xs[len(xs) // 2], xs[-1]})
-    for x in ticks:
-        anchor = "start" if x == ticks[0] else ("end" if x == ticks[-1] else "middle")
-        parts.append(f'<text x="{px(x):.1f}" y="{height - 12}" text-anchor="{anchor}">{escape(x_label(x))}</text>')
-    for i, (name, values) in enumerate(series.items()):
-        colour = PALETTE.get(name, "#555")
-        dash = ' stroke-dasharray="6 3"' if i == 1 else (' stroke-dasharray="2 2"' if i == 2 else "")
-        points = " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, values, strict=True))
-        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{points}">'
-                     f'<title>{escape(name)}</title></polyline>')
-        parts.append(f'<rect x="{left + i * 120}" y="{top - 14}" width="12" height="4" fill="{colour}"/>'
-                     f'<text x="{left + 16 + i * 120}" y="{top - 8}">{escape(name)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            bands.append({"x": f"{x_lo:.1f}", "w": f"{max(2.0, x_hi - x_lo):.1f}", "label": x_label(x)})
+    grid = [{"y": f"{py(y_max * f):.1f}", "label_y": f"{py(y_max * f) + 4:.1f}", "label": f"{y_max * f:,.0f}"}
+            for f in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    tick_xs = sorted({xs[0], xs[len(xs) // 2], xs[-1]})
+    ticks = [{"x": f"{px(x):.1f}", "label": x_label(x),
+              "anchor": "start" if x == tick_xs[0] else ("end" if x == tick_xs[-1] else "middle")} for x in tick_xs]
+    lines = [{"name": name, "colour": PALETTE.get(name, "#555"), "dash": _DASHES[i] if i < len(_DASHES) else "",
+              "legend_x": left + i * 120,
+              "points": " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, values, strict=True))}
+             for i, (name, values) in enumerate(series.items())]
+    context.update(bands=bands, grid_lines=grid, ticks=ticks, points=lines)
+    return render("line_chart.svg.j2", **context)

@@ -19,7 +19,7 @@
  *     contract accepted, filled in by the caller (so every later step sees one column form)
  * Scan.entry(i), Scan.order(), Scan.ids(), Scan.by_tenant(keep), Scan.fold(views, keep, page_view, rules, skip)
  */
-#include "_fold.h"
+#include "_native.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -899,7 +899,7 @@ static PyMethodDef scan_methods[] = {
 };
 
 static PyTypeObject ScanType = {
-    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streaming.speed._fold.Scan",
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "streaming.speed._native.Scan",
     .tp_basicsize = sizeof(ScanObject),
     .tp_dealloc = (destructor)scan_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,

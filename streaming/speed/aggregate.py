@@ -152,7 +152,7 @@ class TenantBatch:
         }
 
     def _sections_python(self, rules: list[tuple[int, int]] | None) -> tuple[list[Any], list[Any]]:
-        """The reference of the payload's "v" and "s" (``_fold.c`` encodes the same, byte for byte)."""
+        """The reference of the payload's "v" and "s" (``_payload.c`` encodes the same, byte for byte)."""
         by_hour: dict[int, list[str]] = {}
         for hour, anon in self.visitors:
             members = by_hour.get(hour)
@@ -214,7 +214,7 @@ class Batch:
 
 
 try:
-    from streaming.speed import _fold as _native
+    from streaming.speed import _native
 except ImportError:  # not compiled (see ext-modules in pyproject.toml): the Python reference paths do the same, more slowly
     _native = None
 

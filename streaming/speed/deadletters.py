@@ -1,11 +1,11 @@
 """Read and re-feed dead letters: records that failed validation, kept with reason, raw bytes and position.
 
-Dead letters live under their tenant's hash tag (``tally:{T}:dl:*``, see :mod:`streaming.speed.keys`),
-or the ``{_unattributed}`` tag when the raw bytes name no valid tenant id; an index
-(``tally:{_dl}:dl:tags``) lists the tags that hold some, so the global counts per reason are the sum
-over the tags. Entries are kept ``TALLY_DEAD_LETTER_TTL_S`` after they are written (trimmed on every
-write; a tag's keys expire that long after its newest), so memory is bounded per tenant and the load
-spreads over a Redis Cluster's slots with the tenants.
+Dead letters live under their tenant's hash tag (the ``dead_letter_*`` keys of
+:mod:`streaming.speed.keys`), or the ``{_unattributed}`` tag when the raw bytes name no valid tenant id;
+an index (:func:`~streaming.speed.keys.dead_letter_tags`) lists the tags that hold some, so the global
+counts per reason are the sum over the tags. Entries are kept ``TALLY_DEAD_LETTER_TTL_S`` after they
+are written (trimmed on every write; a tag's keys expire that long after its newest), so memory is
+bounded per tenant and the load spreads over a Redis Cluster's slots with the tenants.
 
 ``replay`` puts the raw bytes back on the stream (through the producer, so partial failures are resent)
 and then marks each entry replayed. A crash between the two re-sends the record on the next replay,
@@ -21,20 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from streaming.events import Event, EventDecoder
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 from streaming.speed.store import unpack
 
-_MARK_REPLAYED_LUA = """
--- KEYS: pending, replayed counts (one tag). ARGV: (id, reason)*. Only pending entries move (idempotent).
-local n = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('HINCRBY', KEYS[2], ARGV[i + 1], 1)
-    n = n + 1
-  end
-end
-return n
-"""
 
 
 @dataclass(frozen=True)
@@ -151,7 +140,7 @@ def replay(
         return result
     send([(e.raw, f"replay-{e.entry_id}") for e in chosen])
     result.sent = len(chosen)
-    script = client.register_script(_MARK_REPLAYED_LUA)
+    script = scripts.register(client, "deadletters_replayed")
     by_tag: dict[str, list[str]] = {}
     for e in chosen:
         by_tag.setdefault(e.tag, []).extend((e.entry_id, e.reason))

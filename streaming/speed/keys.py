@@ -19,6 +19,9 @@ DEAD_LETTER_TAG = "_dl"
 UNATTRIBUTED_TAG = "_unattributed"
 OPS_TAG = "_ops"
 API_KEYS_TAG = "_keys"
+HEAL_TAG = "_heal"
+PRIVACY_TAG = "_privacy"
+_ROOT = "tally:"
 
 
 class BadTenant(ValueError):
@@ -33,7 +36,7 @@ def check_tenant(tenant: str) -> str:
 
 def tenant_prefix(tenant: str) -> str:
     """``tally:{tenant}:``; the Lua script builds its keys from this prefix (same slot for all)."""
-    return f"tally:{{{check_tenant(tenant)}}}:"
+    return f"{_ROOT}{{{check_tenant(tenant)}}}:"
 
 
 def applied_marker(tenant: str, group: str, shard_id: str) -> str:
@@ -47,7 +50,7 @@ def shard_position(tag: str, group: str, shard_id: str) -> str:
     (:mod:`streaming.speed.positions`)."""
     if not tag.startswith("_pos"):
         raise ValueError(f"position tags start with _pos, not {tag!r}")
-    return f"tally:{{{tag}}}:pos:{group}:{shard_id}"
+    return f"{_ROOT}{{{tag}}}:pos:{group}:{shard_id}"
 
 
 def counts(tenant: str, resolution: str, bucket: int) -> str:
@@ -76,6 +79,18 @@ def segment_state(tenant: str, segment: str, bucket: int) -> str:
     return f"{tenant_prefix(tenant)}segst:{segment}:{bucket}"
 
 
+def suppression(tenant: str) -> str:
+    """Hash subject_hash -> since_ms: the tenant's suppression list (:mod:`streaming.privacy.suppression`
+    writes it; the speed layer and the archiver read it)."""
+    return f"{tenant_prefix(tenant)}suppress"
+
+
+def suppression_version(tenant: str) -> str:
+    """Integer, INCR'd in the same transaction as every change of :func:`suppression` (``apply.lua``
+    compares it with the version a batch was aggregated with)."""
+    return f"{tenant_prefix(tenant)}suppress:ver"
+
+
 def dead_letter_tag(tenant: str | None) -> str:
     """The hash tag of a dead letter: its record's tenant when the bytes name a valid tenant id, else
     :data:`UNATTRIBUTED_TAG` (an underscore first: no tenant id can be it). Dead letters are spread over
@@ -86,7 +101,7 @@ def dead_letter_tag(tenant: str | None) -> str:
 def _dead_letter_key(tag: str, name: str) -> str:
     if tag != UNATTRIBUTED_TAG:
         check_tenant(tag)
-    return f"tally:{{{tag}}}:dl:{name}"
+    return f"{_ROOT}{{{tag}}}:dl:{name}"
 
 
 def dead_letter_entries(tag: str) -> str:
@@ -117,22 +132,74 @@ def dead_letter_replayed(tag: str) -> str:
 
 def dead_letter_tags() -> str:
     """Sorted set tag -> epoch ms of its newest dead letter: the tags to read for global counts."""
-    return f"tally:{{{DEAD_LETTER_TAG}}}:dl:tags"
+    return f"{_ROOT}{{{DEAD_LETTER_TAG}}}:dl:tags"
 
 
 def consumer_lag() -> str:
     """Hash "<group>/<shard>" -> msgpack {millis_behind_latest, at, worker}."""
-    return f"tally:{{{OPS_TAG}}}:lag"
+    return f"{_ROOT}{{{OPS_TAG}}}:lag"
 
 
 def latency_histogram(minute: int) -> str:
     """Hash upper-bound-ms -> events applied in this epoch minute with that event-to-counter latency."""
-    return f"tally:{{{OPS_TAG}}}:lat:{minute}"
+    return f"{_ROOT}{{{OPS_TAG}}}:lat:{minute}"
 
 
 def api_keys() -> str:
     """Hash sha256(api key) -> tenant id. Keys are stored hashed only."""
-    return f"tally:{{{API_KEYS_TAG}}}:api"
+    return f"{_ROOT}{{{API_KEYS_TAG}}}:api"
+
+
+def heal_log() -> str:
+    """List of JSON heal records, oldest first (:mod:`streaming.reconcile.heal`)."""
+    return f"{_ROOT}{{{HEAL_TAG}}}:log"
+
+
+def privacy_lock() -> str:
+    """String lock token: one deletion at a time (:mod:`streaming.privacy.forget`)."""
+    return f"{_ROOT}{{{PRIVACY_TAG}}}:lock"
+
+
+# -- SCAN patterns and parsing -----------------------------------------------------------------------
+# Tenant ids hold no glob character (``*?[]\\``): the contract's pattern excludes them, and
+# :func:`check_tenant` runs before a tenant reaches a pattern.
+
+
+def counts_pattern(resolution: str) -> str:
+    """SCAN pattern of every tenant's counters at ``resolution`` (m|h|d)."""
+    if resolution not in ("m", "h", "d"):
+        raise ValueError(f"counter resolutions are m, h and d, not {resolution!r}")
+    return f"{_ROOT}{{*}}:cnt:{resolution}:*"
+
+
+def _tenants(tenant: str | None) -> str:
+    return f"{_ROOT}{{*}}:" if tenant is None else tenant_prefix(tenant)
+
+
+def segment_members_pattern(tenant: str | None = None, segment: str | None = None) -> str:
+    """SCAN pattern of segment membership sets: one tenant's or every tenant's (None), one rule's or every
+    rule's (None; rule names match ``streaming.segments``' name pattern, no glob character)."""
+    return f"{_tenants(tenant)}seg:{segment or '*'}"
+
+
+def segment_state_pattern(tenant: str | None = None, segment: str | None = None) -> str:
+    """SCAN pattern of segment state hashes (every bucket), narrowed like :func:`segment_members_pattern`."""
+    return f"{_tenants(tenant)}segst:{segment + ':*' if segment else '*'}"
+
+
+def latency_histograms_pattern() -> str:
+    """SCAN pattern of every minute's latency histogram (:func:`latency_histogram`)."""
+    return f"{_ROOT}{{{OPS_TAG}}}:lat:*"
+
+
+_COUNTS_RE = re.compile(r"^tally:\{([a-z0-9][a-z0-9_-]{0,63})\}:cnt:([mhd]):(\d+)$")
+
+
+def parse_counts(key: str | bytes) -> tuple[str, str, int] | None:
+    """(tenant, resolution, bucket) of a counter key built by :func:`counts`, or None for any other key."""
+    text = key.decode() if isinstance(key, bytes) else key
+    found = _COUNTS_RE.match(text)
+    return (found.group(1), found.group(2), int(found.group(3))) if found else None
 
 
 # -- key families ------------------------------------------------------------------------------------

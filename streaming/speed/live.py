@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from typing import Any
 
-_KEY_RE = re.compile(rb"^tally:\{([a-z0-9][a-z0-9_-]{0,63})\}:cnt:h:(\d+)$")
+from streaming.speed import keys
 
 
 def busiest_tenants(client: Any, start: dt.datetime, end: dt.datetime, top: int = 10) -> list[str]:
     """Tenants with hour counters overlapping [start, end), busiest first (by those hours' totals)."""
     h0, h1 = int(start.timestamp()) // 3600, (int(end.timestamp()) + 3599) // 3600
     totals: dict[str, int] = {}
-    hits: list[tuple[str, bytes]] = []
-    for key in client.scan_iter(match="tally:{*}:cnt:h:*", count=1000):
-        m = _KEY_RE.match(key if isinstance(key, bytes) else key.encode())
-        if m and h0 <= int(m.group(2)) < h1:
-            hits.append((m.group(1).decode(), m.group(0)))
+    hits: list[tuple[str, bytes | str]] = []
+    for key in client.scan_iter(match=keys.counts_pattern("h"), count=1000):
+        parsed = keys.parse_counts(key)
+        if parsed and parsed[1] == "h" and h0 <= parsed[2] < h1:
+            hits.append((parsed[0], key))
     pipe = client.pipeline(transaction=False)
     for _, key in hits:
         pipe.hvals(key)

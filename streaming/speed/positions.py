@@ -16,7 +16,7 @@ requires ``maxmemory-policy noeviction``).
 
 **Position floors.** After every batch has committed (every tenant's call, then its dead letters), the
 consumer writes the shard's position floor — the batch's last sequence number — to **every** master node,
-under a hash tag that lives on that node (``tally:{_pos<n>}:pos:<group>:<shard>``, :mod:`keys`). A node
+under a hash tag that lives on that node (a ``_pos<n>`` tag, :func:`keys.shard_position`). A node
 applied every write of those batches *before* the floor write, so by the prefix property a floor that
 survived on a node proves that node holds every write of the shard up to it. The shard is whole up to the
 smallest floor over the nodes; a node without a floor proves nothing (read from the trim horizon).
@@ -57,14 +57,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from redis.cluster import RedisCluster
 
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 
-POSITION_LUA = Path(__file__).with_name("position.lua").read_text()
 SINGLE_NODE = "_"
 #: How far to look for a ``_pos<n>`` tag per master (16384 slots over a few masters: a handful suffice).
 _MAX_TAGS = 100_000
@@ -131,7 +129,7 @@ class ShardPositions:
         self.client = client
         self.group = group
         self.ttl_s = ttl_s
-        self._script = client.register_script(POSITION_LUA)
+        self._script = scripts.register(client, "position")
 
     def nodes(self) -> dict[str, str]:
         """Node name -> a hash tag whose slot that master holds (recomputed from the cluster's slot map)."""

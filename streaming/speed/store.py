@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -19,14 +18,12 @@ from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError, ResponseError
 
 from streaming.segments import SegmentRule
-from streaming.speed import keys
+from streaming.speed import keys, scripts
 from streaming.speed.connect import TRANSIENT_ERRORS
 from streaming.speed.positions import NodeRestarted, node_of
 from streaming.speed.suppress import Suppressions
 from streaming.speed.aggregate import DeadLetter, TenantBatch
 
-APPLY_LUA = Path(__file__).with_name("apply.lua").read_text()
-DEAD_LETTER_LUA = Path(__file__).with_name("deadletters.lua").read_text()
 #: The dedup horizon is covered by this many buckets (+ the current one): memory ~ (1 + 1/N) x horizon.
 DEDUP_BUCKETS = 4
 
@@ -95,8 +92,8 @@ class SpeedStore:
         self.retention = retention or Retention()
         self.dedup_horizon_s = dedup_horizon_s
         self.bucket_s = max(1, math.ceil(dedup_horizon_s / DEDUP_BUCKETS))
-        self._apply = client.register_script(APPLY_LUA)
-        self._dead_letters = client.register_script(DEAD_LETTER_LUA)
+        self._apply = scripts.register(client, "apply")
+        self._dead_letters = scripts.register(client, "deadletters")
         self._rules_arg = [[r.name, r.min_count, r.window_hours * 3_600_000] for r in self.rules]
         self._rule_shapes = [(r.min_count, r.window_hours * 3_600_000) for r in self.rules]
 
@@ -197,7 +194,7 @@ class SpeedStore:
                 # resend every call (the ones that committed are now no-ops thanks to their markers).
                 if isinstance(self.client, RedisCluster):
                     self.client.nodes_manager.initialize()
-                self.client.script_load(APPLY_LUA)
+                self.client.script_load(self._apply.script)
                 continue
             first = errors[0]
             if isinstance(first, TRANSIENT_ERRORS):

@@ -1,9 +1,10 @@
-"""The speed layer's copy of the suppression lists (``streaming/privacy/suppression.py`` owns the layout).
+"""The speed layer's copy of the suppression lists (written by :mod:`streaming.privacy.suppression`).
 
 Checking the list costs no round trip on the hot path: a tenant's batch carries the list version it was
-aggregated with, and the apply script compares it with ``suppress:ver`` inside the same atomic call. On a
-mismatch the script writes nothing and answers ``suppress``; the store reloads that tenant's list here
-and rebuilds the tenant's aggregates. So no event is counted against a list older than the one in Redis
+aggregated with, and the apply script compares it with the list version
+(:func:`streaming.speed.keys.suppression_version`) inside the same atomic call. On a mismatch the script
+writes nothing and answers ``suppress``; the store reloads that tenant's list here and rebuilds the
+tenant's aggregates. So no event is counted against a list older than the one in Redis
 when its counters commit, and a tenant that never had a deletion costs one GET inside the script.
 """
 
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streaming.privacy.suppression import earliest_since, suppress_key, suppress_version_key
+from streaming.speed import keys
+from streaming.suppression import earliest_since
 
 
 class Suppressions:
@@ -40,8 +42,8 @@ class Suppressions:
         """Read the version, then the hash (in that order: a change in between only makes the version
         look older than the list, which the script then refuses once more)."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.get(suppress_version_key(tenant))
-        pipe.hgetall(suppress_key(tenant))
+        pipe.get(keys.suppression_version(tenant))
+        pipe.hgetall(keys.suppression(tenant))
         version, entries = pipe.execute()
         since = {(k.decode() if isinstance(k, bytes) else k): int(v) for k, v in entries.items()}
         self._lists[tenant] = (int(version or 0), since)

@@ -12,7 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.dbt.segment_seeds import render_segment_seeds
+from assets.dbt.segment_seeds import (RULES_SEED, StaleSegmentSeeds, check_segment_seeds, render_segment_seeds,
+                                      write_segment_seeds)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,6 +134,16 @@ def test_committed_segment_seeds_are_generated_from_the_speed_layer_rules() -> N
     seeds = ROOT / "dbt_project" / "seeds"
     for name, text in render_segment_seeds().items():
         assert (seeds / name).read_text() == text, f"{name} drifted from streaming/segments.yaml"
+
+
+@pytest.mark.unit
+def test_stale_segment_seeds_are_refused_with_the_fix_and_never_rewritten(tmp_path: Path) -> None:
+    assert write_segment_seeds(tmp_path) and not write_segment_seeds(tmp_path)  # the second run writes nothing
+    check_segment_seeds(tmp_path)
+    (tmp_path / RULES_SEED).write_text("segment_name\n")
+    with pytest.raises(StaleSegmentSeeds, match=r"segment_rules\.csv not generated from .*segments\.yaml.*make seeds"):
+        check_segment_seeds(tmp_path)
+    assert (tmp_path / RULES_SEED).read_text() == "segment_name\n"  # checked, not rewritten
 
 
 @pytest.mark.dagster

@@ -18,7 +18,10 @@ from streaming.archive.store import ArchiveStore
 from streaming.events import EventDecoder
 from streaming.kinesis.processor import StreamRecord
 from streaming.privacy import suppression
-from streaming.privacy.suppression import SuppressionCache, subject_hash, suppress_key, suppress_version_key
+from streaming.privacy.suppression import SuppressionCache
+from streaming.speed.keys import suppression as suppress_key
+from streaming.speed.keys import suppression_version as suppress_version_key
+from streaming.suppression import subject_hash
 
 pytestmark = pytest.mark.integration
 

@@ -102,3 +102,14 @@ def test_a_column_the_engine_adds_flows_into_every_output() -> None:
     assert "speed behind [/x]" in to_markdown(result, info)
     row = display(result.findings()).to_dict("records")[0]
     assert 'pending_reason="speed behind [/x]"' in plain_line("cell", row)
+
+
+def test_html_report_escapes_what_it_is_given(tmp_path: Path) -> None:
+    """The page is a Jinja2 template with autoescape on: a hostile run id or author is text, not markup."""
+    result = reconcile(inputs(Layers.clean(traffic(minutes=5))))
+    hostile = '<script>alert("x")</script>'
+    info = RunInfo(BASE_MINUTE, BASE_MINUTE + 5, dt.datetime(2026, 1, 7, 3, tzinfo=dt.timezone.utc), "r<b>&1", hostile)
+    html = write_report(result, info, tmp_path / "reports").read_text()
+    assert "<script" not in html and "<b>" not in html
+    assert "by &lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt; at" in html
+    assert "<code>r&lt;b&gt;&amp;1</code>" in html

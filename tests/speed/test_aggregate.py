@@ -14,7 +14,7 @@ from streaming.events import EventDecoder
 from streaming.generator import GeneratorConfig
 from streaming.kinesis.processor import StreamRecord
 from streaming.segments import load_rules
-from streaming.privacy.suppression import subject_hash
+from streaming.suppression import subject_hash
 from streaming.speed.aggregate import aggregate
 from streaming.speed.suppress import Suppressions
 from tests.speed.conftest import as_stream_records, generated, ledger_minute_counts
@@ -99,7 +99,7 @@ def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.Monke
     from streaming.segments import SegmentRule
     from streaming.speed import aggregate as agg
 
-    assert agg._native is not None, "streaming.speed._fold is not built: `make install` compiles it"
+    assert agg._native is not None, "streaming.speed._native is not built: `make install` compiles it"
     datas, _, _ = generated(GeneratorConfig(seed=11, duration_s=300, rate_per_s=100, tenants=40,
                                             duplicate_rate=0.05, malformed_rate=0.02, late_rate=0.1))
     odd = [json.loads(_event(tenant="acme", anon=f"a{i}")) for i in range(6)]
@@ -142,13 +142,13 @@ def test_the_compiled_fold_equals_the_python_reference(monkeypatch: pytest.Monke
 
 
 def test_the_compiled_payload_sections_equal_the_python_reference_byte_for_byte() -> None:
-    """The payload's visitors ("v") and segment entries ("s") as ``_fold.c`` encodes them equal the
+    """The payload's visitors ("v") and segment entries ("s") as ``_payload.c`` encodes them equal the
     reference's msgpack, for generated traffic and for hits that need sorting and cutting to the window."""
     import msgspec
 
     from streaming.speed import aggregate as agg
 
-    assert agg._native is not None, "streaming.speed._fold is not built: `make install` compiles it"
+    assert agg._native is not None, "streaming.speed._native is not built: `make install` compiles it"
     datas, _, _ = generated(GeneratorConfig(seed=13, duration_s=600, rate_per_s=50, tenants=4, late_rate=0.2,
                                             late_delay_s=(60, 7200)))
     rules = load_rules()

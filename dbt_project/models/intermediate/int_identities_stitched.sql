@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['tenant_id', 'anonymous_id'],
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key=['tenant_id', 'anonymous_id']) }}
 -- Identity stitching: every anonymous_id that an identify event linked to a user_id, with the first
 -- such link (by received_at). fct_events applies it to the visitor's earlier anonymous events too.
 --

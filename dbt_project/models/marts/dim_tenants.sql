@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='tenant_id',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key='tenant_id') }}
 -- One row per tenant that sent at least one valid event.
 -- Incremental: recomputes the tenants with events loaded since the last run or received in the
 -- lookback window, and the tenants of visitors stitched since (their users change).

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='user_key',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key='user_key') }}
 -- One row per known user of a tenant: when they were first identified and what they did.
 -- Incremental: recomputes the users with events loaded since the last run or received in the lookback
 -- window, the users a visitor was stitched to since, and the users who lost a visitor to an earlier

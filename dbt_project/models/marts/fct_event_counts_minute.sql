@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['tenant_id', 'event_type', 'minute_at'],
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key=['tenant_id', 'event_type', 'minute_at']) }}
 -- Events per tenant × event type × minute of received_at (the window every layer reconciles on).
 -- Incremental: recounts the minutes with events loaded since the last run or in the lookback window.
 with

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='event_id',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key='event_id') }}
 -- One row per event (de-duplicated), with the visitor's stitched user.
 --
 -- Incremental by hour: a run re-reads every event loaded since the last run (a re-loaded archive hour,

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key=['tenant_id', 'grain', 'window_start'],
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key=['tenant_id', 'grain', 'window_start']) }}
 -- Distinct visitors (anonymous_id) per tenant and hour or day, over all event types.
 -- Incremental: recounts the tenants' hours and days with events loaded since the last run or received
 -- in the lookback window.

@@ -1,11 +1,4 @@
-{{
-    config(
-        materialized='incremental',
-        unique_key='event_id',
-        incremental_strategy='delete+insert',
-        on_schema_change='fail'
-    )
-}}
+{{ config(unique_key='event_id') }}
 -- Valid events, parsed and cast, one row per event_id: a repeated event_id (producer retries, a
 -- record archived twice) keeps its earliest received_at, then its earliest arrival on the stream.
 --

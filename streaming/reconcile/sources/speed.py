@@ -1,7 +1,7 @@
 """The speed layer as the core sees it: Redis minute counters, and how far its consumer has read.
 
-Counters are read with SCAN over the minute keys (``tally:{tenant}:cnt:m:<epoch minute>``, named by
-:mod:`streaming.speed.keys`) and pipelined HGETALLs, so a tenant the other layers never saw is still
+Counters are read with SCAN over the minute keys (:func:`streaming.speed.keys.counts` at resolution
+``m``) and pipelined HGETALLs, so a tenant the other layers never saw is still
 found. The speed watermark is event time, derived without trusting Redis (a flushed Redis must read
 as *missing*, not as *not yet arrived*): per shard, the speed consumer's checkpoint in the lease table,
 mapped through the archive manifests to the newest ``received_at`` known to lie at or before it.
@@ -18,17 +18,10 @@ from streaming.kinesis.leases import SHARD_END, Lease
 from streaming.reconcile.sources.archive import ShardProgress
 from streaming.speed import keys
 
-_PATTERN = "tally:{*}:cnt:m:*"
-
-
 def parse_minute_key(key: str) -> tuple[str, int] | None:
     """(tenant, epoch minute) of a minute counter key, or None."""
-    try:
-        head, minute = key.rsplit(":cnt:m:", 1)
-        tenant = head[head.index("{") + 1: head.rindex("}")]
-        return tenant, int(minute)
-    except ValueError:
-        return None
+    parsed = keys.parse_counts(key)
+    return (parsed[0], parsed[2]) if parsed and parsed[1] == "m" else None
 
 
 class SpeedReader:
@@ -38,7 +31,7 @@ class SpeedReader:
 
     def minute_keys(self, start_minute: int, end_minute: int) -> list[tuple[str, str, int]]:
         found = []
-        for raw in self.client.scan_iter(match=_PATTERN, count=5_000):
+        for raw in self.client.scan_iter(match=keys.counts_pattern("m"), count=5_000):
             key = raw.decode() if isinstance(raw, bytes) else raw
             parsed = parse_minute_key(key)
             if parsed and start_minute <= parsed[1] < end_minute:

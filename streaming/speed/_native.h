@@ -1,6 +1,6 @@
-/* Helpers of the extension module _fold (sources _fold.c and _scan.c). */
-#ifndef TALLY_FOLD_H
-#define TALLY_FOLD_H
+/* Helpers of the extension module _native (sources _payload.c and _scan.c). */
+#ifndef TALLY_NATIVE_H
+#define TALLY_NATIVE_H
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -67,7 +67,7 @@ static inline int add_hit(PyObject *segments, PyObject *rule, PyObject *anon, do
     return added;
 }
 
-/* _scan.c: the record scanner (see there); registered by PyInit__fold. */
+/* _scan.c: the record scanner (see there); registered by PyInit__native. */
 PyObject *scan(PyObject *self, PyObject *args);
 int scan_init(PyObject *module);
 

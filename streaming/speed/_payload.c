@@ -1,5 +1,6 @@
-/* The speed layer's C extension: the payload's per-visitor sections here, the record scanner and its
- * fold in _scan.c (one module, two sources; _fold.h holds what they share).
+/* The speed layer's C extension module ``_native``: this source encodes the apply payload's per-visitor
+ * sections (and defines the module); the record scanner and its fold are in _scan.c (one module, two
+ * sources; _native.h holds what they share).
  *
  * ``streaming/speed/aggregate.py`` holds the reference of each (``TenantBatch._sections_python``) and calls
  * these instead when the module is built; ``tests/speed/test_aggregate.py`` checks both give the same
@@ -9,7 +10,7 @@
 #include <Python.h>
 #include <string.h>
 
-#include "_fold.h"
+#include "_native.h"
 
 /* ---- msgpack, encoded as msgspec encodes it (smallest int and header forms), for the payload's two
  * per-visitor sections: built here as bytes, embedded by the store as msgspec.Raw. ---- */
@@ -261,9 +262,9 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fold", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_native", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__fold(void) {
+PyMODINIT_FUNC PyInit__native(void) {
     PyObject *m = PyModule_Create(&module);
     if (m != NULL && scan_init(m) < 0) Py_CLEAR(m);
     return m;
