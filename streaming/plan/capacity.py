@@ -288,7 +288,9 @@ def _shards_holding(sizes: list[float], capacity: float) -> int:
 def _collector(load: Load, prices: dict[str, Any], figures: Figures, record_bytes: float) -> Component:
     avg = load.events_per_day / 86_400
     peak = avg * load.peak_multiplier
-    measured = figures.get("collector_events_per_s", 0.0)
+    # What one collector process delivered to Kinesis, not what it acknowledged: the spool absorbs a burst,
+    # the drainer's rate is what a peak that lasts needs.
+    measured = figures.get("collector_batch_delivered_per_s", 0.0)
     tasks = max(MIN_TASKS, math.ceil(peak / measured)) if measured else MIN_TASKS
     alb = prices["alb"]
     processed_gb_h = avg * 3_600 * (record_bytes + HTTP_OVERHEAD_BYTES) / GB
@@ -296,7 +298,8 @@ def _collector(load: Load, prices: dict[str, Any], figures: Figures, record_byte
     c = Component("collector", {"tasks": tasks, "task_vcpu": COLLECTOR_TASK[0], "task_gb": COLLECTOR_TASK[1]})
     c.lines.append(Line(f"{tasks} Fargate tasks ({COLLECTOR_TASK[0]:g} vCPU, {COLLECTOR_TASK[1]:g} GB, {load.architecture})",
                         _fargate(prices, load.architecture, COLLECTOR_TASK, tasks),
-                        f"peak / collector_events_per_s {measured:,.0f}" if measured else
+                        f"peak {peak:,.0f} events/s over collector_batch_delivered_per_s {measured:,.0f}, "
+                        "at least one per availability zone" if measured else
                         "one per availability zone (the collector's throughput is not benchmarked yet)"))
     c.lines.append(Line("application load balancer", HOURS * (alb["hour"] + lcu * alb["lcu_hour"]),
                         f"{lcu:,.1f} LCU: one new connection per event ({avg:,.0f}/s over 25/s per LCU), "
