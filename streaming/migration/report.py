@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
 from streaming.migration.compare import Cutover, DayVerdict, tenant_days
-from html import escape
+from streaming.templating import render
 
 UTC = dt.timezone.utc
 #: Event ids listed per cell in the report (the JSON keeps them all).
@@ -94,6 +93,9 @@ def markdown(report: MigrationReport) -> str:
     return "\n".join(lines)
 
 
+COLOURS = {"tally": "#2ca02c", "legacy": "#9467bd"}
+
+
 def bar_chart(hours: list[int], tally: list[int], legacy: list[int], deviating: set[int], title: str,
               width: int = 900, height: int = 240) -> str:
     """Per hour, tally's bar beside the legacy's (inline SVG); a deviating hour's label is red."""
@@ -102,26 +104,19 @@ def bar_chart(hours: list[int], tally: list[int], legacy: list[int], deviating: 
     peak = max([*tally, *legacy, 1])
     slot = plot_w / max(1, len(hours))
     bar = max(1.0, min(18.0, slot * 0.4))
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
-             f'aria-label="{escape(title)}" font-family="sans-serif" font-size="11">',
-             f'<text x="{left}" y="14" font-size="13" font-weight="bold">{escape(title)}</text>',
-             f'<rect x="{left}" y="20" width="10" height="8" fill="#2ca02c"/><text x="{left + 14}" y="28">tally</text>',
-             f'<rect x="{left + 60}" y="20" width="10" height="8" fill="#9467bd"/><text x="{left + 74}" y="28">legacy</text>']
-    for frac in (0.0, 0.5, 1.0):
-        y = top + plot_h - frac * plot_h
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>'
-                     f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{peak * frac:,.0f}</text>')
+    grid_lines = [{"y": f"{top + plot_h - frac * plot_h:.1f}", "label_y": f"{top + plot_h - frac * plot_h + 4:.1f}",
+                   "label": f"{peak * frac:,.0f}"} for frac in (0.0, 0.5, 1.0)]
+    bars, labels = [], []
     for i, hour in enumerate(hours):
         x = left + i * slot + slot / 2
-        for offset, value, colour, name in ((-bar, tally[i], "#2ca02c", "tally"), (0.0, legacy[i], "#9467bd", "legacy")):
+        for offset, value, name in ((-bar, tally[i], "tally"), (0.0, legacy[i], "legacy")):
             h = value / peak * plot_h
-            parts.append(f'<rect x="{x + offset:.1f}" y="{top + plot_h - h:.1f}" width="{bar:.1f}" height="{h:.1f}" '
-                         f'fill="{colour}"><title>{hour_label(hour)} {name}: {value:,}</title></rect>')
-        colour = "#b00020" if hour in deviating else "#222"
-        parts.append(f'<text x="{x:.1f}" y="{height - 16}" text-anchor="middle" fill="{colour}">'
-                     f'{hour_label(hour)[11:13]}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+            bars.append({"x": f"{x + offset:.1f}", "y": f"{top + plot_h - h:.1f}", "w": f"{bar:.1f}", "h": f"{h:.1f}",
+                         "name": name, "title": f"{hour_label(hour)} {name}: {value:,}"})
+        labels.append({"x": f"{x:.1f}", "colour": "#b00020" if hour in deviating else "#222",
+                       "text": hour_label(hour)[11:13]})
+    return render("streaming.migration", "bar_chart.svg.j2", width=width, height=height, title=title, left=left,
+                  right=left + plot_w, colours=COLOURS, grid_lines=grid_lines, bars=bars, labels=labels)
 
 
 def _charts(report: MigrationReport) -> list[str]:
@@ -139,13 +134,11 @@ def _charts(report: MigrationReport) -> list[str]:
 
 
 def html(report: MigrationReport) -> str:
-    env = Environment(loader=PackageLoader("streaming.migration", "templates"),
-                      autoescape=select_autoescape(["html", "j2"]), undefined=StrictUndefined)
     doc = report_json(report)
     for finding in doc["findings"]:
         for key in ("missing_ids", "duplicate_ids", "unknown_ids"):
             finding[key + "_shown"] = finding[key][:LISTED_IDS]
-    return env.get_template("report.html.j2").render(doc=doc, charts=_charts(report))
+    return str(render("streaming.migration", "report.html.j2", doc=doc, charts=_charts(report)))
 
 
 def write_report(report: MigrationReport, directory: Path) -> dict[str, Path]:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from streaming.plan.capacity import GIB, Plan
+from streaming.templating import render
 
 #: One colour per component, in the plans' component order (the chart's stacking order).
 COLOURS = ("#1f77b4", "#ff7f0e", "#d62728", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2", "#7f7f7f", "#bcbd22")
@@ -133,10 +133,7 @@ def _plan_bar(plan: Plan, width: float = 900) -> dict[str, Any]:
 
 
 def render_html(plans: list[Plan]) -> str:
-    env = Environment(loader=PackageLoader("streaming.plan", "templates"), autoescape=select_autoescape(["html", "j2"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters["money"] = _money
-    env.filters["gib"] = lambda b: f"{b / GIB:,.2f}"
     budget = plans[0].budget if plans else 50_000.0
-    return env.get_template("plan.html.j2").render(plans=plans, chart=_chart(plans, budget), budget=budget,
-                                                  s3_rows=_s3_rows, colours=COLOURS, plan_bar=_plan_bar)
+    filters = {"money": _money, "gib": lambda b: f"{b / GIB:,.2f}"}
+    return str(render("streaming.plan", "plan.html.j2", filters, plans=plans, chart=_chart(plans, budget),
+                      budget=budget, s3_rows=_s3_rows, colours=COLOURS, plan_bar=_plan_bar))

@@ -20,7 +20,7 @@ from streaming.literal import printable
 
 from streaming.reconcile.model import LOSS_VERDICTS, PRECEDENCE, Result, Verdict
 from streaming.reconcile.svg import line_chart
-from streaming.reconcile.templating import render
+from streaming.templating import render
 
 MAX_ROWS = 50
 
@@ -267,7 +267,7 @@ def to_html(result: Result, info: RunInfo) -> str:
         (f"Event ids missing or extra in the warehouse ({len(result.event_ids)})", ids),
         ("Late events (counted, not loss)", late),
     ]
-    return render("report.html.j2", start=minute_iso(info.start_minute), end=minute_iso(info.end_minute),
+    return render("streaming.reconcile", "report.html.j2", start=minute_iso(info.start_minute), end=minute_iso(info.end_minute),
                   badge=badge, headline=verdict_line(result), run_id=info.run_id, who=info.who,
                   generated_at=f"{info.generated_at:%Y-%m-%dT%H:%M:%SZ}", hour_chart=_chart(result),
                   minute_chart=_minute_chart(result),

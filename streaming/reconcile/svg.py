@@ -10,7 +10,7 @@ from typing import Any
 
 from markupsafe import Markup
 
-from streaming.reconcile.templating import render
+from streaming.templating import render
 
 PALETTE = {"archive": "#1f77b4", "warehouse": "#2ca02c", "speed": "#ff7f0e"}
 _DASHES = ("", "6 3", "2 2")
@@ -31,7 +31,7 @@ def line_chart(
     context: dict[str, Any] = {"width": width, "height": height, "title": title, "left": left, "top": top,
                                "right": left + plot_w, "plot_h": plot_h, "points": []}
     if not xs:
-        return render("line_chart.svg.j2", **context)
+        return render("streaming.reconcile", "line_chart.svg.j2", **context)
     x0, x1 = min(xs), max(xs)
     span = max(1, x1 - x0)
     y_max = max([max(v) if len(v) else 0 for v in series.values()] + [1])
@@ -60,4 +60,4 @@ def line_chart(
               "points": " ".join(f"{px(x):.1f},{py(v):.1f}" for x, v in zip(xs, values, strict=True))}
              for i, (name, values) in enumerate(series.items())]
     context.update(bands=bands, grid_lines=grid, ticks=ticks, points=lines)
-    return render("line_chart.svg.j2", **context)
+    return render("streaming.reconcile", "line_chart.svg.j2", **context)
