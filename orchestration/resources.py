@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import dagster as dg
 from dagster_aws.s3 import S3Resource
 from dagster_dbt import DbtCliResource, DbtProject
 
+from assets.warehouse.resources import build_warehouse
 from orchestration.environment import Environment
 
 _LOCAL_PLACEHOLDER_KEY = "tally-local"  # the emulator accepts any credentials; not a secret
@@ -56,27 +55,6 @@ class RedisResource(dg.ConfigurableResource):
         return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
 
 
-class DuckDBWarehouse(dg.ConfigurableResource):
-    """The local warehouse: one DuckDB file (dbt's `local` target writes the same file)."""
-
-    path: str
-
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        import duckdb
-
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(self.path)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @property
-    def kind(self) -> str:
-        return "duckdb"
-
-
 def dbt_executable() -> str:
     """The venv's dbt, found without activating the venv."""
     return str(Path(sys.executable).parent / "dbt")
@@ -93,13 +71,8 @@ def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[s
         aws_access_key_id=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
         aws_secret_access_key=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
     )
-    if environment.is_local:
-        warehouse: Any = DuckDBWarehouse(path=str(settings.duckdb_path.resolve()))
-    else:
-        from assets.warehouse.snowflake import build_snowflake_warehouse
-
-        # SettingError names a missing TALLY_SNOWFLAKE_* when definitions are built.
-        warehouse = build_snowflake_warehouse(settings)
+    # SettingError names a missing TALLY_SNOWFLAKE_* when definitions are built.
+    warehouse = build_warehouse(settings)
     return {
         "s3": s3,
         "redis": RedisResource(url=environment.redis_url),

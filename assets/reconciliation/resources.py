@@ -46,7 +46,7 @@ class ReconcileResource(dg.ConfigurableResource):
     def settings(self, bucket: str, warehouse: Any) -> Settings:
         """Settings for the reconciliation service, with this resource's values."""
         base = load_settings()
-        path = getattr(warehouse, "path", None)
+        path = warehouse.path
         return dataclasses.replace(
             base, home=Path(self.home), lease_table=self.lease_table, stream_name=self.stream_name,
             bucket=bucket, duckdb_path=Path(path) if path else base.duckdb_path,
@@ -75,17 +75,6 @@ class ReconcileResource(dg.ConfigurableResource):
         from streaming.reconcile.service import Layers
 
         return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
-                      warehouse=warehouse_reader(warehouse), dynamodb=self.dynamodb(),
+                      warehouse=warehouse.reader(), dynamodb=self.dynamodb(),
                       lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group,
                       kinesis=self.kinesis())
-
-
-def warehouse_reader(warehouse: Any) -> Any:
-    """The reconciliation reader of the warehouse resource: its own ``reader()`` (Snowflake) or DuckDB's."""
-    if hasattr(warehouse, "reader"):
-        return warehouse.reader()
-    if getattr(warehouse, "kind", "") == "duckdb":
-        from streaming.reconcile.sources.warehouse import WarehouseReader
-
-        return WarehouseReader(warehouse.path)
-    raise NotImplementedError(f"no reconciliation reader for a {type(warehouse).__name__} warehouse")

@@ -11,6 +11,7 @@ import dagster as dg
 
 from assets.ingest.assets import ARCHIVE_KEY
 from assets.warehouse.partitions import hourly, partition_hour
+from assets.warehouse.resources import WarehouseResource
 
 RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
 
@@ -24,16 +25,9 @@ RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
     kinds={"duckdb", "snowflake"},
     description="raw.events (valid records) and raw.dead_letters, loaded from committed archive objects by hour.",
 )
-def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], warehouse: dg.ResourceParam[Any]) -> dg.MaterializeResult:
-    from streaming.archive.loader import load_hours
-
+def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], warehouse: WarehouseResource) -> dg.MaterializeResult:
     hours = [partition_hour(k) for k in context.partition_keys]
-    store = s3.archive_store()
-    if getattr(warehouse, "kind", "") == "snowflake":
-        result = warehouse.load_hours(store, hours)
-    else:
-        with warehouse.connect() as conn:
-            result = load_hours(conn, store, hours)
+    result = warehouse.load_hours(s3.archive_store(), hours)
     context.log.info(f"loaded {result.events} events and {result.dead_letters} dead letters from "
                      f"{result.objects} archive objects for {len(hours)} hour(s)")
     return dg.MaterializeResult(metadata={
