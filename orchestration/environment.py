@@ -39,6 +39,10 @@ class Environment:
     def dbt_target(self) -> str:
         return get_dbt_target(self)
 
+    @property
+    def dbt_project_dir(self) -> Path:
+        return DBT_PROJECT_DIR
+
 
 def get_environment(env: Mapping[str, str] | None = None) -> Environment:
     """Endpoints as every command resolves them, but taking what `tally stack up` recorded without

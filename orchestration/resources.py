@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from dagster_dbt import DbtCliResource, DbtProject
 
 from assets.warehouse.resources import build_warehouse
 from orchestration.environment import Environment
@@ -55,12 +52,8 @@ class RedisResource(dg.ConfigurableResource):
         return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
 
 
-def dbt_executable() -> str:
-    """The venv's dbt, found without activating the venv."""
-    return str(Path(sys.executable).parent / "dbt")
-
-
-def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[str, Any]:
+def build_resources(environment: Environment) -> dict[str, Any]:
+    """The resources several domains share: the archive's S3, the speed layer's Redis, the warehouse."""
     settings = environment.settings
     local_loopback = environment.is_local
     s3 = TallyS3Resource(
@@ -77,6 +70,4 @@ def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[s
         "s3": s3,
         "redis": RedisResource(url=environment.redis_url),
         "warehouse": warehouse,
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
-                              target=environment.dbt_target),
     }

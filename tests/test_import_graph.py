@@ -3,7 +3,9 @@ subpackages import each other (``streaming.X`` <-> ``streaming.Y``, ``assets.X``
 the three top-level packages), and nothing under ``streaming/`` outside ``streaming/stack/`` imports the
 local stack (endpoints are resolved once, where the environment is chosen, and passed in).
 
-Every import counts, also those inside functions: a lazy import is still a dependency.
+Every import counts, also those inside functions: a lazy import is still a dependency. Imports under
+``if TYPE_CHECKING:`` do not (they never run; grimp's ``exclude_type_checking_imports`` does the same):
+a domain's ``defs(environment)`` names the root's Environment type that way.
 """
 
 from __future__ import annotations
@@ -51,7 +53,12 @@ def _imports(path: Path) -> set[str]:
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and _is_type_checking(block.test)
+                   for stmt in block.body for n in ast.walk(stmt)}
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -64,6 +71,11 @@ def _imports(path: Path) -> set[str]:
             # ``from streaming import settings`` names a module too.
             found.update(f"{target}.{alias.name}" for alias in node.names)
     return found
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
 def _graph() -> dict[str, dict[str, set[str]]]:

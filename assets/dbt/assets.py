@@ -47,7 +47,3 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             yield from dbt.cli(["build", *PRODUCTION_BUILD_ARGS], context=context).stream()
 
     return dbt_models
-
-
-def defs(project: DbtProject) -> dg.Definitions:
-    return dg.Definitions(assets=[build_dbt_assets(project)])

@@ -9,11 +9,10 @@ from typing import Any
 
 import dagster as dg
 
-from assets.ingest.assets import ARCHIVE_KEY
+from assets.ingest.keys import ARCHIVE_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly, partition_hour
 from assets.warehouse.resources import WarehouseResource
-
-RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
 
 
 @dg.asset(
@@ -37,9 +36,3 @@ def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], war
         "dead_letters": result.dead_letters,
         "manifest_records": result.manifest_records,
     })
-
-
-def defs() -> dg.Definitions:
-    from assets.warehouse.checks import raw_events_match_manifests
-
-    return dg.Definitions(assets=[raw_events], asset_checks=[raw_events_match_manifests])

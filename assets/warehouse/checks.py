@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly, partition_hour
 from assets.warehouse.resources import WarehouseResource
 

@@ -113,7 +113,7 @@ def test_warehouse_loss_blocks_publishing_and_healing(clean_run: PipelineRun, ru
 @pytest.mark.integration
 def test_progress_sensor_reports_a_layer_only_when_its_clock_moves(
         run_settings: Settings, speed: Any, redis_client: redis.Redis) -> None:
-    from assets.reconciliation.progress import layer_progress_sensor
+    from assets.reconciliation.sensors import layer_progress_sensor
 
     speed()
     resources = _resources(run_settings)
