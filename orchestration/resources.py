@@ -9,24 +9,22 @@ from dagster_aws.s3 import S3Resource
 
 from assets.warehouse.resources import build_warehouse
 from orchestration.environment import Environment
+from streaming.endpoints import NO_EMULATOR, NO_REDIS, StackNotRunning
 
 _LOCAL_PLACEHOLDER_KEY = "tally-local"  # the emulator accepts any credentials; not a secret
 
 
 class TallyS3Resource(S3Resource):
-    """dagster-aws's S3 resource plus the archive's bucket. Locally, when no endpoint was known at
-    build time (stack down), it asks the stack for it when a run first needs the client."""
+    """dagster-aws's S3 resource plus the archive's bucket. Its endpoint was resolved when the
+    definitions were built (each run's process builds them again, so a stack started since is seen);
+    locally without one, a run fails with the sentence that says to start the stack."""
 
     bucket: str
     tally_local: bool = False
 
     def get_client(self) -> Any:
         if self.tally_local and not self.endpoint_url:
-            from streaming.settings import load_settings
-            from streaming.stack.manager import resolve_endpoints
-
-            endpoint = resolve_endpoints(load_settings()).aws_url("s3")
-            return self.model_copy(update={"endpoint_url": endpoint}).get_client()
+            raise StackNotRunning(NO_EMULATOR)
         return super().get_client()
 
     def archive_store(self) -> Any:
@@ -36,20 +34,17 @@ class TallyS3Resource(S3Resource):
 
 
 class RedisResource(dg.ConfigurableResource):
-    """The speed layer's Redis (observed only: the batch layer never writes to it)."""
+    """The speed layer's Redis (observed only: the batch layer never writes to it); its URL was resolved
+    when the definitions were built."""
 
     url: str | None = None
 
     def client(self) -> Any:
         import redis
 
-        url = self.url
-        if url is None:
-            from streaming.settings import load_settings
-            from streaming.stack.manager import resolve_endpoints
-
-            url = resolve_endpoints(load_settings()).redis_url
-        return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        if self.url is None:
+            raise StackNotRunning(NO_REDIS)
+        return redis.Redis.from_url(self.url, socket_connect_timeout=3, socket_timeout=5)
 
 
 def build_resources(environment: Environment) -> dict[str, Any]:

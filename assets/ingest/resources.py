@@ -16,10 +16,8 @@ class StreamConfig(dg.ConfigurableResource):
     def client(self) -> Any:
         from streaming.aws import aws_client
 
-        endpoint = self.endpoint_url
-        if self.tally_local and not endpoint:
-            from streaming.settings import load_settings
-            from streaming.stack.manager import resolve_endpoints
+        if self.tally_local and not self.endpoint_url:
+            from streaming.endpoints import NO_EMULATOR, StackNotRunning
 
-            endpoint = resolve_endpoints(load_settings()).aws_url("kinesis")
-        return aws_client("kinesis", self.region, endpoint)
+            raise StackNotRunning(NO_EMULATOR)
+        return aws_client("kinesis", self.region, self.endpoint_url)

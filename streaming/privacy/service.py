@@ -10,6 +10,7 @@ from streaming.archive.store import ArchiveStore
 from streaming.privacy.forget import Eraser
 from streaming.privacy.requests import RequestStore
 from streaming.privacy.warehouse import WarehouseEraser, dbt_rebuild
+from streaming.endpoints import Endpoints
 from streaming.settings import Settings
 from streaming.warehouse.factory import warehouse_for
 
@@ -21,13 +22,14 @@ def warehouse_eraser(settings: Settings) -> WarehouseEraser:
 
 
 def eraser_from_settings(settings: Settings, redis_client: Any | None = None, s3: Any | None = None,
-                         rebuild: bool = True) -> Eraser:
+                         rebuild: bool = True, endpoints: Endpoints | None = None) -> Eraser:
+    """``endpoints`` (for the clients not given) as the caller resolved them; None: the settings' variables."""
     from streaming.aws import aws_client
+    from streaming.endpoints import from_variables
     from streaming.speed.connect import connect
-    from streaming.stack.manager import resolve_endpoints
 
     if redis_client is None or s3 is None:
-        endpoints = resolve_endpoints(settings)
+        endpoints = endpoints or from_variables(settings)
         redis_client = redis_client or connect(endpoints.redis_url)
         s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_url("s3"))
     warehouse = warehouse_eraser(settings)

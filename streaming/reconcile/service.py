@@ -32,6 +32,7 @@ from streaming.reconcile.sequences import HELD_COLUMNS, SEQUENCE_MARGIN_MIN
 from streaming.reconcile.sources.archive import ArchiveReader, ArchiveSnapshot
 from streaming.reconcile.sources.speed import SpeedReader
 from streaming.reconcile.sources.stream import StreamTailReader
+from streaming.endpoints import Endpoints
 from streaming.settings import Settings
 from streaming.warehouse.base import Warehouse
 from streaming.warehouse.factory import warehouse_for
@@ -62,12 +63,14 @@ class Layers:
     max_stream_read: int = 2_000_000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Layers:
+    def from_settings(cls, settings: Settings, endpoints: Endpoints | None = None) -> Layers:
+        """``endpoints`` as the caller resolved them (the CLI: with the local stack's record); None: the
+        settings' variables."""
         from streaming.aws import aws_client
+        from streaming.endpoints import from_variables
         from streaming.speed.connect import connect
-        from streaming.stack.manager import resolve_endpoints
 
-        endpoints = resolve_endpoints(settings)
+        endpoints = endpoints or from_variables(settings)
         return cls(
             s3=aws_client("s3", settings.aws_region, endpoints.aws_url("s3")),
             bucket=settings.bucket,
