@@ -3,7 +3,7 @@
 1. Archiver: records already fetched (StreamRecords in memory), one process: decode, split by hour,
    gzip, write objects + manifest to S3 (the emulator started here). ``batch_archive_events_per_s``.
 2. 1M generated events already in the archive (written here, untimed): load every hour into DuckDB
-   (``streaming.archive.loader.load_hours``) and ``dbt build`` (the real dbt CLI, target local).
+   (``streaming.warehouse.duckdb.DuckDBWarehouse.load_hours``) and ``dbt build`` (the real dbt CLI, target local).
    ``batch_1m_total_s``, ``batch_load_events_per_s``, ``batch_dbt_events_per_s``. Target ≤ 30 s.
 3. One more hour of 50,000 events arrives: load that hour, ``dbt build`` again (fct_events incremental).
    ``batch_incremental_hour_s``. Target ≤ 10 s.
@@ -27,11 +27,8 @@ import zlib
 from collections import defaultdict
 from pathlib import Path
 
-import duckdb
-
 from bench.servers import emulator
 from streaming.archive.batch import build_batch
-from streaming.archive.loader import load_hours
 from streaming.archive.processor import ArchiveProcessor, FlushPolicy
 from streaming.archive.store import ArchiveStore
 from streaming.aws import aws_client
@@ -39,6 +36,7 @@ from streaming.events import EventDecoder
 from streaming.generator import GeneratorConfig, TrafficGenerator
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.resources import ensure_bucket
+from streaming.warehouse.duckdb import DuckDBWarehouse
 
 ROOT = Path(__file__).resolve().parents[1]
 DBT_DIR = ROOT / "dbt_project"
@@ -128,8 +126,7 @@ def run() -> dict[str, float]:
         db = Path(tmp) / "warehouse.duckdb"
         _dbt(["parse"], db, target)  # untimed: the deployed project's parse
         started = time.perf_counter()
-        with duckdb.connect(str(db)) as conn:
-            loaded = load_hours(conn, store, hours)
+        loaded = DuckDBWarehouse(db).load_hours(store, hours)
         load_s = time.perf_counter() - started
         dbt_s = _dbt_build(db, target)
         results["batch_1m_total_s"] = round(load_s + dbt_s, 2)
@@ -143,8 +140,7 @@ def run() -> dict[str, float]:
         _write_archive(store, _records(hour, seqs))
         new_hour = dt.datetime(2026, 3, 1, 2, tzinfo=dt.timezone.utc)
         started = time.perf_counter()
-        with duckdb.connect(str(db)) as conn:
-            load_hours(conn, store, [new_hour])
+        DuckDBWarehouse(db).load_hours(store, [new_hour])
         inc_load = time.perf_counter() - started
         inc_dbt = _dbt_build(db, target)
         results["batch_incremental_hour_s"] = round(inc_load + inc_dbt, 2)

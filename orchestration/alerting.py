@@ -17,8 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.reconciliation.assets import VERDICTS_KEY
-from assets.reconciliation.progress import LAYER_KEYS
+from assets.reconciliation.keys import LAYER_KEYS, VERDICTS_KEY
 
 _RUNNING = dg.DefaultSensorStatus.RUNNING
 _LAYER_OF = {key: layer for layer, key in LAYER_KEYS.items()}

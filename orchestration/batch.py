@@ -32,7 +32,7 @@ def archiver_worker(settings: Settings, worker_id: str = "") -> object:
     from streaming.archive.store import ArchiveStore
     from streaming.events import EventDecoder
     from streaming.kinesis.worker import Worker
-    from streaming.stack.manager import resolve_endpoints
+    from orchestration.environment import resolve_endpoints
 
     from streaming.privacy.suppression import SuppressionCache
     from streaming.speed.connect import connect
@@ -72,7 +72,9 @@ def run_archiver(settings: Settings, until_caught_up: bool = True, timeout_s: fl
     def attempt() -> None:
         archiver_worker(settings, worker_id).run(stop)  # type: ignore[attr-defined]
 
-    keep_running(attempt, stop, f"archiver {worker_id}", settings)
+    from orchestration.environment import locate_endpoints
+
+    keep_running(attempt, stop, f"archiver {worker_id}", settings, locate=locate_endpoints)
 
 
 def ensure_dagster_home(home: Path) -> Path:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from orchestration.environment import locate_endpoints
 from orchestration.output import console, err_console, format_option, print_rows, resolved
 from streaming.outages import exit_on_user_error
 from streaming.settings import Settings, load_settings
@@ -29,7 +30,7 @@ def user_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        return exit_on_user_error(lambda: fn(*args, **kwargs))
+        return exit_on_user_error(lambda: fn(*args, **kwargs), locate=locate_endpoints)
 
     return wrapper  # type: ignore[return-value]
 
@@ -40,7 +41,7 @@ class TallyGroup(click.Group):
     one sentence naming the service, the setting and the fix, exit 2, no traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        return exit_on_user_error(lambda: super(TallyGroup, self).invoke(ctx))
+        return exit_on_user_error(lambda: super(TallyGroup, self).invoke(ctx), locate=locate_endpoints)
 
 
 def _settings() -> Settings:
@@ -160,7 +161,7 @@ def _send(settings: Settings, records: Any, total: int) -> None:
     from rich.progress import Progress
 
     from streaming.producer import Producer
-    from streaming.stack.manager import resolve_endpoints
+    from orchestration.environment import resolve_endpoints
 
     kinesis = resolve_endpoints(settings).client("kinesis", settings.aws_region)
     with Progress(console=console, transient=False) as progress:
@@ -187,7 +188,7 @@ def stream() -> None:
 def stream_summary(top: int, fmt: str | None) -> None:
     """Read the whole stream once and count records by tenant and event type."""
     from streaming.events import EVENT_TYPES, EventDecoder
-    from streaming.stack.manager import resolve_endpoints
+    from orchestration.environment import resolve_endpoints
     from streaming.stream_reader import summarize
 
     settings = _settings()

@@ -40,6 +40,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from orchestration.demo_front_door import EVENT_MAP, create_keys
+from orchestration.environment import resolve_endpoints
 from streaming.settings import SettingError, Settings, load_settings
 
 UTC = dt.timezone.utc
@@ -238,7 +239,7 @@ def wait_for_tip(settings: Settings, after: float, timeout_s: float = 180.0) -> 
     started after ``after`` (the last record sent). True if they did within ``timeout_s``."""
     from streaming.reconcile.service import Layers, consumers_behind
 
-    layers = Layers.from_settings(settings)
+    layers = Layers.from_settings(settings, resolve_endpoints(settings))
     deadline = time.time() + timeout_s
     with console.status("waiting for the speed consumer and the archiver to reach the tip of every shard") as status:
         while time.time() < deadline:
@@ -258,7 +259,7 @@ def check_stopped(settings: Settings) -> bool:
     from streaming.reconcile.service import Layers, read_positions
     from streaming.reconcile.sources.archive import ArchiveReader
 
-    layers = Layers.from_settings(settings)
+    layers = Layers.from_settings(settings, resolve_endpoints(settings))
     snapshot = ArchiveReader(layers.s3, layers.bucket).snapshot(0, 0)
     speed = LeaseTable(layers.dynamodb, settings.lease_table, layers.speed_group, settings.stream_name).leases()
     view = read_positions(layers, snapshot, speed)
@@ -300,7 +301,6 @@ def run(settings: Settings, t0: float, extra: Callable[[Settings, dict[str, Any]
         extra_title: str = "") -> None:
     """The demo's phases; ``extra`` (``make demo-migration``'s parallel run) is one more phase before "next",
     given the settings and the stack's state."""
-    from streaming.stack.manager import resolve_endpoints
 
     total = 6 if extra is not None else 5
     size = Size.at(settings.demo_scale)
@@ -395,7 +395,7 @@ def summary(settings: Settings, endpoints: Any, ledger: Any, history_start: floa
     queries = SpeedQueries(client)
     start = dt.datetime.fromtimestamp(history_start, tz=UTC).replace(second=0, microsecond=0)
     end = dt.datetime.fromtimestamp(live_end + 120, tz=UTC).replace(second=0, microsecond=0)
-    layers = Layers.from_settings(settings)
+    layers = Layers.from_settings(settings, resolve_endpoints(settings))
     run = run_reconcile(settings, layers, start, end, who="make demo")
     counted = int(run.inputs.speed["n"].sum())
     archived = int(run.inputs.archive["n"].sum())

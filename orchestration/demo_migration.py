@@ -36,7 +36,7 @@ def _tenant_lookup(settings: Settings) -> Any:
     def tenant_for(key: str) -> str | None:
         if "keys" not in holder:
             from streaming.collector.writekeys import WriteKeys, scan_table
-            from streaming.stack.manager import resolve_endpoints
+            from orchestration.environment import resolve_endpoints
 
             dynamodb = resolve_endpoints(settings).client("dynamodb", settings.aws_region)
             holder["keys"] = WriteKeys(lambda: scan_table(dynamodb, settings.collector.write_key_table),

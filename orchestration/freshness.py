@@ -11,7 +11,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.reconciliation.progress import freshness_policy
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 
 def is_warehouse(spec: dg.AssetSpec) -> bool:
     """raw_events and the marts (dbt's models/marts folder)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly
 
 #: Every dbt node (models and the seeds generated from the segment rules).

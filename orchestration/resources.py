@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_aws.s3 import S3Resource
-from dagster_dbt import DbtCliResource, DbtProject
 
+from assets.warehouse.resources import build_warehouse
 from orchestration.environment import Environment
+from streaming.endpoints import NO_EMULATOR, NO_REDIS, StackNotRunning
 
 _LOCAL_PLACEHOLDER_KEY = "tally-local"  # the emulator accepts any credentials; not a secret
 
 
 class TallyS3Resource(S3Resource):
-    """dagster-aws's S3 resource plus the archive's bucket. Locally, when no endpoint was known at
-    build time (stack down), it asks the stack for it when a run first needs the client."""
+    """dagster-aws's S3 resource plus the archive's bucket. Its endpoint was resolved when the
+    definitions were built (each run's process builds them again, so a stack started since is seen);
+    locally without one, a run fails with the sentence that says to start the stack."""
 
     bucket: str
     tally_local: bool = False
 
     def get_client(self) -> Any:
         if self.tally_local and not self.endpoint_url:
-            from streaming.settings import load_settings
-            from streaming.stack.manager import resolve_endpoints
-
-            endpoint = resolve_endpoints(load_settings()).aws_url("s3")
-            return self.model_copy(update={"endpoint_url": endpoint}).get_client()
+            raise StackNotRunning(NO_EMULATOR)
         return super().get_client()
 
     def archive_store(self) -> Any:
@@ -40,49 +34,21 @@ class TallyS3Resource(S3Resource):
 
 
 class RedisResource(dg.ConfigurableResource):
-    """The speed layer's Redis (observed only: the batch layer never writes to it)."""
+    """The speed layer's Redis (observed only: the batch layer never writes to it); its URL was resolved
+    when the definitions were built."""
 
     url: str | None = None
 
     def client(self) -> Any:
         import redis
 
-        url = self.url
-        if url is None:
-            from streaming.settings import load_settings
-            from streaming.stack.manager import resolve_endpoints
-
-            url = resolve_endpoints(load_settings()).redis_url
-        return redis.Redis.from_url(url, socket_connect_timeout=3, socket_timeout=5)
+        if self.url is None:
+            raise StackNotRunning(NO_REDIS)
+        return redis.Redis.from_url(self.url, socket_connect_timeout=3, socket_timeout=5)
 
 
-class DuckDBWarehouse(dg.ConfigurableResource):
-    """The local warehouse: one DuckDB file (dbt's `local` target writes the same file)."""
-
-    path: str
-
-    @contextmanager
-    def connect(self) -> Iterator[Any]:
-        import duckdb
-
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = duckdb.connect(self.path)
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    @property
-    def kind(self) -> str:
-        return "duckdb"
-
-
-def dbt_executable() -> str:
-    """The venv's dbt, found without activating the venv."""
-    return str(Path(sys.executable).parent / "dbt")
-
-
-def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[str, Any]:
+def build_resources(environment: Environment) -> dict[str, Any]:
+    """The resources several domains share: the archive's S3, the speed layer's Redis, the warehouse."""
     settings = environment.settings
     local_loopback = environment.is_local
     s3 = TallyS3Resource(
@@ -93,17 +59,10 @@ def build_resources(environment: Environment, dbt_project: DbtProject) -> dict[s
         aws_access_key_id=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
         aws_secret_access_key=_LOCAL_PLACEHOLDER_KEY if local_loopback else None,
     )
-    if environment.is_local:
-        warehouse: Any = DuckDBWarehouse(path=str(settings.duckdb_path.resolve()))
-    else:
-        from assets.warehouse.snowflake import build_snowflake_warehouse
-
-        # SettingError names a missing TALLY_SNOWFLAKE_* when definitions are built.
-        warehouse = build_snowflake_warehouse(settings)
+    # SettingError names a missing TALLY_SNOWFLAKE_* when definitions are built.
+    warehouse = build_warehouse(settings)
     return {
         "s3": s3,
         "redis": RedisResource(url=environment.redis_url),
         "warehouse": warehouse,
-        "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable(),
-                              target=environment.dbt_target),
     }

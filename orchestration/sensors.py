@@ -7,9 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from assets.ingest.assets import ARCHIVE_KEY
-from assets.speed_layer.assets import REDIS_COUNTERS_KEY
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.ingest.keys import ARCHIVE_KEY
+from assets.speed_layer.keys import REDIS_COUNTERS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hour_key, hourly, partition_hour
 from orchestration.jobs import batch_hourly_job
 

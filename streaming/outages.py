@@ -25,11 +25,23 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
+import redis
+
+from streaming.endpoints import Endpoints, StackNotRunning, from_variables
 from streaming.literal import printable
 from streaming.settings import SettingError, Settings, redact_url
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+#: Where the endpoints of ``settings`` came from (for the sentence's "(<the setting>)").
+Locate = Callable[[Settings], Endpoints]
+
+#: Errors that mean "Redis is not reachable or not ready right now": wait and retry, never skip.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
+    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError,
+    redis.exceptions.MasterDownError,
+)
 
 SERVICE_NAMES = {"kinesis": "Kinesis", "s3": "S3", "dynamodb": "DynamoDB"}
 EXIT_USER_ERROR = 2
@@ -57,11 +69,13 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
-def explain(exc: BaseException, settings: Settings | None = None) -> str | None:
+def explain(exc: BaseException, settings: Settings | None = None, locate: Locate | None = None) -> str | None:
     """One sentence (naming the service, the setting and the fix) for an error the user can fix; None
-    for anything else. The exception's causes are looked at too (a ProducerError from a ClientError)."""
+    for anything else. The exception's causes are looked at too (a ProducerError from a ClientError).
+    ``locate`` says where the endpoints came from (the CLI's: with the local stack's record); by
+    default the settings' variables alone."""
     for error in _chain(exc):
-        text = _explain_one(error, settings)
+        text = _explain_one(error, settings, locate or _from_variables)
         if text:
             return text
     return None
@@ -70,8 +84,6 @@ def explain(exc: BaseException, settings: Settings | None = None) -> str | None:
 def is_outage(exc: BaseException) -> bool:
     """True for "the service is not answering right now": worth waiting for."""
     import botocore.exceptions as bce
-
-    from streaming.speed.connect import TRANSIENT_ERRORS
 
     for error in _chain(exc):
         if isinstance(error, TRANSIENT_ERRORS) or isinstance(error, (bce.ConnectionError, bce.HTTPClientError)):
@@ -83,12 +95,13 @@ def is_outage(exc: BaseException) -> bool:
     return False
 
 
-def exit_on_user_error(fn: Callable[[], T], settings: Callable[[], Settings | None] | None = None) -> T:
+def exit_on_user_error(fn: Callable[[], T], settings: Callable[[], Settings | None] | None = None,
+                       locate: Locate | None = None) -> T:
     """Run ``fn``; an error with an explanation becomes ``tally: <sentence>`` on stderr and exit 2."""
     try:
         return fn()
     except Exception as exc:  # noqa: BLE001 - only explained errors are caught; the rest re-raise
-        sentence = explain(exc, _quiet(settings))
+        sentence = explain(exc, _quiet(settings), locate)
         if sentence is None:
             raise
         print(f"tally: {printable(sentence)}", file=sys.stderr, flush=True)
@@ -96,7 +109,7 @@ def exit_on_user_error(fn: Callable[[], T], settings: Callable[[], Settings | No
 
 
 def keep_running(run: Callable[[], T], stop: threading.Event, what: str, settings: Settings | None = None,
-                 base_s: float = 0.5, max_s: float = 30.0) -> T | None:
+                 base_s: float = 0.5, max_s: float = 30.0, locate: Locate | None = None) -> T | None:
     """Call ``run`` until it returns; while a service is down (:func:`is_outage`), log the sentence and
     retry with exponential backoff (the backoff starts again after a run that lasted a minute). Returns
     None if ``stop`` is set while waiting. Any other error propagates."""
@@ -112,10 +125,14 @@ def keep_running(run: Callable[[], T], stop: threading.Event, what: str, setting
                 attempt = 0
             delay = min(max_s, base_s * 2 ** attempt)
             attempt += 1
-            sentence = explain(exc, settings) or f"{type(exc).__name__}: {exc}"
+            sentence = explain(exc, settings, locate) or f"{type(exc).__name__}: {exc}"
             log.warning("%s is waiting: %s Retrying in %.1f s (attempt %d).", what, printable(sentence), delay, attempt)
             if stop.wait(delay):
                 return None
+
+
+def _from_variables(settings: Settings) -> Endpoints:
+    return from_variables(settings, require_running=False)
 
 
 def _quiet(settings: Callable[[], Settings | None] | None) -> Settings | None:
@@ -144,31 +161,27 @@ def _is_redis_cluster_unreachable(error: BaseException) -> bool:
     return isinstance(error, redis.exceptions.RedisClusterException) and "connect" in str(error).lower()
 
 
-def _explain_one(error: BaseException, settings: Settings | None) -> str | None:
+def _explain_one(error: BaseException, settings: Settings | None, locate: Locate) -> str | None:
     import botocore.exceptions as bce
     import redis
 
-    from streaming.stack.manager import StackNotRunning
-    from streaming.stack.redis_local import RedisNotFound
-
-    if isinstance(error, (SettingError, StackNotRunning, RedisNotFound, UserError)):
+    # A stack's own errors (e.g. no redis-server binary) are UserErrors: their text is the sentence.
+    if isinstance(error, (SettingError, StackNotRunning, UserError)):
         return str(error)
     if isinstance(error, redis.AuthenticationError) or (
             isinstance(error, redis.ResponseError) and str(error).startswith(("NOAUTH", "WRONGPASS"))):
-        url, source = _redis_where(settings)
+        url, source = _redis_where(settings, locate)
         return (f"Redis at {url} ({source}) refused tally: {error}. Fix: put the right user and password in "
                 "TALLY_REDIS_URL (redis://user:password@host:6379/0)")
-    from streaming.speed.connect import TRANSIENT_ERRORS
-
     if isinstance(error, TRANSIENT_ERRORS) or _is_redis_cluster_unreachable(error):
-        url, source = _redis_where(settings)
+        url, source = _redis_where(settings, locate)
         return f"Redis at {url} ({source}) does not answer ({_first_line(error)}). Fix: {_redis_fix(source)}"
     if isinstance(error, (bce.ConnectionError, bce.HTTPClientError)):
-        service, url, source = _aws_where(error, settings)
+        service, url, source = _aws_where(error, settings, locate)
         return (f"{service} at {url} ({source}) does not answer ({_first_line(error)}). "
                 f"Fix: {_aws_fix(error, source)}")
     if isinstance(error, (bce.NoCredentialsError, bce.PartialCredentialsError)):
-        service, _, _ = _aws_where(error, settings)
+        service, _, _ = _aws_where(error, settings, locate)
         return (f"no AWS credentials for {service} ({error}). Fix: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, or run where an instance or task role is attached")
     if isinstance(error, bce.ClientError):
@@ -181,12 +194,10 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0].rstrip(".")
 
 
-def _redis_where(settings: Settings | None) -> tuple[str, str]:
+def _redis_where(settings: Settings | None, locate: Locate) -> tuple[str, str]:
     if settings is None:
         return "the configured address", "TALLY_REDIS_URL or `tally stack up`"
-    from streaming.stack.manager import resolve_endpoints
-
-    endpoints = resolve_endpoints(settings, require_running=False)
+    endpoints = locate(settings)
     url = redact_url(endpoints.redis) if endpoints.redis else "<none>"
     return url, endpoints.sources.get("redis", "TALLY_REDIS_URL")
 
@@ -198,16 +209,14 @@ def _redis_fix(source: str) -> str:
     return "run `tally stack up` (it starts tally's Redis again; its data stays under TALLY_HOME), or set TALLY_REDIS_URL"
 
 
-def _aws_where(error: BaseException, settings: Settings | None) -> tuple[str, str, str]:
+def _aws_where(error: BaseException, settings: Settings | None, locate: Locate) -> tuple[str, str, str]:
     """(service name, endpoint, the setting it came from) for a failed AWS call."""
     service = getattr(error, "tally_service", "")
     url = _base(str(getattr(error, "kwargs", {}).get("endpoint_url") or ""))
     endpoints = None
     matching: list[str] = []
     if settings is not None:
-        from streaming.stack.manager import resolve_endpoints
-
-        endpoints = resolve_endpoints(settings, require_running=False)
+        endpoints = locate(settings)
         if not service and url:
             matching = [s for s in SERVICE_NAMES if _base(endpoints.aws.get(s) or "") == url]
             service = matching[0] if len(matching) == 1 else ""

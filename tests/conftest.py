@@ -23,6 +23,9 @@ from streaming.resources import ensure_bucket, ensure_lease_table, ensure_stream
 from streaming.stack.process import free_port, port_in_use, stop_pid, wait_until
 from streaming.stack.redis_local import RedisServer
 
+#: The Snowflake emulator's fixtures, for tests/snowflake and the shared warehouse suite (tests/warehouse).
+pytest_plugins = ["tests.snowflake.emulator"]
+
 REGION = "us-east-1"
 
 

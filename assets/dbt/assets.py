@@ -20,7 +20,7 @@ PRODUCTION_BUILD_ARGS = ("--exclude-resource-type", "unit_test", "--no-write-jso
 @contextmanager
 def dbt_environment(warehouse: Any) -> Iterator[None]:
     """dbt's `local` profile reads TALLY_DUCKDB_PATH: point it at the resource's file for this call."""
-    path = getattr(warehouse, "path", None)
+    path = warehouse.dbt_env().get("TALLY_DUCKDB_PATH")
     old = os.environ.get("TALLY_DUCKDB_PATH")
     if path:
         os.environ["TALLY_DUCKDB_PATH"] = path
@@ -47,7 +47,3 @@ def build_dbt_assets(project: DbtProject) -> dg.AssetsDefinition:
             yield from dbt.cli(["build", *PRODUCTION_BUILD_ARGS], context=context).stream()
 
     return dbt_models
-
-
-def defs(project: DbtProject) -> dg.Definitions:
-    return dg.Definitions(assets=[build_dbt_assets(project)])

@@ -9,6 +9,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.migration.resources import MigrationSettings
 from assets.reconciliation.assets import VERDICTS_KEY
 
 REPORT_KEY = dg.AssetKey(["migration", "parallel_run_report"])
@@ -29,15 +30,12 @@ daily = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
                 "the event_ids tally has; the cutover verdict over TALLY_MIGRATION_READY_DAYS days.",
 )
 def parallel_run_report(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], redis: dg.ResourceParam[Any],
-                        warehouse: dg.ResourceParam[Any], reconcile: dg.ResourceParam[Any]) -> dg.MaterializeResult:
+                        warehouse: dg.ResourceParam[Any], reconcile: dg.ResourceParam[Any],
+                        migration: MigrationSettings) -> dg.MaterializeResult:
     from streaming.migration.report import markdown, report_json, write_report
     from streaming.migration.service import build_report, legacy_source
-    from streaming.settings import load_settings
-
-    base = load_settings()
-    settings = dataclasses.replace(reconcile.settings(s3.bucket, warehouse), migration_config=base.migration_config,
-                                   migration_tolerance=base.migration_tolerance,
-                                   migration_ready_days=base.migration_ready_days)
+    settings = dataclasses.replace(reconcile.settings(s3.bucket, warehouse), migration_config=migration.config_path,
+                                   migration_tolerance=migration.tolerance, migration_ready_days=migration.ready_days)
     layers = reconcile.layers(s3, redis, warehouse)
     day = dt.date.fromisoformat(context.partition_key)
     report = build_report(settings, layers, legacy_source(settings, layers.s3), day, settings.migration_ready_days)

@@ -38,7 +38,3 @@ def forget_request(context: dg.OpExecutionContext, config: ForgetConfig, s3: dg.
 @dg.job(description="Forget a person everywhere: run the deletion request named in the config.")
 def forget_job() -> None:
     forget_request()
-
-
-def defs() -> dg.Definitions:
-    return dg.Definitions(jobs=[forget_job])

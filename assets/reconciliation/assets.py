@@ -14,16 +14,12 @@ from typing import Any
 
 import dagster as dg
 
-from assets.ingest.assets import ARCHIVE_KEY
-from assets.speed_layer.assets import REDIS_COUNTERS_KEY
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.ingest.keys import ARCHIVE_KEY
+from assets.reconciliation.checks import latest_metadata
+from assets.reconciliation.keys import FCT_EVENTS_KEY, GROUP, HEAL_KEY, PUBLISHED_KEY, VERDICTS_KEY
+from assets.speed_layer.keys import REDIS_COUNTERS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly, partition_hour
-
-VERDICTS_KEY = dg.AssetKey(["reconciliation", "hourly_verdicts"])
-PUBLISHED_KEY = dg.AssetKey(["reconciliation", "published_report"])
-HEAL_KEY = dg.AssetKey(["reconciliation", "speed_heal"])
-FCT_EVENTS_KEY = dg.AssetKey(["marts", "fct_events"])
-GROUP = "reconciliation"
 
 
 def _reconcile(context: dg.AssetExecutionContext, s3: Any, redis: Any, warehouse: Any, reconcile: Any) -> Any:
@@ -73,8 +69,6 @@ def _iso(epoch: float | None) -> str:
           description="The hour's reconciliation report, published to S3 reports/published/ only once the "
                       "batch layers agree (blocked by the check batch_layers_agree).")
 def published_report(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any]) -> dg.MaterializeResult:
-    from assets.reconciliation.checks import latest_metadata
-
     metadata = latest_metadata(context.instance, VERDICTS_KEY, context.partition_key)
     source = str(metadata["report_s3_key"].value)
     target = f"reports/published/{context.partition_key.replace(':', '')}.html"
@@ -108,26 +102,3 @@ def speed_heal(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], red
         "healed_structures": sum(1 for i in record.items if i.status == "healed"),
         "cells": dg.MetadataValue.md("\n".join(rows) if record.cells else "_nothing to heal_"),
     })
-
-
-reconciliation_job = dg.define_asset_job(
-    "reconciliation_hourly_job",
-    selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=hourly,
-    description="Reconcile the partition's hour, publish its report if the batch layers agree, heal Redis.",
-)
-
-
-def build_schedule(allowed_lateness_s: int, archive_flush_s: int) -> dg.ScheduleDefinition:
-    """Reconcile each hour once it is closed: after the lateness, the archiver's flush and the batch build."""
-    minute = min(59, -(-(allowed_lateness_s + archive_flush_s) // 60) + 10)
-    return dg.build_schedule_from_partitioned_job(
-        reconciliation_job, name="reconciliation_hourly_schedule", minute_of_hour=minute,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=f"At :{minute:02d} past each hour, reconcile the previous hour (closed windows only: "
-                    f"lateness {allowed_lateness_s}s + archiver flush {archive_flush_s}s + 10 min for the batch build).",
-    )
-
-
-def partition_start(key: str) -> dt.datetime:
-    return partition_hour(key)

@@ -7,7 +7,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.reconciliation.assets import VERDICTS_KEY
+from assets.reconciliation.keys import VERDICTS_KEY
 from assets.warehouse.partitions import hourly
 
 BATCH = ("archive_missing", "warehouse_missing", "warehouse_extra")

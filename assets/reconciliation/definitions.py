@@ -3,27 +3,27 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from assets.reconciliation.assets import build_schedule, hourly_verdicts, published_report, reconciliation_job, speed_heal
+from assets.reconciliation.assets import hourly_verdicts, published_report, speed_heal
 from assets.reconciliation.checks import CHECKS
-from assets.reconciliation.progress import layer_progress_sensor, progress_specs
+from assets.reconciliation.jobs import reconciliation_job
+from assets.reconciliation.progress import progress_specs
 from assets.reconciliation.resources import ReconcileResource
+from assets.reconciliation.schedules import build_schedule
+from assets.reconciliation.sensors import layer_progress_sensor
+
+if TYPE_CHECKING:
+    from orchestration.environment import Environment
 
 
-def defs(environment: object | None = None) -> dg.Definitions:
-    """The domain's assets, checks, job, schedule, sensor and its ``reconcile`` resource.
-
-    ``environment`` is the root's :class:`orchestration.environment.Environment` (read when the
-    definitions are built); None builds one the same way.
-    """
-    if environment is None:
-        from orchestration.environment import get_environment
-
-        environment = get_environment()
-    settings = environment.settings  # type: ignore[attr-defined]
-    resource = ReconcileResource.from_settings(settings, environment.aws_endpoint("dynamodb"))  # type: ignore[attr-defined]
+def defs(environment: Environment) -> dg.Definitions:
+    """The domain's assets, checks, job, schedule, sensor and its ``reconcile`` resource, for the
+    root's :class:`orchestration.environment.Environment` (read when the definitions are built)."""
+    settings = environment.settings
+    resource = ReconcileResource.from_settings(settings, environment.aws_endpoint("dynamodb"))
     slas = {layer: dt.timedelta(seconds=s) for layer, s in resource.freshness_slas().items()}
     return dg.Definitions(
         assets=[hourly_verdicts, published_report, speed_heal, *progress_specs(slas)],

@@ -13,20 +13,14 @@ gets no report and goes stale (FAIL) one SLA later; ``orchestration/alerting.py`
 
 import dataclasses
 import datetime as dt
-import json
 from typing import Any
 
 import dagster as dg
 
-from assets.ingest.assets import ARCHIVE_KEY, STREAM_KEY
-from assets.speed_layer.assets import REDIS_COUNTERS_KEY
+from assets.ingest.keys import ARCHIVE_KEY, STREAM_KEY
+from assets.reconciliation.keys import LAYER_KEYS
+from assets.speed_layer.keys import REDIS_COUNTERS_KEY
 
-LAYER_KEYS = {
-    "stream": dg.AssetKey(["reconciliation", "stream_progress"]),
-    "archive": dg.AssetKey(["reconciliation", "archive_progress"]),
-    "warehouse": dg.AssetKey(["reconciliation", "warehouse_progress"]),
-    "speed": dg.AssetKey(["reconciliation", "speed_progress"]),
-}
 # The warehouse's progress asset has no lineage edge: an asset downstream of raw_events would join the
 # batch layer's `raw_events+` job selection, and this one is only ever reported, never materialized.
 _UPSTREAM = {"stream": [STREAM_KEY], "archive": [ARCHIVE_KEY], "warehouse": [], "speed": [REDIS_COUNTERS_KEY]}
@@ -78,18 +72,3 @@ def advanced(previous: dict[str, float], current: dict[str, float | None],
     return {layer: mark for layer, mark in current.items()
             if mark is not None and mark > previous.get(layer, float("-inf"))
             and (slas is None or now - mark <= slas.get(layer, float("inf")))}
-
-
-@dg.sensor(minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING,
-           description="Reports a layer's progress asset when its clock advances within its SLA (freshness).")
-def layer_progress_sensor(context: dg.SensorEvaluationContext, s3: dg.ResourceParam[Any], redis: dg.ResourceParam[Any],
-                          warehouse: dg.ResourceParam[Any], reconcile: dg.ResourceParam[Any]) -> dg.SensorResult:
-    previous: dict[str, float] = json.loads(context.cursor or "{}")
-    current = read_clocks(s3, redis, warehouse, reconcile)
-    now = dt.datetime.now(dt.timezone.utc).timestamp()
-    moved = advanced(previous, current, reconcile.freshness_slas(), now)
-    events = [dg.AssetMaterialization(asset_key=LAYER_KEYS[layer], metadata={
-        "clock": dt.datetime.fromtimestamp(mark, tz=dt.timezone.utc).isoformat(),
-        "lag_s": round(now - mark, 1),
-    }) for layer, mark in sorted(moved.items())]
-    return dg.SensorResult(asset_events=events, cursor=json.dumps({**previous, **moved}, sort_keys=True))

@@ -27,6 +27,11 @@ class ReconcileResource(dg.ConfigurableResource):
     freshness_speed_s: int = 120
     freshness_archive_s: int = 600
     freshness_warehouse_s: int = 7200
+    # What heal's retention needs (TALLY_SPEED_TTL_*_S, TALLY_DEAD_LETTER_TTL_S); None: the default.
+    speed_ttl_minute_s: int | None = None
+    speed_ttl_hour_s: int | None = None
+    speed_ttl_day_s: int | None = None
+    dead_letter_ttl_s: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, endpoint_url: str | None) -> ReconcileResource:
@@ -36,7 +41,9 @@ class ReconcileResource(dg.ConfigurableResource):
                    tolerance_abs=settings.reconcile_tolerance_abs, tolerance_rel=settings.reconcile_tolerance_rel,
                    freshness_stream_s=settings.freshness_stream_s, freshness_speed_s=settings.freshness_speed_s,
                    freshness_archive_s=settings.freshness_archive_s,
-                   freshness_warehouse_s=settings.freshness_warehouse_s)
+                   freshness_warehouse_s=settings.freshness_warehouse_s,
+                   speed_ttl_minute_s=settings.speed_ttl_minute_s, speed_ttl_hour_s=settings.speed_ttl_hour_s,
+                   speed_ttl_day_s=settings.speed_ttl_day_s, dead_letter_ttl_s=settings.dead_letter_ttl_s)
 
     def freshness_slas(self) -> dict[str, float]:
         """Per layer (stream, speed, archive, warehouse), its freshness SLA in seconds."""
@@ -44,14 +51,17 @@ class ReconcileResource(dg.ConfigurableResource):
                 "archive": self.freshness_archive_s, "warehouse": self.freshness_warehouse_s}
 
     def settings(self, bucket: str, warehouse: Any) -> Settings:
-        """Settings for the reconciliation service, with this resource's values."""
-        base = load_settings()
-        path = getattr(warehouse, "path", None)
+        """Settings for the reconciliation service, with this resource's values (taken when the
+        definitions were built: the environment is not read again here, only tally's defaults)."""
+        base = load_settings({})
+        path = warehouse.path
+        ttls = {name: value for name in ("speed_ttl_minute_s", "speed_ttl_hour_s", "speed_ttl_day_s", "dead_letter_ttl_s")
+                if (value := getattr(self, name)) is not None}
         return dataclasses.replace(
             base, home=Path(self.home), lease_table=self.lease_table, stream_name=self.stream_name,
             bucket=bucket, duckdb_path=Path(path) if path else base.duckdb_path,
             allowed_lateness_s=self.allowed_lateness_s,
-            reconcile_tolerance_abs=self.tolerance_abs, reconcile_tolerance_rel=self.tolerance_rel,
+            reconcile_tolerance_abs=self.tolerance_abs, reconcile_tolerance_rel=self.tolerance_rel, **ttls,
         )
 
     def dynamodb(self) -> Any:
@@ -63,29 +73,17 @@ class ReconcileResource(dg.ConfigurableResource):
     def _aws(self, service: str) -> Any:
         from streaming.aws import aws_client
 
-        endpoint = self.endpoint_url
-        if self.tally_local and not endpoint:
-            from streaming.stack.manager import resolve_endpoints
+        if self.tally_local and not self.endpoint_url:
+            from streaming.endpoints import NO_EMULATOR, StackNotRunning
 
-            endpoint = resolve_endpoints(load_settings()).aws_url(service)
-        return aws_client(service, self.region, endpoint)
+            raise StackNotRunning(NO_EMULATOR)
+        return aws_client(service, self.region, self.endpoint_url)
 
     def layers(self, s3: Any, redis: Any, warehouse: Any) -> Any:
         """The service's view of the layers from the shared resources."""
         from streaming.reconcile.service import Layers
 
         return Layers(s3=s3.get_client(), bucket=s3.bucket, redis=redis.client(),
-                      warehouse=warehouse_reader(warehouse), dynamodb=self.dynamodb(),
+                      warehouse=warehouse.reader(), dynamodb=self.dynamodb(),
                       lease_table=self.lease_table, stream_name=self.stream_name, speed_group=self.speed_group,
                       kinesis=self.kinesis())
-
-
-def warehouse_reader(warehouse: Any) -> Any:
-    """The reconciliation reader of the warehouse resource: its own ``reader()`` (Snowflake) or DuckDB's."""
-    if hasattr(warehouse, "reader"):
-        return warehouse.reader()
-    if getattr(warehouse, "kind", "") == "duckdb":
-        from streaming.reconcile.sources.warehouse import WarehouseReader
-
-        return WarehouseReader(warehouse.path)
-    raise NotImplementedError(f"no reconciliation reader for a {type(warehouse).__name__} warehouse")

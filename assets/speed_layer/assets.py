@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.ingest.assets import STREAM_KEY
-
-REDIS_COUNTERS_KEY = dg.AssetKey(["speed_layer", "redis_counters"])
+from assets.ingest.keys import STREAM_KEY
+from assets.speed_layer.keys import REDIS_COUNTERS_KEY
 
 redis_counters = dg.AssetSpec(
     key=REDIS_COUNTERS_KEY,
@@ -17,6 +16,3 @@ redis_counters = dg.AssetSpec(
     kinds={"redis"},
 )
 
-
-def defs() -> dg.Definitions:
-    return dg.Definitions(assets=[redis_counters])

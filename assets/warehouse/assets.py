@@ -9,10 +9,10 @@ from typing import Any
 
 import dagster as dg
 
-from assets.ingest.assets import ARCHIVE_KEY
+from assets.ingest.keys import ARCHIVE_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly, partition_hour
-
-RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
+from assets.warehouse.resources import WarehouseResource
 
 
 @dg.asset(
@@ -24,16 +24,9 @@ RAW_EVENTS_KEY = dg.AssetKey(["warehouse", "raw_events"])
     kinds={"duckdb", "snowflake"},
     description="raw.events (valid records) and raw.dead_letters, loaded from committed archive objects by hour.",
 )
-def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], warehouse: dg.ResourceParam[Any]) -> dg.MaterializeResult:
-    from streaming.archive.loader import load_hours
-
+def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], warehouse: WarehouseResource) -> dg.MaterializeResult:
     hours = [partition_hour(k) for k in context.partition_keys]
-    store = s3.archive_store()
-    if getattr(warehouse, "kind", "") == "snowflake":
-        result = warehouse.load_hours(store, hours)
-    else:
-        with warehouse.connect() as conn:
-            result = load_hours(conn, store, hours)
+    result = warehouse.load_hours(s3.archive_store(), hours)
     context.log.info(f"loaded {result.events} events and {result.dead_letters} dead letters from "
                      f"{result.objects} archive objects for {len(hours)} hour(s)")
     return dg.MaterializeResult(metadata={
@@ -43,9 +36,3 @@ def raw_events(context: dg.AssetExecutionContext, s3: dg.ResourceParam[Any], war
         "dead_letters": result.dead_letters,
         "manifest_records": result.manifest_records,
     })
-
-
-def defs() -> dg.Definitions:
-    from assets.warehouse.checks import raw_events_match_manifests
-
-    return dg.Definitions(assets=[raw_events], asset_checks=[raw_events_match_manifests])

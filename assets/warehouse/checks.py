@@ -7,8 +7,9 @@ from typing import Any
 
 import dagster as dg
 
-from assets.warehouse.assets import RAW_EVENTS_KEY
+from assets.warehouse.keys import RAW_EVENTS_KEY
 from assets.warehouse.partitions import hourly, partition_hour
+from assets.warehouse.resources import WarehouseResource
 
 
 def _run_hours(context: dg.AssetCheckExecutionContext) -> list[dt.datetime] | None:
@@ -22,34 +23,13 @@ def _run_hours(context: dg.AssetCheckExecutionContext) -> list[dt.datetime] | No
     return None
 
 
-def _duckdb_raw_counts(warehouse: Any, hours: list[dt.datetime] | None) -> tuple[list[dt.datetime], list[Any], list[Any]]:
-    """(hours, per-minute rows, per-reason dead-letter rows) in the DuckDB raw tables; None = every loaded hour."""
-    with warehouse.connect() as conn:
-        if hours is None:
-            hours = [r[0].replace(tzinfo=dt.timezone.utc) for r in
-                     conn.execute("select distinct _archive_hour from raw.events union "
-                                  "select distinct _archive_hour from raw.dead_letters").fetchall()]
-        naive = [h.astimezone(dt.timezone.utc).replace(tzinfo=None) for h in hours]
-        rows = conn.execute(
-            "select tenant_id, event_type, strftime(date_trunc('minute', cast(cast(received_at as timestamptz) at time zone 'UTC' as timestamp)), "
-            "'%Y-%m-%dT%H:%M:00Z'), count(*) from raw.events "
-            "where _archive_hour in (select unnest($1::timestamp[])) group by all", [naive]).fetchall()
-        dead_rows = conn.execute(
-            "select reason, count(*) from raw.dead_letters where _archive_hour in (select unnest($1::timestamp[])) "
-            "group by all", [naive]).fetchall()
-    return hours, rows, dead_rows
-
-
 @dg.asset_check(asset=RAW_EVENTS_KEY, name="raw_events_match_manifests", blocking=True,
                 description="Per tenant × event type × minute and per dead-letter reason, the raw tables hold "
                             "exactly what the committed archive manifests say the loaded hours contain.")
 def raw_events_match_manifests(context: dg.AssetCheckExecutionContext, s3: dg.ResourceParam[Any],
-                               warehouse: dg.ResourceParam[Any]) -> dg.AssetCheckResult:
+                               warehouse: WarehouseResource) -> dg.AssetCheckResult:
     store = s3.archive_store()
-    if getattr(warehouse, "kind", "") == "snowflake":
-        hours, rows, dead_rows = warehouse.raw_counts(_run_hours(context))
-    else:
-        hours, rows, dead_rows = _duckdb_raw_counts(warehouse, _run_hours(context))
+    hours, rows, dead_rows = warehouse.raw_counts(_run_hours(context))
     loaded = Counter({(t, e, m): n for t, e, m, n in rows})
     loaded_dead = Counter({r: n for r, n in dead_rows})
     expected: Counter[tuple[str, str, str]] = Counter()

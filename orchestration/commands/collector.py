@@ -25,6 +25,7 @@ def register(main: click.Group) -> None:
         import logging
         from dataclasses import replace
 
+        from orchestration.environment import resolve_endpoints
         from streaming.collector.run import DEFAULT_PORT, serve
 
         settings = _settings()
@@ -35,14 +36,15 @@ def register(main: click.Group) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         console.print(f"tally collector on http://{host}:{port} (POST /v1/batch, /v1/track, ...), spool in "
                       f"{settings.collector.state_dir}, stream {settings.stream_name}")
-        serve(settings, host, port)
+        endpoints = resolve_endpoints(settings)
+        serve(settings, host, port, urls={s: endpoints.aws_url(s) for s in ("kinesis", "dynamodb")})
 
 
 def create_write_key(settings: Settings, tenant: str) -> str:
     """A write key for ``tenant`` in the write-key table (created if missing)."""
+    from orchestration.environment import resolve_endpoints
     from streaming.aws import aws_client
-    from streaming.collector.run import aws_endpoint
     from streaming.collector.writekeys import create_write_key as create
 
-    dynamodb = aws_client("dynamodb", settings.aws_region, aws_endpoint(settings, "dynamodb"))
+    dynamodb = aws_client("dynamodb", settings.aws_region, resolve_endpoints(settings).aws_url("dynamodb"))
     return create(dynamodb, settings.collector.write_key_table, tenant)

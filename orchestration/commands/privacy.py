@@ -78,7 +78,7 @@ def register(main: click.Group) -> None:
         try:
             if status_of or list_all:
                 from streaming.aws import aws_client
-                from streaming.stack.manager import resolve_endpoints
+                from orchestration.environment import resolve_endpoints
 
                 endpoint = resolve_endpoints(settings).aws_url("s3")
                 store = RequestStore(aws_client("s3", settings.aws_region, endpoint), settings.bucket)
@@ -91,7 +91,9 @@ def register(main: click.Group) -> None:
                 return
             from streaming.privacy.service import eraser_from_settings
 
-            eraser = eraser_from_settings(settings, rebuild=not no_rebuild)
+            from orchestration.environment import resolve_endpoints
+
+            eraser = eraser_from_settings(settings, rebuild=not no_rebuild, endpoints=resolve_endpoints(settings))
             if resume:
                 done = eraser.resume_all()
                 console.print(f"{len(done)} interrupted request(s) completed")

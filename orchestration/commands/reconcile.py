@@ -120,11 +120,12 @@ def register(main: click.Group) -> None:
         return fn
 
     def _run(start: str | None, end: str | None, hours: float, speed_group: str, who: str | None = None) -> Any:
+        from orchestration.environment import resolve_endpoints
         from streaming.reconcile.service import Layers, run_reconcile
 
         settings = _settings()
         begin, stop = _window(start, end, hours)
-        layers = Layers.from_settings(settings)
+        layers = Layers.from_settings(settings, resolve_endpoints(settings))
         layers.speed_group = speed_group
         return settings, layers, run_reconcile(settings, layers, begin, stop, who=who)
 
@@ -197,7 +198,7 @@ def register(main: click.Group) -> None:
         from streaming.literal import printable
         from streaming.reconcile.heal import heal_log
         from streaming.speed.connect import connect
-        from streaming.stack.manager import resolve_endpoints
+        from orchestration.environment import resolve_endpoints
 
         client = connect(resolve_endpoints(_settings()).redis_url)
         entries = heal_log(client, last)

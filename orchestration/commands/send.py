@@ -62,7 +62,7 @@ def send_lines(settings: Settings, lines: Iterable[tuple[int, bytes, int]], on_p
     """Send every non-empty line as one record; stop at the first batch the stream refuses for good."""
     from streaming.events import EventDecoder
     from streaming.producer import MAX_BATCH_RECORDS, MAX_RECORD_BYTES, Producer, ProducerError
-    from streaming.stack.manager import resolve_endpoints
+    from orchestration.environment import resolve_endpoints
 
     kinesis = resolve_endpoints(settings).client("kinesis", settings.aws_region)
     decoder = EventDecoder(settings.max_event_bytes, settings.max_future_skew_s)

@@ -12,9 +12,26 @@ UTC = dt.timezone.utc
 
 def _redis(settings: Any) -> Any:
     from streaming.speed.connect import connect
-    from streaming.stack.manager import resolve_endpoints
+    from orchestration.environment import resolve_endpoints
 
     return connect(resolve_endpoints(settings).redis_url)
+
+
+def _privacy(settings: Any) -> Any:
+    """The query API's deletion requests, with the endpoints resolved here (built on first use)."""
+    from streaming.query.http import Privacy
+
+    class StackPrivacy(Privacy):
+        @property
+        def eraser(self) -> Any:
+            if self._eraser is None:
+                from orchestration.environment import resolve_endpoints
+                from streaming.privacy.service import eraser_from_settings
+
+                self._eraser = eraser_from_settings(settings, endpoints=resolve_endpoints(settings))
+            return self._eraser
+
+    return StackPrivacy()
 
 
 def _utf8_or_none(raw: bytes) -> str | None:
@@ -92,12 +109,14 @@ def register(main: click.Group) -> None:
         Without --until-caught-up it runs until SIGTERM/Ctrl-C and waits out services that are down
         (at start too), logging one line per retry; with it, a service that is down is an error (exit 2).
         """
+        from orchestration.environment import locate_endpoints, resolve_endpoints
         from streaming.logs import configure
         from streaming.speed.run import ConsumerOptions, run_consumer
 
         settings = _settings()
         configure("speed", settings)
-        worker = run_consumer(settings, ConsumerOptions(group=group, worker_id=worker_id), until_caught_up, timeout_s)
+        worker = run_consumer(settings, ConsumerOptions(group=group, worker_id=worker_id), until_caught_up, timeout_s,
+                              resolve=lambda: resolve_endpoints(settings), locate=locate_endpoints)
         lag = worker.lag() if worker is not None else {}
         console.print(f"consumer {getattr(worker, 'worker_id', worker_id) or ''} stopped; MillisBehindLatest per shard: "
                       + (", ".join(f"{s}={ms}" for s, ms in sorted(lag.items())) or "no shards read"))
@@ -151,7 +170,7 @@ def register(main: click.Group) -> None:
         from streaming.events import EventDecoder
         from streaming.producer import Producer
         from streaming.speed import deadletters
-        from streaming.stack.manager import resolve_endpoints
+        from orchestration.environment import resolve_endpoints
 
         settings = _settings()
         endpoints = resolve_endpoints(settings)
@@ -354,7 +373,7 @@ def register(main: click.Group) -> None:
 
         settings = _settings()
         configure("query", settings)
-        app = create_app(_redis(settings))
+        app = create_app(_redis(settings), _privacy(settings))
         console.print(f"tally query API on http://{host}:{port} (OpenAPI: /openapi.json, Prometheus: /metrics); live "
                       f"dashboard: http://{host}:{port}/dashboard#tenant=TENANT&key=KEY (`tally keys create --tenant TENANT`)")
         # log_config=None: uvicorn's records go through tally's handler (JSON, scrubbed) instead of its own.

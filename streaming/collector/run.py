@@ -35,11 +35,11 @@ DEFAULT_PORT = 8088
 
 
 def aws_endpoint(settings: Settings, service: str = "kinesis") -> str | None:
-    """``service``'s endpoint as every command resolves it (variables, else what `tally stack up` started).
-    Never Redis: the collector does not need it, so it does not ask for it."""
-    from streaming.stack.manager import resolve_endpoints
+    """``service``'s endpoint from the settings' variables (``tally stack up`` sets them for the collector
+    process it starts). Never Redis: the collector does not need it, so it does not ask for it."""
+    from streaming.endpoints import from_variables
 
-    return resolve_endpoints(settings).aws_url(service)
+    return from_variables(settings).aws_url(service)
 
 
 def _client(service: str, settings: Settings, endpoint: str | None, attempts: int) -> Any:
@@ -127,8 +127,10 @@ def uvicorn_server(app: Any, host: str, port: int) -> Any:
                                          timeout_keep_alive=30))
 
 
-def serve(settings: Settings, host: str, port: int, kinesis: Any = None) -> None:
-    urls = {service: aws_endpoint(settings, service) for service in ("kinesis", "dynamodb")}
+def serve(settings: Settings, host: str, port: int, kinesis: Any = None,
+          urls: dict[str, str | None] | None = None) -> None:
+    """``urls``: the Kinesis and DynamoDB endpoints as the caller resolved them; None: the variables."""
+    urls = urls or {service: aws_endpoint(settings, service) for service in ("kinesis", "dynamodb")}
     server = uvicorn_server(build_app(settings, urls, kinesis=kinesis), host, port)
     log.info("collector listening on http://%s:%d", host, port)
     server.run()

@@ -25,7 +25,6 @@ from typing import Any
 
 from streaming.collector.segment import Envelope, EventMap, map_message
 from streaming.migration.standin import EVENT_NAMES, LegacyLedger, StandInConfig, legacy_tenant, write_postgres
-from streaming.stack.process import free_port
 
 UTC = dt.timezone.utc
 MAX_MESSAGE_BYTES = 32_768
@@ -42,7 +41,7 @@ class LegacyCollector:
         self.config = config
         self.peak_per_s = peak_per_s
         self.ledger = LegacyLedger({**config.__dict__, "peak_per_s": peak_per_s})
-        self.port = free_port()
+        self.port = 0  # the kernel picks a free one when start() binds
         self._rng = random.Random(config.seed)
         self._lock = threading.Lock()
         self._rows: list[tuple[Any, ...]] = []
@@ -72,7 +71,8 @@ class LegacyCollector:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, name="legacy-http", daemon=True).start()
         self._writer.start()
         return self

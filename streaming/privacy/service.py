@@ -3,41 +3,33 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from streaming.archive.store import ArchiveStore
 from streaming.privacy.forget import Eraser
 from streaming.privacy.requests import RequestStore
-from streaming.privacy.warehouse import DUCKDB, SNOWFLAKE, WarehouseEraser, dbt_rebuild, duckdb_connect
+from streaming.privacy.warehouse import WarehouseEraser, dbt_rebuild
+from streaming.endpoints import Endpoints
 from streaming.settings import Settings
+from streaming.warehouse.factory import warehouse_for
 
 DBT_PROJECT_DIR = Path(__file__).resolve().parents[2] / "dbt_project"
 
 
 def warehouse_eraser(settings: Settings) -> WarehouseEraser:
-    if settings.is_local:
-        return WarehouseEraser(duckdb_connect(settings.duckdb_path), DUCKDB)
-    from streaming.settings import require_snowflake
-    from streaming.warehouse.snowflake import connect
-
-    snowflake = require_snowflake(settings)
-
-    def open_snowflake() -> AbstractContextManager[Any]:
-        return connect(snowflake)
-
-    return WarehouseEraser(open_snowflake, SNOWFLAKE)
+    return WarehouseEraser(warehouse_for(settings))
 
 
 def eraser_from_settings(settings: Settings, redis_client: Any | None = None, s3: Any | None = None,
-                         rebuild: bool = True) -> Eraser:
+                         rebuild: bool = True, endpoints: Endpoints | None = None) -> Eraser:
+    """``endpoints`` (for the clients not given) as the caller resolved them; None: the settings' variables."""
     from streaming.aws import aws_client
+    from streaming.endpoints import from_variables
     from streaming.speed.connect import connect
-    from streaming.stack.manager import resolve_endpoints
 
     if redis_client is None or s3 is None:
-        endpoints = resolve_endpoints(settings)
+        endpoints = endpoints or from_variables(settings)
         redis_client = redis_client or connect(endpoints.redis_url)
         s3 = s3 or aws_client("s3", settings.aws_region, endpoints.aws_url("s3"))
     warehouse = warehouse_eraser(settings)

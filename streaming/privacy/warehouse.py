@@ -21,13 +21,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from streaming.privacy.subject import Subject
+from streaming.warehouse.base import Warehouse, dml_rowcount
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,254}$")
 _SUBJECT_COLUMNS = ("user_id", "stitched_user_id", "anonymous_id")
@@ -48,21 +48,6 @@ class WarehouseErasure:
         return sum(self.rows_deleted.values())
 
 
-@dataclass(frozen=True)
-class Dialect:
-    """What differs between DuckDB and Snowflake here: the parameter marker and identifier case."""
-
-    name: str
-    mark: str  # "?" (DuckDB) or "%s" (Snowflake, pyformat)
-
-    def marks(self, n: int) -> str:
-        return ", ".join([self.mark] * n)
-
-
-DUCKDB = Dialect("duckdb", "?")
-SNOWFLAKE = Dialect("snowflake", "%s")
-
-
 def _quote(name: str) -> str:
     if not _IDENT.match(name):
         raise ValueError(f"unexpected identifier in information_schema: {name!r}")
@@ -70,11 +55,12 @@ def _quote(name: str) -> str:
 
 
 class WarehouseEraser:
-    """``connect()`` returns a context manager yielding a DB-API connection (DuckDB or Snowflake)."""
+    """Deletes through a :class:`~streaming.warehouse.base.Warehouse` adapter (DuckDB or Snowflake): its
+    connections, its parameter markers, and the tables only it keeps (:meth:`Warehouse.erase_landed`)."""
 
-    def __init__(self, connect: Callable[[], AbstractContextManager[Any]], dialect: Dialect = DUCKDB) -> None:
-        self.connect = connect
-        self.dialect = dialect
+    def __init__(self, warehouse: Warehouse) -> None:
+        self.warehouse = warehouse
+        self.connect = warehouse.connect
 
     def _rows(self, conn: Any, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         cur = conn.cursor()
@@ -100,7 +86,7 @@ class WarehouseEraser:
                       if "tenant_id" in cols and cols & set(_SUBJECT_COLUMNS))
 
     def _predicate(self, columns: set[str], subject: Subject) -> tuple[str, list[Any]]:
-        m = self.dialect.mark
+        m = self.warehouse.marks(1)
         anons = sorted(subject.anonymous_ids)
         terms: list[str] = []
         params: list[Any] = [subject.tenant]
@@ -112,7 +98,7 @@ class WarehouseEraser:
             params.append(subject.user_id)
         if "anonymous_id" in columns and anons:
             guard = "user_id is null and " if "user_id" in columns else ""
-            terms.append(f"({guard}anonymous_id in ({self.dialect.marks(len(anons))}))")
+            terms.append(f"({guard}anonymous_id in ({self.warehouse.marks(len(anons))}))")
             params.extend(anons)
         if not terms:
             return "", []
@@ -133,11 +119,12 @@ class WarehouseEraser:
             for schema, table, columns in self.subject_tables(conn):
                 if "anonymous_id" not in columns or not columns & {"user_id", "stitched_user_id"}:
                     continue
-                by = " or ".join(f"{c} = {self.dialect.mark}" for c in ("user_id", "stitched_user_id") if c in columns)
-                n = by.count(self.dialect.mark)
+                mark = self.warehouse.marks(1)
+                by = " or ".join(f"{c} = {mark}" for c in ("user_id", "stitched_user_id") if c in columns)
+                n = by.count(mark)
                 found.update(a for (a,) in self._rows(
                     conn, f"select distinct anonymous_id from {_quote(schema)}.{_quote(table)} "
-                          f"where tenant_id = {self.dialect.mark} and ({by}) and anonymous_id is not null",
+                          f"where tenant_id = {mark} and ({by}) and anonymous_id is not null",
                     [subject.tenant, *[subject.user_id] * n]))
         return found
 
@@ -153,8 +140,8 @@ class WarehouseEraser:
         return out
 
     def erase(self, subject: Subject) -> WarehouseErasure:
-        """Delete the subject's rows everywhere, in one transaction (in Snowflake also the archive lines
-        the loader landed verbatim in ``RAW.ARCHIVE_LINES``)."""
+        """Delete the subject's rows everywhere, in one transaction (and what only the adapter keeps, e.g.
+        Snowflake's landed archive lines)."""
         result = WarehouseErasure()
         with self.connect() as conn:
             tables = self.subject_tables(conn)
@@ -166,9 +153,9 @@ class WarehouseEraser:
                     if not where:
                         continue
                     cur.execute(f"delete from {_quote(schema)}.{_quote(table)} where {where}", params)
-                    result.rows_deleted[f"{schema}.{table}"] = _rowcount(cur)
-                if self.dialect is SNOWFLAKE:
-                    result.rows_deleted["RAW.ARCHIVE_LINES"] = self._drop_landed(cur, subject)
+                    result.rows_deleted[f"{schema}.{table}"] = dml_rowcount(cur)
+                result.rows_deleted.update(self.warehouse.erase_landed(
+                    cur, subject.tenant, subject.user_id, sorted(subject.anonymous_ids)))
                 cur.execute("commit")
             except BaseException:
                 cur.execute("rollback")
@@ -176,45 +163,6 @@ class WarehouseEraser:
             finally:
                 cur.close()
         return result
-
-    def _drop_landed(self, cur: Any, subject: Subject) -> int:
-        """Snowflake only (tests/snowflake/test_forget.py runs it on the emulator). An anonymous event's
-        line carries ``"user_id": null``: a JSON null, which ``IS NULL`` does not match in Snowflake
-        (only SQL NULL, e.g. a missing key, does), so ``strip_null_value`` turns it into SQL NULL first."""
-        anons = sorted(subject.anonymous_ids) or [""]
-        cur.execute(f"""
-            delete from RAW.ARCHIVE_LINES
-            where try_parse_json(data):tenant_id::varchar = %s
-              and (try_parse_json(data):user_id::varchar = %s
-                   or (strip_null_value(try_parse_json(data):user_id) is null
-                       and try_parse_json(data):anonymous_id::varchar in ({self.dialect.marks(len(anons))})))
-        """, [subject.tenant, subject.user_id, *anons])
-        return _rowcount(cur)
-
-
-def _rowcount(cur: Any) -> int:
-    """Rows a DELETE removed: DuckDB returns them as a result row, DB-API drivers in ``rowcount``."""
-    try:
-        row = cur.fetchone()
-    except Exception:  # noqa: BLE001 - drivers that return no result set for DML
-        row = None
-    if row is not None and len(row) == 1 and isinstance(row[0], int):
-        return int(row[0])
-    return max(int(getattr(cur, "rowcount", 0) or 0), 0)
-
-
-def duckdb_connect(path: Path | str) -> Callable[[], AbstractContextManager[Any]]:
-    @contextmanager
-    def connect() -> Iterator[Any]:
-        import duckdb
-
-        conn = duckdb.connect(str(path))
-        try:
-            yield conn
-        finally:
-            conn.close()
-
-    return connect
 
 
 def dbt_rebuild(project_dir: Path, target: str, env: dict[str, str] | None = None,

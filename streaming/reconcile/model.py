@@ -71,6 +71,8 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
+from streaming.warehouse.base import EVENT_COLUMNS as WAREHOUSE_EVENT_COLUMNS
+
 
 class Verdict(str, enum.Enum):
     OK = "ok"
@@ -110,7 +112,7 @@ ROLLUP_COLUMNS = ("layer", "grain", "tenant_id", "event_type", "bucket", "n")
 #: Columns of the held cells: (cell, why), a cell may be held for several reasons.
 HELD_CELL_COLUMNS = ("tenant_id", "event_type", "minute", "reason")
 #: Columns of event-level tables (archive lines, warehouse rows) used for drill-down and sequences.
-EVENT_COLUMNS = ("event_id", "tenant_id", "event_type", "minute", "source_id", "source_seq")
+EVENT_COLUMNS = WAREHOUSE_EVENT_COLUMNS
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,10 @@ from streaming.reconcile.sequences import HELD_COLUMNS, SEQUENCE_MARGIN_MIN
 from streaming.reconcile.sources.archive import ArchiveReader, ArchiveSnapshot
 from streaming.reconcile.sources.speed import SpeedReader
 from streaming.reconcile.sources.stream import StreamTailReader
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.endpoints import Endpoints
 from streaming.settings import Settings
+from streaming.warehouse.base import Warehouse
+from streaming.warehouse.factory import warehouse_for
 
 SPEED_GROUP = "speed"
 ARCHIVE_GROUP = "archiver"
@@ -50,7 +52,7 @@ class Layers:
     s3: Any
     bucket: str
     redis: Any
-    warehouse: Any  # WarehouseReader (DuckDB) or SnowflakeWarehouseReader: the same interface
+    warehouse: Warehouse  # streaming.warehouse: the DuckDB or the Snowflake adapter
     dynamodb: Any | None = None
     lease_table: str | None = None
     stream_name: str | None = None
@@ -61,35 +63,25 @@ class Layers:
     max_stream_read: int = 2_000_000
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Layers:
+    def from_settings(cls, settings: Settings, endpoints: Endpoints | None = None) -> Layers:
+        """``endpoints`` as the caller resolved them (the CLI: with the local stack's record); None: the
+        settings' variables."""
         from streaming.aws import aws_client
+        from streaming.endpoints import from_variables
         from streaming.speed.connect import connect
-        from streaming.stack.manager import resolve_endpoints
 
-        endpoints = resolve_endpoints(settings)
+        endpoints = endpoints or from_variables(settings)
         return cls(
             s3=aws_client("s3", settings.aws_region, endpoints.aws_url("s3")),
             bucket=settings.bucket,
             redis=connect(endpoints.redis_url),
-            warehouse=warehouse_reader(settings),
+            warehouse=warehouse_for(settings),
             dynamodb=aws_client("dynamodb", settings.aws_region, endpoints.aws_url("dynamodb")),
             lease_table=settings.lease_table,
             stream_name=settings.stream_name,
             kinesis=aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis")),
             max_stream_read=settings.reconcile_max_stream_read,
         )
-
-
-def warehouse_reader(settings: Settings) -> Any:
-    """DuckDB locally; in prod, the Snowflake reader (same interface, Snowflake SQL)."""
-    if settings.is_local:
-        return WarehouseReader(settings.duckdb_path)
-    from streaming.settings import require_snowflake
-    from streaming.warehouse.snowflake import connect
-    from streaming.warehouse.snowflake_reader import SnowflakeWarehouseReader
-
-    snowflake = require_snowflake(settings)
-    return SnowflakeWarehouseReader(lambda: connect(snowflake))
 
 
 class LayerEventIds:

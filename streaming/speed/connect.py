@@ -7,6 +7,8 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from streaming.outages import TRANSIENT_ERRORS  # noqa: F401 - the speed layer's modules import it from here
+
 
 def connect(url: str, *, socket_timeout: float = 10.0) -> Any:
     """``redis.Redis`` for a single node, ``RedisCluster`` when the node says ``cluster_enabled:1``.
@@ -21,11 +23,3 @@ def connect(url: str, *, socket_timeout: float = 10.0) -> Any:
     if cluster:
         return RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=socket_timeout)
     return redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=socket_timeout)
-
-
-#: Errors that mean "Redis is not reachable or not ready right now": wait and retry, never skip.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
-    redis.ConnectionError, redis.TimeoutError, redis.exceptions.BusyLoadingError,
-    redis.exceptions.ClusterDownError, redis.exceptions.TryAgainError, redis.exceptions.ReadOnlyError,
-    redis.exceptions.MasterDownError,
-)

@@ -12,9 +12,11 @@ import gc
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from streaming.endpoints import Endpoints, from_variables
 from streaming.events import EventDecoder
 from streaming.segments import load_rules
 from streaming.settings import Settings, load_settings
@@ -23,6 +25,9 @@ from streaming.speed.consumer import OVERLAP_SWITCH_INTERVAL_S, RetryPolicy, Spe
 from streaming.speed.ops import OpsRecorder
 from streaming.speed.positions import ShardPositions
 from streaming.speed.store import Retention, SpeedStore
+
+if TYPE_CHECKING:
+    from streaming.outages import Locate
 
 DEFAULT_GROUP = "speed"
 
@@ -63,13 +68,15 @@ def processor_factory(settings: Settings, redis_client: Any, group: str, stop: t
     return make
 
 
-def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.Event | None = None) -> Any:
+def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.Event | None = None,
+                 endpoints: Endpoints | None = None) -> Any:
+    """``endpoints`` as the caller resolved them (``tally consume``: with the local stack's record);
+    None: the settings' variables (``python -m streaming.speed.run``, started by whoever set them)."""
     from streaming.aws import aws_client
     from streaming.kinesis.worker import Worker, WorkerConfig
-    from streaming.stack.manager import resolve_endpoints
     from streaming.speed.fast_kinesis import install_fast_get_records
 
-    endpoints = resolve_endpoints(settings)
+    endpoints = endpoints or from_variables(settings)
     kinesis = aws_client("kinesis", settings.aws_region, endpoints.aws_url("kinesis"))
     if options.fast_get_records:
         install_fast_get_records(kinesis)
@@ -82,7 +89,8 @@ def build_worker(settings: Settings, options: ConsumerOptions, stop: threading.E
 
 
 def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: bool = False,
-                 timeout_s: float = 600.0, stop: threading.Event | None = None) -> Any:
+                 timeout_s: float = 600.0, stop: threading.Event | None = None,
+                 resolve: Callable[[], Endpoints] | None = None, locate: Locate | None = None) -> Any:
     """Run until SIGTERM/SIGINT (or until caught up); returns the worker (for its lag figures).
 
     Until caught up (a job with an end), a service that is down is an error for the caller to report.
@@ -90,13 +98,17 @@ def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: 
     start, or gone mid-run beyond what the processor's own retries cover, is logged with the fix and
     retried with backoff; the checkpoint only moves for applied batches, so nothing is lost or doubled.
     Returns None if stopped while waiting.
+
+    ``resolve`` gives the endpoints for each attempt (the CLI's: with the local stack's record; a stack
+    restarted during an outage may have moved); ``locate`` says where they came from, for the sentence.
+    None: the settings' variables.
     """
     from streaming.outages import keep_running
 
     sys.setswitchinterval(OVERLAP_SWITCH_INTERVAL_S)  # the processors' sending threads (see there)
     stop = stop or threading.Event()
     if until_caught_up:
-        worker = build_worker(settings, options, stop)
+        worker = build_worker(settings, options, stop, resolve() if resolve else None)
         worker.run_until_caught_up(timeout_s)
         return worker
     from streaming.metrics import serve_for
@@ -109,11 +121,11 @@ def run_consumer(settings: Settings, options: ConsumerOptions, until_caught_up: 
     options = dataclasses.replace(options, worker_id=options.worker_id or default_worker_id())
 
     def attempt() -> Any:
-        worker = build_worker(settings, options, stop)
+        worker = build_worker(settings, options, stop, resolve() if resolve else None)
         worker.run(stop)
         return worker
 
-    return keep_running(attempt, stop, f"speed consumer {options.worker_id}", settings)
+    return keep_running(attempt, stop, f"speed consumer {options.worker_id}", settings, locate=locate)
 
 
 def default_worker_id() -> str:

@@ -9,22 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
-from streaming.aws import aws_client
+from streaming.endpoints import Endpoints, StackNotRunning, resolve  # noqa: F401 - StackNotRunning re-exported
 from streaming.resources import ResourceNames, ensure_all
 from streaming.settings import AWS_SERVICES, SettingError, Settings, redact_url
 from streaming.stack.process import free_port, pid_alive, port_in_use, spawn, stop_pid, wait_until
 from streaming.stack.redis_local import RedisServer, find_redis_server, server_version
-
-
-class StackNotRunning(RuntimeError):
-    pass
 
 
 @dataclass
@@ -41,49 +36,6 @@ class Component:
         if not self.started_by_tally:
             return True
         return pid_alive(self.pid) and self.port is not None and port_in_use(self.port)
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """Where the services are: what every command and the Dagster resources connect to.
-
-    Resolved once (:func:`resolve_endpoints`); a component that is needed but not running raises
-    :class:`StackNotRunning` only when it is asked for, so a command that needs only Redis runs while
-    the AWS emulator is down, and the other way round.
-    """
-
-    aws: Mapping[str, str | None]
-    redis: str | None
-    #: Where each value came from: the variable, or ``tally stack up`` (``.tally/stack.json``).
-    sources: Mapping[str, str] = field(default_factory=dict)
-    missing: Mapping[str, str] = field(default_factory=dict)
-
-    def aws_url(self, service: str) -> str | None:
-        """``service``'s endpoint (None = AWS's own, from the SDK's default chain)."""
-        if service in self.missing:
-            raise StackNotRunning(self.missing[service])
-        return self.aws[service]
-
-    @property
-    def aws_endpoint_url(self) -> str | None:
-        """The endpoint shared by the services without an endpoint of their own (the emulator locally)."""
-        if "aws" in self.missing:
-            raise StackNotRunning(self.missing["aws"])
-        return self.aws.get("*")
-
-    @property
-    def redis_url(self) -> str:
-        if self.redis is None:
-            raise StackNotRunning(self.missing["redis"])
-        return self.redis
-
-    def client(self, service: str, region: str, max_pool: int = 32) -> Any:
-        """A boto3 client for ``service`` at its endpoint."""
-        return aws_client(service, region, self.aws_url(service), max_pool)
-
-
-_NO_EMULATOR = "The local AWS emulator is not running. Fix: run `tally stack up` (or `make demo`)."
-_NO_REDIS = "No Redis is running for tally. Fix: run `tally stack up`, or set TALLY_REDIS_URL."
 
 
 def _state_path(settings: Settings) -> Path:
@@ -242,43 +194,10 @@ def _check_redis(url: str) -> None:
 
 def resolve_endpoints(settings: Settings, state: dict[str, Component] | None = None,
                       require_running: bool = True) -> Endpoints:
-    """The one place that says where each service is: variables first (see
-    :func:`streaming.settings.endpoint_variables`), then what ``tally stack up`` started (locally).
-    ``require_running=False`` takes what ``stack.json`` recorded even when it is not running now
-    (Dagster definitions must load while the stack is down)."""
-    state = load_state(settings) if state is None else state
-    aws: dict[str, str | None] = {}
-    sources: dict[str, str] = {}
-    missing: dict[str, str] = {}
-    given_general = settings.aws_endpoints.get("*")
-    general = given_general.url if given_general else None
-    general_source = given_general.variable if given_general else ""
-    if general is None and settings.is_local:
-        emulator = state.get("aws-emulator")
-        if emulator is not None and (not require_running or emulator.alive()):
-            general, general_source = emulator.url, "tally stack up (stack.json)"
-        else:
-            missing["aws"] = _NO_EMULATOR
-    elif general is None:
-        general_source = "AWS default endpoint"
-    aws["*"], sources["aws"] = general, general_source
-    for service in AWS_SERVICES:
-        given = settings.aws_endpoints.get(service)
-        if given is not None and given.variable != general_source:
-            aws[service], sources[service] = given.url, given.variable
-        else:
-            aws[service], sources[service] = general, general_source
-            if "aws" in missing:
-                missing[service] = missing["aws"]
-    redis_url = settings.redis_url
-    sources["redis"] = "TALLY_REDIS_URL"
-    if redis_url is None:
-        component = state.get("redis")
-        if component is not None and component.started_by_tally and (not require_running or component.alive()):
-            redis_url, sources["redis"] = component.url, "tally stack up (stack.json)"
-        else:
-            missing["redis"] = _NO_REDIS
-    return Endpoints(aws, redis_url, sources, missing)
+    """Where each service is: variables first, then what ``tally stack up`` recorded in ``stack.json``
+    (see :func:`streaming.endpoints.resolve`). ``require_running=False`` takes what ``stack.json``
+    recorded even when it is not running now (Dagster definitions must load while the stack is down)."""
+    return resolve(settings, load_state(settings) if state is None else state, require_running)
 
 
 def _redis_details(url: str) -> dict[str, Any]:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import redis
 
+from streaming.outages import UserError
 from streaming.stack.process import free_port, spawn, stop_pid, wait_until
 
 
-class RedisNotFound(RuntimeError):
-    pass
+class RedisNotFound(UserError, RuntimeError):
+    """No redis-server to start: its text is the sentence tally says (:mod:`streaming.outages`)."""
 
 
 def find_redis_server() -> tuple[str, str]:

@@ -1,5 +1,2 @@
-"""The production warehouse (Snowflake): connection from settings, loading the archive, reading marts.
-
-The local warehouse (DuckDB) lives with the archive (:mod:`streaming.archive.loader`) and the
-reconciliation sources; these modules are the Snowflake side of the same interfaces.
-"""
+"""The warehouse seam: the :class:`~streaming.warehouse.base.Warehouse` protocol and its two adapters,
+DuckDB (local) and Snowflake (production), the only Python code that knows either SQL dialect."""

@@ -1,6 +1,6 @@
 """Load committed archive objects into Snowflake's raw tables, an hour at a time.
 
-The same contract as the DuckDB loader (:func:`streaming.archive.loader.load_hours`): ``RAW.EVENTS``
+The same contract as the DuckDB loader (:func:`streaming.warehouse.duckdb_load.load_hours`): ``RAW.EVENTS``
 and ``RAW.DEAD_LETTERS`` with the same columns, and loading a set of hours replaces exactly those hours
 in one transaction. Snowflake gets there in two steps:
 
@@ -33,8 +33,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from streaming.archive.layout import EVENTS_PREFIX
-from streaming.archive.loader import LoadResult
 from streaming.archive.store import ArchiveStore, CommittedObject
+from streaming.warehouse.base import LoadResult, utc_naive
 
 RAW_SCHEMA = "RAW"
 LINES = f"{RAW_SCHEMA}.ARCHIVE_LINES"
@@ -84,10 +84,6 @@ def ensure_raw_tables(conn: Any) -> None:
         cur.execute(statement)
 
 
-def _utc_naive(hour: dt.datetime) -> dt.datetime:
-    return hour.astimezone(dt.timezone.utc).replace(tzinfo=None)
-
-
 def _placeholders(n: int) -> str:
     return ", ".join(["%s"] * n)
 
@@ -103,7 +99,7 @@ def _object_hour(obj: CommittedObject) -> dt.datetime:
 
 def landed_keys(conn: Any, hours: Sequence[dt.datetime]) -> set[str]:
     cur = conn.cursor()
-    values = [_utc_naive(h) for h in hours]
+    values = [utc_naive(h) for h in hours]
     cur.execute(f"select archive_key from {FILES} where archive_hour in ({_placeholders(len(values))})", values)
     return {row[0] for row in cur.fetchall()}
 
@@ -229,7 +225,7 @@ def _lines_of_hours(n_hours: int) -> str:
 
 def replace_hours(conn: Any, hours: Sequence[dt.datetime]) -> tuple[int, int]:
     """Delete ``hours`` from the raw tables and insert them from the landed lines (one transaction)."""
-    values = [_utc_naive(h) for h in hours]
+    values = [utc_naive(h) for h in hours]
     marks = _placeholders(len(values))
     lines = _lines_of_hours(len(values))
     events_sql = f"""
@@ -315,7 +311,7 @@ def raw_counts(conn: Any, hours: Sequence[dt.datetime]) -> tuple[list[tuple[str,
     ``YYYY-MM-DDTHH:MM:00Z``, rows) and (dead-letter reason, rows). For the raw_events check."""
     if not hours:
         return [], []
-    values = [_utc_naive(h) for h in hours]
+    values = [utc_naive(h) for h in hours]
     marks = _placeholders(len(values))
     cur = conn.cursor()
     cur.execute(f"""

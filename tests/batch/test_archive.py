@@ -232,7 +232,7 @@ def test_loader_reads_overlapping_batches_of_two_writers_once(
     """A zombie archiver (its lease was stolen) committing a range the new owner also committed."""
     import duckdb
 
-    from streaming.archive.loader import load_hours
+    from streaming.warehouse.duckdb_load import load_hours
 
     stream, _ = loaded_stream
     shard = list_shard_ids(kinesis, stream)[0]

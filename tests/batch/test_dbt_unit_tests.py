@@ -11,7 +11,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from streaming.archive.loader import ensure_raw_tables
+from streaming.warehouse.duckdb_load import ensure_raw_tables
 
 pytestmark = [pytest.mark.integration, pytest.mark.dbt]
 

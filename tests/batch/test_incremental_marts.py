@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 from assets.dbt.assets import PRODUCTION_BUILD_ARGS
-from streaming.archive.loader import ensure_raw_tables
+from streaming.warehouse.duckdb_load import ensure_raw_tables
 
 pytestmark = [pytest.mark.integration, pytest.mark.dbt]
 

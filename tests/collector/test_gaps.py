@@ -24,7 +24,7 @@ from streaming.aws import aws_client
 from streaming.collector.run import build_app
 from streaming.collector.writekeys import create_write_key
 from streaming.reconcile.service import Layers, run_reconcile
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.settings import load_settings
 from streaming.stack.process import free_port, port_in_use
 from tests.collector.conftest import decoded
@@ -102,7 +102,7 @@ def test_a_record_lost_after_the_collector_is_an_upstream_gap_of_its_tenant(
     events, _ = decoded(kinesis, settings.stream_name)
     assert len(events) == 2 * 12 * 3 - 2
     run_layers(settings, kinesis, dynamodb, s3, redis_client, tmp_path)
-    layers = Layers(s3=s3, bucket=settings.bucket, redis=redis_client, warehouse=WarehouseReader(settings.duckdb_path),
+    layers = Layers(s3=s3, bucket=settings.bucket, redis=redis_client, warehouse=DuckDBWarehouse(settings.duckdb_path),
                     dynamodb=dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name, kinesis=kinesis)
     utc = dt.timezone.utc
     run = run_reconcile(settings, layers, dt.datetime.fromtimestamp(start, utc),

@@ -23,7 +23,8 @@ from streaming.kinesis.processor import StreamRecord
 from streaming.privacy.forget import Eraser
 from streaming.privacy.requests import RequestStore
 from streaming.privacy.subject import BadRequest, Subject
-from streaming.privacy.warehouse import WarehouseEraser, duckdb_connect
+from streaming.privacy.warehouse import WarehouseEraser
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.query.apikeys import create_key
 from streaming.query.http import Privacy, create_app, openapi_spec
 
@@ -108,7 +109,7 @@ def test_hostile_user_ids_are_bound_parameters_in_the_warehouse(tmp_path: Path) 
             ("t2", "x' or '1'='1", "a1", 5)]
     con.executemany("insert into raw.events values (?, ?, ?, ?)", rows)
     con.close()
-    eraser = WarehouseEraser(duckdb_connect(path))
+    eraser = WarehouseEraser(DuckDBWarehouse(path))
     hostile = Subject("t1", "x' or '1'='1")
     hostile.anonymous_ids = eraser.discover(hostile)
     assert hostile.anonymous_ids == {"a1"}

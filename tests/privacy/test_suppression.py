@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from streaming.archive.batch import build_batch, decode_lines
-from streaming.archive.loader import load_hours
+from streaming.warehouse.duckdb_load import load_hours
 from streaming.archive.store import ArchiveStore
 from streaming.events import EventDecoder
 from streaming.kinesis.processor import StreamRecord

@@ -16,7 +16,7 @@ import redis
 from streaming.aws import aws_client
 from streaming.generator import GeneratedRecord, GeneratorConfig, Ledger, TrafficGenerator
 from streaming.reconcile.service import Layers, Run, run_reconcile
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.resources import ensure_bucket, ensure_lease_table, ensure_stream
 from streaming.settings import Settings, load_settings
 from tests.reconcile import pipeline
@@ -116,7 +116,7 @@ def run_settings(clean_run: PipelineRun, tmp_path: Path, speed_lease_table: str,
 
 
 def layers_for(settings: Settings, client: redis.Redis, clients: Clients) -> Layers:
-    return Layers(s3=clients.s3, bucket=settings.bucket, redis=client, warehouse=WarehouseReader(settings.duckdb_path),
+    return Layers(s3=clients.s3, bucket=settings.bucket, redis=client, warehouse=DuckDBWarehouse(settings.duckdb_path),
                   dynamodb=clients.dynamodb, lease_table=settings.lease_table, stream_name=settings.stream_name,
                   kinesis=clients.kinesis)
 

@@ -19,7 +19,7 @@ import redis
 
 from streaming.generator import GeneratedRecord
 from streaming.reconcile.service import Layers, Run, consumers_behind, run_reconcile
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.settings import Settings
 from tests.reconcile import pipeline
 from tests.reconcile.conftest import Clients, new_settings, prepare
@@ -71,7 +71,7 @@ class Live:
 
     def layers(self) -> Layers:
         return Layers(s3=self.clients.s3, bucket=self.settings.bucket, redis=self.redis,
-                      warehouse=WarehouseReader(self.settings.duckdb_path), dynamodb=self.clients.dynamodb,
+                      warehouse=DuckDBWarehouse(self.settings.duckdb_path), dynamodb=self.clients.dynamodb,
                       lease_table=self.settings.lease_table, stream_name=self.settings.stream_name,
                       kinesis=self.clients.kinesis)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 
-from streaming.archive.loader import load_hours
+from streaming.warehouse.duckdb_load import load_hours
 from streaming.archive.processor import GROUP as ARCHIVE_GROUP
 from streaming.archive.processor import FlushPolicy, processor_factory as archive_factory
 from streaming.archive.store import ArchiveStore

@@ -15,7 +15,8 @@ from assets.reconciliation.assets import HEAL_KEY, PUBLISHED_KEY, VERDICTS_KEY, 
 from assets.reconciliation.checks import CHECKS
 from assets.reconciliation.progress import LAYER_KEYS, advanced
 from assets.reconciliation.resources import ReconcileResource
-from orchestration.resources import DuckDBWarehouse, RedisResource, TallyS3Resource
+from assets.warehouse.resources import WarehouseResource
+from orchestration.resources import RedisResource, TallyS3Resource
 from streaming.settings import Settings
 from tests.reconcile.conftest import Clients, PipelineRun
 from tests.reconcile.helpers import pick_closed_event
@@ -54,7 +55,7 @@ def _resources(settings: Settings) -> dict[str, Any]:
                               endpoint_url=settings.aws_endpoint_url, aws_access_key_id="tally-local",
                               aws_secret_access_key="tally-local"),
         "redis": RedisResource(url=settings.redis_url),
-        "warehouse": DuckDBWarehouse(path=str(settings.duckdb_path)),
+        "warehouse": WarehouseResource(path=str(settings.duckdb_path)),
         "reconcile": ReconcileResource.from_settings(settings, settings.aws_endpoint_url),
     }
 
@@ -112,7 +113,7 @@ def test_warehouse_loss_blocks_publishing_and_healing(clean_run: PipelineRun, ru
 @pytest.mark.integration
 def test_progress_sensor_reports_a_layer_only_when_its_clock_moves(
         run_settings: Settings, speed: Any, redis_client: redis.Redis) -> None:
-    from assets.reconciliation.progress import layer_progress_sensor
+    from assets.reconciliation.sensors import layer_progress_sensor
 
     speed()
     resources = _resources(run_settings)

@@ -17,7 +17,7 @@ import redis
 from streaming.reconcile.heal_structures import (
     TOP_PAGES_LUA, Scope, heal_segments, heal_top_pages, heal_uniques, merged_segment,
 )
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.segments import SegmentRule
 from streaming.speed import keys
 from streaming.speed.store import Retention
@@ -40,7 +40,7 @@ def test_merged_segment_follows_the_apply_rule() -> None:
     assert merged_segment([], [5, 9], 0, 25, 1, w) == (9 + w, [9])
 
 
-def _warehouse(path: Path, rows: list[tuple[str, str, str, int, dict]]) -> WarehouseReader:
+def _warehouse(path: Path, rows: list[tuple[str, str, str, int, dict]]) -> DuckDBWarehouse:
     con = duckdb.connect(str(path))
     con.execute("create schema marts")
     con.execute("create table marts.fct_events (event_id varchar, tenant_id varchar, event_type varchar, "
@@ -48,7 +48,7 @@ def _warehouse(path: Path, rows: list[tuple[str, str, str, int, dict]]) -> Wareh
     con.executemany("insert into marts.fct_events values (?, ?, ?, ?, to_timestamp(? / 1000.0), ?)",
                     [(f"e{i}", t, e, a, ms, json.dumps(p)) for i, (t, e, a, ms, p) in enumerate(rows)])
     con.close()
-    return WarehouseReader(path)
+    return DuckDBWarehouse(path)
 
 
 def _scope(blocked: frozenset[tuple[str, int]] = frozenset(), now_ms: int | None = None,

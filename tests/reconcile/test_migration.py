@@ -108,18 +108,18 @@ def test_a_loss_in_tallys_archive_is_reported_as_tallys(
 @pytest.mark.dagster
 def test_the_daily_asset_reports_the_day_in_the_dagster_ui(
         clean_run: PipelineRun, run_settings: Settings, speed: Any, redis_client: redis.Redis, clients: Clients,
-        postgres_dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        postgres_dsn: str, tmp_path: Path) -> None:
     import dagster as dg
 
     from assets.migration.assets import REPORT_KEY, parallel_run_report
+    from assets.migration.resources import MigrationSettings
     from tests.reconcile.test_dagster import _resources
 
     speed()
     path, ledger = _legacy(clean_run, postgres_dsn, tmp_path, StandInConfig(drop_rate=0.05, double_rate=0.0))
-    monkeypatch.setenv("TALLY_MIGRATION_CONFIG", str(path))
-    monkeypatch.setenv("TALLY_MIGRATION_TOLERANCE", "0")
-    monkeypatch.setenv("TALLY_MIGRATION_READY_DAYS", "1")
-    result = dg.materialize([parallel_run_report], partition_key=DAY.isoformat(), resources=_resources(run_settings),
+    migration = MigrationSettings(config_path=str(path), tolerance=0.0, ready_days=1)
+    result = dg.materialize([parallel_run_report], partition_key=DAY.isoformat(),
+                            resources={**_resources(run_settings), "migration": migration},
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
     (event,) = [e for e in result.get_asset_materialization_events()

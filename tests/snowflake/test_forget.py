@@ -1,5 +1,5 @@
 """The warehouse step of a deletion request on the Snowflake emulator: the real ``WarehouseEraser`` with
-the ``SNOWFLAKE`` dialect (pyformat parameters, information_schema discovery, the landed lines in
+the Snowflake adapter (pyformat parameters, information_schema discovery, the landed lines in
 ``RAW.ARCHIVE_LINES``) over the tables the real code makes: the fixture archive loaded by the Snowflake
 loader, then ``dbt build`` on the ``emulator`` target, as in test_pipeline.
 
@@ -23,9 +23,10 @@ from typing import Any
 import pytest
 
 from streaming.privacy.subject import Subject
-from streaming.privacy.warehouse import SNOWFLAKE, WarehouseEraser, dbt_rebuild
+from streaming.privacy.warehouse import WarehouseEraser, dbt_rebuild
+from streaming.warehouse.snowflake import SnowflakeWarehouse
 from streaming.settings import SnowflakeSettings
-from streaming.warehouse.snowflake import connect
+from streaming.warehouse.snowflake_connect import connect
 from streaming.warehouse.snowflake_load import EVENTS, LINES, load_hours
 
 from tests.snowflake.archive import ArchiveFixture
@@ -195,7 +196,7 @@ def test_erase_on_the_emulator_removes_the_subject_everywhere_and_nothing_else(
     def open_snowflake() -> AbstractContextManager[Any]:
         return connect(sf_settings, LOGIN_TIMEOUT_S, NETWORK_TIMEOUT_S)
 
-    eraser = WarehouseEraser(open_snowflake, SNOWFLAKE)
+    eraser = WarehouseEraser(SnowflakeWarehouse(open_snowflake))
     tenant, user = built.tenant, built.user
 
     # discover: every anonymous id the user was seen with in this tenant, and no other tenant's.

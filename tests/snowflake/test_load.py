@@ -8,7 +8,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from streaming.archive.loader import load_hours as duckdb_load_hours
+from streaming.warehouse.duckdb_load import load_hours as duckdb_load_hours
 from streaming.warehouse.snowflake_load import FILES, LINES, land_by_copy, load_hours, loaded_hours, raw_counts
 
 from tests.snowflake.archive import ArchiveFixture

@@ -22,11 +22,11 @@ import duckdb
 import pandas as pd
 import pytest
 
-from assets.warehouse.snowflake import TallySnowflakeResource, build_snowflake_warehouse
-from streaming.archive.loader import load_hours as duckdb_load_hours
+from assets.warehouse.resources import WarehouseResource, build_snowflake_warehouse
+from streaming.warehouse.duckdb_load import load_hours as duckdb_load_hours
 from streaming.reconcile.engine import reconcile
 from streaming.reconcile.service import Layers, collect
-from streaming.reconcile.sources.warehouse import WarehouseReader
+from streaming.warehouse.duckdb import DuckDBWarehouse
 from streaming.segments import load_rules
 from streaming.settings import SnowflakeSettings, load_settings
 
@@ -166,7 +166,7 @@ def test_batch_path_on_the_emulator_matches_duckdb(warehouses: Warehouses, sf_co
     start = min(w.archive.hours)
     start_minute = int(start.timestamp()) // 60
     end_minute = start_minute + 3 * 60
-    local = WarehouseReader(w.duckdb_path)
+    local = DuckDBWarehouse(w.duckdb_path)
     results = {"duckdb": _reconcile(w, local, redis_client, start_minute, end_minute)}
     run = _reconcile_in_dagster(w, redis_client, start_minute, end_minute, monkeypatch)
     results["snowflake"] = run.result
@@ -228,7 +228,7 @@ def _reconcile_in_dagster(w: Warehouses, redis_client: Any, start_minute: int, e
 
     # `context` is left bare: Dagster rejects its string annotation (postponed annotations).
     @dg.asset
-    def reconciliation_on_snowflake(context, warehouse: TallySnowflakeResource) -> dg.MaterializeResult:  # type: ignore[no-untyped-def]
+    def reconciliation_on_snowflake(context, warehouse: WarehouseResource) -> dg.MaterializeResult:  # type: ignore[no-untyped-def]
         assert warehouse.kind == "snowflake"
         captured["reader"] = warehouse.reader()
         captured["result"] = _reconcile(w, captured["reader"], redis_client, start_minute, end_minute)

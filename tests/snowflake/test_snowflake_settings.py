@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from streaming.settings import SettingError, load_settings, require_snowflake
-from streaming.warehouse.snowflake import connect_kwargs, describe
+from streaming.warehouse.snowflake_connect import connect_kwargs, describe
 from streaming.warehouse.snowflake_load import _text_chunks
 
 pytestmark = [pytest.mark.unit, pytest.mark.snowflake]
@@ -87,7 +87,7 @@ def test_secrets_stay_out_of_reprs_and_raw() -> None:
 
 
 def test_dagster_resource_holds_the_password_by_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    from assets.warehouse.snowflake import build_snowflake_warehouse
+    from assets.warehouse.resources import build_snowflake_warehouse
 
     for key, value in COMPLETE.items():
         monkeypatch.setenv(key, value)
@@ -98,7 +98,7 @@ def test_dagster_resource_holds_the_password_by_reference(monkeypatch: pytest.Mo
 
 
 def test_dagster_definitions_fail_fast_on_a_missing_setting() -> None:
-    from assets.warehouse.snowflake import build_snowflake_warehouse
+    from assets.warehouse.resources import build_snowflake_warehouse
 
     with pytest.raises(SettingError, match="TALLY_SNOWFLAKE_ACCOUNT"):
         build_snowflake_warehouse(load_settings({"TALLY_ENV": "prod", "TALLY_REDIS_URL": "redis://cache:6379/0"}))

@@ -1,1 +1,2 @@
-"""Adapters that read each layer into the core's count tables (no Dagster imports)."""
+"""Adapters that read the archive, the stream and the speed layer into the core's count tables (the
+warehouse's adapters are :mod:`streaming.warehouse`; no Dagster imports)."""

@@ -1,5 +1,8 @@
-"""The warehouse as the core sees it: ``raw.events`` (rows as delivered) and ``marts.fct_events``
-(de-duplicated), counted per tenant × event type × minute of ``received_at``.
+"""The DuckDB adapter of :class:`streaming.warehouse.base.Warehouse`: one DuckDB file, the local
+warehouse (dbt's ``local`` target writes the same file).
+
+``raw.events`` (rows as delivered) and ``marts.fct_events`` (de-duplicated), counted per tenant × event
+type × minute of ``received_at``; loading is :mod:`streaming.warehouse.duckdb_load`.
 
 Every query is parameterised; only the fixed schema and table names below appear in SQL text.
 ``late`` counts rows that reached their shard after the shard's event time had passed the window's end
@@ -10,14 +13,17 @@ that dbt has not rebuilt yet makes windows pending, not missing).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import datetime as dt
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pandas as pd
 
-from streaming.reconcile.model import EVENT_COLUMNS
+from streaming.warehouse import duckdb_load
+from streaming.warehouse.base import EVENT_COLUMNS, LoadResult, RawCell, RawDead, utc_naive
 
 RAW = "raw.events"
 RAW_DEAD = "raw.dead_letters"
@@ -30,12 +36,75 @@ _MART_MINUTE = "(floor(epoch(received_at) / 60))::bigint"
 _MART_HOUR = "(floor(epoch(received_at) / 3600))::bigint"
 
 
-class WarehouseReader:
-    def __init__(self, path: Path | str | None = None, connection: Any | None = None) -> None:
+class DuckDBWarehouse:
+    """Reads open the file read-only, one connection per call (or use the ``connection`` given);
+    :meth:`connect` opens it read-write for loads and deletions."""
+
+    kind = "duckdb"
+
+    def __init__(self, path: Path | str | None = None, connection: Any | None = None, load_workers: int = 8) -> None:
         if connection is None and path is None:
             raise ValueError("give a DuckDB path or a connection")
         self.path = path
         self._given = connection
+        self.load_workers = load_workers
+
+    # -- connections ---------------------------------------------------------------------------------
+    @contextmanager
+    def connect(self) -> Iterator[Any]:
+        """A read-write connection (the given one, left open; or the file's, made and closed here)."""
+        if self._given is not None:
+            yield self._given
+            return
+        Path(str(self.path)).parent.mkdir(parents=True, exist_ok=True)
+        conn = duckdb.connect(str(self.path))
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def marks(self, n: int) -> str:
+        return ", ".join(["?"] * n)
+
+    # -- the raw tables ------------------------------------------------------------------------------
+    def ensure_raw_tables(self) -> None:
+        with self.connect() as conn:
+            duckdb_load.ensure_raw_tables(conn)
+
+    def load_hours(self, store: Any, hours: Sequence[dt.datetime]) -> LoadResult:
+        """Replace ``hours`` in the raw tables with their committed archive objects (one transaction)."""
+        with self.connect() as conn:
+            return duckdb_load.load_hours(conn, store, hours, workers=self.load_workers)
+
+    def loaded_hours(self) -> list[dt.datetime]:
+        """Every archive hour present in the raw tables (UTC)."""
+        with self.connect() as conn:
+            return sorted(r[0].replace(tzinfo=dt.timezone.utc) for r in
+                          conn.execute(f"select distinct _archive_hour from {RAW} union "
+                                       f"select distinct _archive_hour from {RAW_DEAD}").fetchall())
+
+    def raw_counts(self, hours: Sequence[dt.datetime]) -> tuple[list[RawCell], list[RawDead]]:
+        """What the raw tables hold for ``hours``, in the manifests' terms: (tenant, event type, minute as
+        ``YYYY-MM-DDTHH:MM:00Z``, rows) and (dead-letter reason, rows). For the raw_events check."""
+        if not hours:
+            return [], []
+        naive = [utc_naive(h) for h in hours]
+        with self.connect() as conn:
+            rows = conn.execute(
+                "select tenant_id, event_type, strftime(date_trunc('minute', cast(cast(received_at as timestamptz) "
+                "at time zone 'UTC' as timestamp)), '%Y-%m-%dT%H:%M:00Z'), count(*) "
+                f"from {RAW} where _archive_hour in (select unnest($1::timestamp[])) group by all", [naive]).fetchall()
+            dead = conn.execute(
+                f"select reason, count(*) from {RAW_DEAD} where _archive_hour in (select unnest($1::timestamp[])) "
+                "group by all", [naive]).fetchall()
+        return [(t, e, m, int(n)) for t, e, m, n in rows], [(r, int(n)) for r, n in dead]
+
+    # -- erasure -------------------------------------------------------------------------------------
+    def erase_landed(self, cur: Any, tenant: str, user_id: str, anonymous_ids: Sequence[str]) -> dict[str, int]:
+        """Nothing: DuckDB keeps no copy of the archive lines besides the raw tables."""
+        return {}
+
+    # -- what reconciliation reads -------------------------------------------------------------------
 
     def _connect(self) -> Any:
         if self._given is not None:
@@ -177,7 +246,7 @@ class WarehouseReader:
                    max(_loaded_at)::varchar as loaded_at
             from {RAW}
             where ({built}) is null or _loaded_at > ({built})
-            group by all having minute >= $1 and minute < $2
+            group by tenant_id, event_type, minute having minute >= $1 and minute < $2
         """, [start_minute, end_minute])
 
     def dead_letter_numbers(self, start_minute: int, end_minute: int) -> pd.DataFrame:

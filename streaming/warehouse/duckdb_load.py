@@ -1,4 +1,5 @@
-"""Load committed archive objects into the DuckDB warehouse's raw tables, an hour at a time.
+"""Load committed archive objects into the DuckDB warehouse's raw tables, an hour at a time (the loading
+half of the DuckDB adapter, :class:`streaming.warehouse.duckdb.DuckDBWarehouse`).
 
 ``raw.events`` gets one row per archived valid record (its envelope fields as delivered, plus where it
 came from); ``raw.dead_letters`` one row per rejected record (reason, detail, the raw bytes, and the numbers it still
@@ -21,11 +22,11 @@ import datetime as dt
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from streaming.archive.store import ArchiveStore, CommittedObject
+from streaming.warehouse.base import LoadResult, utc_naive
 
 RAW_SCHEMA = "raw"
 
@@ -61,22 +62,9 @@ _JSON_STRUCT = ('{"event_id":"VARCHAR","tenant_id":"VARCHAR","event_type":"VARCH
                 '"source_seq":"BIGINT","schema_version":"INTEGER","properties":"JSON"}')
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    hours: int
-    objects: int
-    events: int
-    dead_letters: int
-    manifest_records: int  # what the manifests say the loaded objects hold
-
-
 def ensure_raw_tables(conn: Any) -> None:
     for statement in DDL:
         conn.execute(statement)
-
-
-def _utc_naive(hour: dt.datetime) -> dt.datetime:
-    return hour.astimezone(dt.timezone.utc).replace(tzinfo=None)
 
 
 def load_hours(conn: Any, store: ArchiveStore, hours: Sequence[dt.datetime], workers: int = 8) -> LoadResult:
@@ -111,7 +99,7 @@ def _overlapping(objects: list[CommittedObject]) -> bool:
 
 
 def _replace(conn: Any, hours: Sequence[dt.datetime], objects: list[CommittedObject], paths: list[Path]) -> LoadResult:
-    hour_values = [_utc_naive(h) for h in hours]
+    hour_values = [utc_naive(h) for h in hours]
     conn.execute("begin transaction")
     try:
         conn.execute(f"delete from {RAW_SCHEMA}.events where _archive_hour in (select unnest($1::timestamp[]))",
