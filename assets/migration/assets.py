@@ -10,10 +10,9 @@ from typing import Any
 import dagster as dg
 
 from assets.migration.resources import MigrationSettings
-from assets.reconciliation.assets import VERDICTS_KEY
+from assets.migration.keys import GROUP, REPORT_KEY
+from assets.reconciliation.keys import VERDICTS_KEY
 
-REPORT_KEY = dg.AssetKey(["migration", "parallel_run_report"])
-GROUP = "migration"
 FIRST_DAY = "2026-01-01"
 
 daily = dg.DailyPartitionsDefinition(start_date=FIRST_DAY, timezone="UTC")
