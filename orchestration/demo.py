@@ -322,7 +322,7 @@ def run(settings: Settings, t0: float, extra: Callable[[Settings, dict[str, Any]
                   f"{collector_url} (received_at is its clock: the traffic lands in the minutes it is sent)")
     py = sys.executable
     archiver_env = {**env, "TALLY_ARCHIVE_FLUSH_S": str(DEMO_ARCHIVE_FLUSH_S)}
-    with background("consumer", [py, "-m", "streaming.speed.run"], logs) as consumer, \
+    with background("consumer", [py, "-m", "streaming.speed.run"], logs, env) as consumer, \
             background("archiver", [py, "-m", "orchestration.cli", "archive", "--follow"], logs,
                        archiver_env) as archiver:
         live_start, live_end, acks = stream_traffic(settings, endpoints, collector_url, keys, records, now0, size)
