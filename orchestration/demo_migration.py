@@ -22,8 +22,9 @@ from typing import Any
 import yaml
 from rich.table import Table
 
-from orchestration.demo import DEMO_ALLOWED_LATENESS_S, Size, console, run
+from orchestration.demo import Size, console, demo_settings, run
 from orchestration.demo_front_door import EVENT_MAP
+from orchestration.environment import resolve_endpoints
 from streaming.settings import SettingError, Settings, load_settings
 
 UTC = dt.timezone.utc
@@ -36,7 +37,6 @@ def _tenant_lookup(settings: Settings) -> Any:
     def tenant_for(key: str) -> str | None:
         if "keys" not in holder:
             from streaming.collector.writekeys import WriteKeys, scan_table
-            from orchestration.environment import resolve_endpoints
 
             dynamodb = resolve_endpoints(settings).client("dynamodb", settings.aws_region)
             holder["keys"] = WriteKeys(lambda: scan_table(dynamodb, settings.collector.write_key_table),
@@ -74,7 +74,8 @@ def parallel_run(legacy: Any, config_path: Path, settings: Settings, state: dict
                   "(its ledger)")
     settings = dataclasses.replace(settings, migration_config=str(config_path), migration_tolerance=0.0)
     today = dt.datetime.now(UTC).date()
-    report = build_report(settings, Layers.from_settings(settings), LegacySource(load_config(str(config_path))),
+    layers = Layers.from_settings(settings, resolve_endpoints(settings))
+    report = build_report(settings, layers, LegacySource(load_config(str(config_path))),
                           today, 1)
     paths = write_report(report, settings.home / "reports")
     cells = report.cells
@@ -115,12 +116,7 @@ def main() -> None:
     from streaming.migration.standin import StandInConfig, write_config
     from streaming.stack.postgres_local import PostgresServer
 
-    os.environ.setdefault("TALLY_ALLOWED_LATENESS_S", DEMO_ALLOWED_LATENESS_S)
-    try:
-        settings = load_settings()
-    except SettingError as exc:
-        console.print(f"[bold red]tally:[/] {exc}", highlight=False)
-        sys.exit(2)
+    settings = demo_settings()
     pg_dir = settings.home / "postgres"
     if pg_dir.exists():
         shutil.rmtree(pg_dir)

@@ -34,6 +34,7 @@ def register(main: click.Group) -> None:
     @user_errors
     def report(days: int | None, last_day: str | None, out_dir: Path | None, fmt: str | None) -> None:
         """Per day and tenant: tally vs legacy, the legacy's losses with event ids, the cutover verdict."""
+        from orchestration.environment import resolve_endpoints
         from orchestration.output import console, echo_json
         from streaming.migration.config import PostgresSource
         from streaming.migration.report import day_label, report_json, write_report
@@ -47,11 +48,15 @@ def register(main: click.Group) -> None:
         except ValueError:
             raise click.BadParameter(f"{last_day!r} is not a date: give --day as YYYY-MM-DD") from None
         days = days or settings.migration_ready_days
+        layers = None
         if not isinstance(source.config.source, PostgresSource):
-            source.s3 = Layers.from_settings(settings).s3  # S3 exports are read with tally's S3 client
+            # S3 exports are read with tally's S3 client, where the environment (or the local stack) says.
+            layers = Layers.from_settings(settings, resolve_endpoints(settings))
+            source.s3 = layers.s3
         # The legacy side first: a wrong configuration is said before any tally service is asked.
         legacy = source.counts(*day_range(day, days))
-        built = build_report(settings, Layers.from_settings(settings), source, day, days, legacy=legacy)
+        layers = layers or Layers.from_settings(settings, resolve_endpoints(settings))
+        built = build_report(settings, layers, source, day, days, legacy=legacy)
         paths = write_report(built, out_dir or settings.home / "reports")
         code = EXIT_READY if built.cutover.ready else EXIT_NOT_READY
         if resolved(fmt) == "json":
@@ -59,9 +64,9 @@ def register(main: click.Group) -> None:
         else:
             for v in built.days:
                 cells = built.day_cells(v.day)
-                tally = int(cells["tally"].sum()) if len(cells) else 0
-                legacy = int(cells["legacy"].sum()) if len(cells) else 0
-                console.print(f"{day_label(v.day)}  tally {tally:,}  legacy {legacy:,}  deviation {legacy - tally:+,}  "
+                ours = int(cells["tally"].sum()) if len(cells) else 0
+                theirs = int(cells["legacy"].sum()) if len(cells) else 0
+                console.print(f"{day_label(v.day)}  tally {ours:,}  legacy {theirs:,}  deviation {theirs - ours:+,}  "
                               f"{'good' if v.good else 'not good'}: {v.reason}", markup=False, highlight=False)
             findings = built.findings
             for verdict in ("legacy_missing", "legacy_extra", "tally_loss", "pending"):
