@@ -59,6 +59,10 @@ def test_the_collector_exports_its_forwarding(collector_env: dict[str, str], tmp
     try:
         for i in range(3):
             assert c.post("/v1/track", {"type": "track", "event": "E", "anonymousId": f"a{i}"}).status_code == 200
+        # Forwarding is asynchronous: the legacy collector goes away only once it has had all three.
+        deadline = time.time() + 20
+        while _samples(port).get(("tally_collector_forward_requests_total", ()), 0) < 3 and time.time() < deadline:
+            time.sleep(0.2)
         legacy.stop()
         assert c.post("/v1/track", {"type": "track", "event": "E", "anonymousId": "late"}).status_code == 200
         deadline = time.time() + 20
