@@ -279,7 +279,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TALLY_RECONCILE_TOLERANCE_REL", "0", "reconciliation: ... or by at most this fraction of the expected count (0 = exact)", _fraction),
     Setting("TALLY_DEMO_SCALE", "1", "`make demo`'s size: 1 = three hours of history for 50 tenants and a live minute; 0.05 = a few minutes of each (the test of the demo's happy path)", _scale),
     Setting("TALLY_RECONCILE_MAX_STREAM_READ", "2000000", "reconciliation reads at most this many stream records (all shards) after the lagging layer's position; past it, every cell where that layer has less is held pending", _positive_int),
-    Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment members live this long", _positive_int),
+    Setting("TALLY_SPEED_TTL_DAY_S", "7776000", "speed layer: day counters, daily top pages, hourly uniques (days are their unions) and segment membership sets live this long", _positive_int),
+    Setting("TALLY_SPEED_SEGMENT_HISTORY_S", "86400", "speed layer: a segment member whose membership ended more than this long before the newest hit of its rule is removed (live `at` queries reach back this far; older membership is in `fct_segment_memberships`)", _positive_int),
     Setting("TALLY_DEAD_LETTER_TTL_S", "604800", "speed layer: a dead letter (raw bytes, reason, position) is kept in Redis this long after it is written, its tenant's counts per reason this long after its newest (at least 86400: the stream's retention, so a re-read never counts one twice); the archive keeps every rejected record for good", _dead_letter_ttl),
     Setting("TALLY_PRIVACY_SALT", None, "secret key of the subject hashes in the suppression list and the deletion audit log (HMAC-SHA256); unset = plain SHA-256. Same value for every process; never logged", _text),
     Setting("TALLY_COLLECTOR_HOST", "127.0.0.1", "collector: address it listens on (loopback by default; 0.0.0.0 behind a load balancer)", _host),
@@ -541,6 +542,7 @@ class Settings:
     speed_ttl_minute_s: int = 172_800
     speed_ttl_hour_s: int = 1_209_600
     speed_ttl_day_s: int = 7_776_000
+    speed_segment_history_s: int = 86_400
     dead_letter_ttl_s: int = 604_800
     reconcile_tolerance_abs: int = 0
     reconcile_tolerance_rel: float = 0.0
@@ -617,6 +619,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         speed_ttl_minute_s=_get(env, "TALLY_SPEED_TTL_MINUTE_S"),
         speed_ttl_hour_s=_get(env, "TALLY_SPEED_TTL_HOUR_S"),
         speed_ttl_day_s=_get(env, "TALLY_SPEED_TTL_DAY_S"),
+        speed_segment_history_s=_get(env, "TALLY_SPEED_SEGMENT_HISTORY_S"),
         dead_letter_ttl_s=_get(env, "TALLY_DEAD_LETTER_TTL_S"),
         reconcile_tolerance_abs=_get(env, "TALLY_RECONCILE_TOLERANCE_ABS"),
         reconcile_tolerance_rel=_get(env, "TALLY_RECONCILE_TOLERANCE_REL"),

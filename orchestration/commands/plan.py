@@ -81,7 +81,7 @@ def register(main: click.Group) -> None:
         ceiling = _number("budget", budget, float)
         defaults = {"dedup_horizon_s": settings.dedup_horizon_s, "speed_ttl_minute_s": settings.speed_ttl_minute_s,
                     "speed_ttl_hour_s": settings.speed_ttl_hour_s, "speed_ttl_day_s": settings.speed_ttl_day_s,
-                    "architecture": architecture}
+                    "speed_segment_history_s": settings.speed_segment_history_s, "architecture": architecture}
         if preset is not None:
             load = loads.preset(preset, **{**defaults, **given})
         elif "events_per_day" not in given:

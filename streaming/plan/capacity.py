@@ -244,7 +244,7 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
         over = ", ".join(f"{'the dead letters ({' + t + '})' if t.startswith('_') else t} {b / GIB:,.1f} GiB"
                          for t, b in tags if b > usable)
         c.beyond.append(f"beyond the design: each hash tag lives on one node, and {over} need more than the largest node "
-                        f"({node}) holds at this fill ({usable / GIB:,.1f} GiB): shorten the TTLs, the dedup horizon or "
+                        f"({node}) holds at this fill ({usable / GIB:,.1f} GiB): shorten the TTLs, the segment history, the dedup horizon or "
                         "how long dead letters stay, or split the tenant")
     if cluster:
         c.notes.append(f"a tenant's keys share its {{tenant}} hash tag, one slot: {largest_tag} ({largest / GIB:,.2f} GiB) sits on "
@@ -262,8 +262,8 @@ def _redis(load: Load, prices: dict[str, Any], figures: Figures, shards: int) ->
                        f"(a lower bound of one node) = {by_cpu} shard(s)")
     seg = memory.of("segment_members")
     if seg.bytes:
-        c.notes.append(f"segment members: {seg.bytes * memory.ratio / GIB:,.2f} GiB after {load.speed_ttl_day_s / 86_400:.0f} days; "
-                       "members past their expiry are never removed while the tenant is active, so this keeps growing")
+        c.notes.append(f"segment members: {seg.bytes * memory.ratio / GIB:,.2f} GiB, each kept "
+                       f"{load.speed_segment_history_s / 3_600:,.0f} h (TALLY_SPEED_SEGMENT_HISTORY_S) after its membership ended")
     dl = memory.of("dead_letters")
     if dl.bytes:
         c.notes.append(f"dead letters: {dl.bytes * memory.ratio / GIB:,.2f} GiB, each kept {load.dead_letter_days}-"

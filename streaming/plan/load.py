@@ -42,6 +42,7 @@ class Load:
     speed_ttl_minute_s: int = 172_800
     speed_ttl_hour_s: int = 1_209_600
     speed_ttl_day_s: int = 7_776_000
+    speed_segment_history_s: int = 86_400
     stream_retention_hours: int = 24
     architecture: str = "arm64"
     redis_replicas: int = 1
@@ -88,7 +89,8 @@ def validate(load: Load) -> Load:
             raise SettingError(OPTION["event_bytes"], load.event_bytes, "is more than one Kinesis record can hold (1 MiB)",
                                "give --event-bytes the mean record size in bytes")
     for name in ("dedup_horizon_s", "archive_retention_days", "refresh_minutes", "pages", "dead_letter_days",
-                 "speed_ttl_minute_s", "speed_ttl_hour_s", "speed_ttl_day_s", "stream_retention_hours"):
+                 "speed_ttl_minute_s", "speed_ttl_hour_s", "speed_ttl_day_s", "speed_segment_history_s",
+                 "stream_retention_hours"):
         _positive(OPTION[name], getattr(load, name), "whole number")
     _positive(OPTION["tenant_skew"], load.tenant_skew, "Zipf exponent, e.g. 1.1")
     if load.events_per_visitor_hour is not None:

@@ -206,14 +206,15 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
         add(family, keys_total, elements_total, bytes_total,
             f"{load.pages} distinct paths; tenant-{family.split('_')[2]}s over {window / 86_400:,.1f} d")
 
-    # segments: members (never trimmed: past their expiry they stay until the key's day TTL, which
-    # every write refreshes) and the per-visitor state of rules that need more than one hit.
+    # segments: members and the per-visitor state of rules that need more than one hit. A member stays
+    # until its membership ended TALLY_SPEED_SEGMENT_HISTORY_S before the bucket of its rule's newest hit:
+    # the visitors whose last qualifying hit is within history + a window, + up to a window of bucket.
     members_total = members_bytes = members_keys = 0.0
     states_total = states_bytes = states_keys = 0.0
     for rule in rules:
         member_rate = figures(f"memory_workload_segment_{rule.name}_members_per_visitor_hour")
         state_rate = figures(f"memory_workload_segment_{rule.name}_states_per_visitor_hour")
-        member_window = _window(retention.day_s, elapsed_s)
+        member_window = _window(min(retention.day_s, load.speed_segment_history_s + 2 * rule.window_hours * 3_600), elapsed_s)
         # A state hash per window-long bucket expires 2 windows + 60 s after its last write: about 2.5
         # windows of visitors are alive in the current bucket and the two before it.
         window_s = rule.window_hours * 3_600
@@ -234,8 +235,8 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
                 states_bytes += buckets * cost.collection("segment_state", "hashtable", states / buckets)
                 tenant_bytes[i] += buckets * cost.collection("segment_state", "hashtable", states / buckets)
     add("segment_members", members_keys, members_total, members_bytes,
-        f"{len(rules)} rules; members per visitor-hour as measured, kept {_window(retention.day_s, elapsed_s) / 86_400:,.1f} d "
-        "(members are never trimmed before the key's TTL)")
+        f"{len(rules)} rules; members per visitor-hour as measured, kept TALLY_SPEED_SEGMENT_HISTORY_S "
+        f"({load.speed_segment_history_s / 3_600:,.0f} h) + up to two windows after their membership ended")
     add("segment_state", states_keys, states_total, states_bytes,
         "rules with min_count > 1; states per visitor-hour as measured, ~2.5 windows alive")
 

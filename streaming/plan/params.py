@@ -35,6 +35,7 @@ def plan_parameters(plan: Plan) -> dict[str, str]:
         "SpeedTtlMinuteSeconds": load.speed_ttl_minute_s,
         "SpeedTtlHourSeconds": load.speed_ttl_hour_s,
         "SpeedTtlDaySeconds": load.speed_ttl_day_s,
+        "SpeedSegmentHistorySeconds": load.speed_segment_history_s,
         "RedisNodeType": redis["node_type"],
         "RedisClusterMode": redis["cluster_mode"],
         "RedisShards": redis["shards"],

@@ -192,6 +192,15 @@ local function chunked(cmd, key, option, args, width)  -- option: nil or one wor
     if option then redis.call(cmd, key, option, unpack(args, c0, c1)) else redis.call(cmd, key, unpack(args, c0, c1)) end
   end
 end
+-- A membership that ended more than payload.seg_hist (ms) before this group's bucket began (no later than
+-- any of its hits) is no membership at any time a live query may ask about (TALLY_SPEED_SEGMENT_HISTORY_S):
+-- it goes, so a set holds the last day's members rather than every visitor of the key's day TTL.
+local function add_members(name, bucket, window, zadd_args)
+  local seg = pre .. 'seg:' .. name
+  chunked('ZADD', seg, 'GT', zadd_args, 2)
+  if p.seg_hist then redis.call('ZREMRANGEBYSCORE', seg, '-inf', '(' .. int(bucket * window - p.seg_hist)) end
+  expire[seg] = p.ttl_d
+end
 for _, grp in ipairs(p.s) do
   local rule = p.rules[grp[1]]
   local bucket, anons, texts, oldest, counts = grp[2], grp[3], grp[4], grp[5], grp[6]  -- texts: the batch's states, packed
@@ -205,9 +214,7 @@ for _, grp in ipairs(p.s) do
       zadd_args[#zadd_args + 1] = oldest[i] + window
       zadd_args[#zadd_args + 1] = anons[i]
     end
-    local seg = pre .. 'seg:' .. name
-    chunked('ZADD', seg, 'GT', zadd_args, 2)
-    expire[seg] = p.ttl_d
+    add_members(name, bucket, window, zadd_args)
   else
     -- A visitor's state lives in the bucket of its newest hit, and moves forward only. Look newest bucket
     -- first: a late batch (newest hit in B) finds the state a later hit already moved to B+1, and a stale
@@ -264,11 +271,7 @@ for _, grp in ipairs(p.s) do
       chunked('HSET', key, nil, args, 2)
       expire[key] = math.floor(2 * window / 1000) + 60
     end
-    if #zadd_args > 0 then
-      local seg = pre .. 'seg:' .. name
-      chunked('ZADD', seg, 'GT', zadd_args, 2)
-      expire[seg] = p.ttl_d
-    end
+    if #zadd_args > 0 then add_members(name, bucket, window, zadd_args) end
   end
 end
 

@@ -41,12 +41,16 @@ class Retention:
     day_s: int = 90 * 86_400
     marker_s: int = 8 * 86_400
     dead_letter_s: int = 7 * 86_400
+    #: Segment members whose membership ended this long before their rule's newest hit are removed.
+    segment_history_s: int = 86_400
 
     @classmethod
     def from_settings(cls, settings: Any) -> Retention:
-        """The TTL settings (``TALLY_SPEED_TTL_*_S``, ``TALLY_DEAD_LETTER_TTL_S``) of a :class:`Settings`."""
+        """The TTL settings (``TALLY_SPEED_TTL_*_S``, ``TALLY_SPEED_SEGMENT_HISTORY_S``,
+        ``TALLY_DEAD_LETTER_TTL_S``) of a :class:`Settings`."""
         return cls(minute_s=settings.speed_ttl_minute_s, hour_s=settings.speed_ttl_hour_s,
-                   day_s=settings.speed_ttl_day_s, dead_letter_s=settings.dead_letter_ttl_s)
+                   day_s=settings.speed_ttl_day_s, dead_letter_s=settings.dead_letter_ttl_s,
+                   segment_history_s=settings.speed_segment_history_s)
 
 
 @dataclass
@@ -104,6 +108,7 @@ class SpeedStore:
             "pre": keys.tenant_prefix(tb.tenant), "token": token, "rules": self._rules_arg,
             "bucket_s": self.bucket_s, "buckets": DEDUP_BUCKETS,
             "ttl_m": r.minute_s, "ttl_h": r.hour_s, "ttl_d": r.day_s, "ttl_marker": r.marker_s,
+            "seg_hist": r.segment_history_s * 1000,
         })
         if run_ids is not None:  # the node must be the one verified (positions.py); None: not checked
             node = node_of(self.client, keys.applied_marker(tb.tenant, self.group, shard_id))

@@ -46,10 +46,15 @@ def test_growth_fits_the_ceiling_and_enterprise_says_plainly_what_is_past_one_ti
     assert 0 < growth.total <= growth.budget
     assert math.isclose(growth.total, sum(line.monthly for c in growth.components for line in c.lines))
     enterprise = _plan("enterprise")
-    assert enterprise.total > enterprise.budget
+    over = _plan("enterprise", events_per_day=5_000_000_000)
+    assert over.total > over.budget
+    assert any("past the default quota" in text for text in over.component("kinesis").beyond)
     redis = enterprise.component("redis")
     assert redis.sizing["cluster_mode"] == "enabled" and redis.sizing["shards"] > 1
     assert any("Redis Cluster" in text for text in redis.beyond)
+    # segment members are kept TALLY_SPEED_SEGMENT_HISTORY_S after their membership ended, not the day TTL
+    week = _plan("growth", speed_segment_history_s=7 * 86_400).redis.of("segment_members").bytes
+    assert growth.redis.of("segment_members").bytes < week < _plan("growth", speed_segment_history_s=90 * 86_400).redis.of("segment_members").bytes
     startup = _plan("startup").component("redis")
     assert startup.sizing["cluster_mode"] == "disabled" and not startup.beyond
     # Every line says where it comes from; the plan records which measured figures it read.
@@ -161,6 +166,7 @@ def test_a_tenant_is_never_split_over_redis_cluster_shards() -> None:
     sizing = growth.component("redis").sizing
     biggest = growth.redis.tag_used_bytes()[0][1]
     assert biggest <= load_prices()["elasticache_node_memory_gib"][sizing["node_type"]] * 1024 ** 3 * 0.75 * 0.8
-    # A tenant bigger than the biggest node is said to be past the design, not planned onto a Cluster.
-    huge = _plan("enterprise").component("redis")
+    # A tenant bigger than the biggest node is said to be past the design, not planned onto a Cluster
+    # (segment members kept 90 days after their membership ended make the busiest tenant ~350 GiB).
+    huge = _plan("enterprise", speed_segment_history_s=90 * 86_400).component("redis")
     assert any("each hash tag lives on one node" in text and "tenant #1" in text for text in huge.beyond)

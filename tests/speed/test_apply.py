@@ -22,11 +22,11 @@ from streaming.generator import GeneratorConfig
 from streaming.kinesis.processor import ShardContext, StreamRecord
 from streaming.query.api import SpeedQueries
 from streaming.segments import load_rules
-from streaming.speed import deadletters
+from streaming.speed import deadletters, keys
 from streaming.speed.aggregate import aggregate
 from streaming.speed.consumer import LeaseLost, RedisUnavailable, RetryPolicy, SpeedProcessor
 from streaming.speed.ops import OpsRecorder
-from streaming.speed.store import SpeedStore
+from streaming.speed.store import Retention, SpeedStore
 from streaming.stack.redis_local import RedisServer
 from tests.speed.conftest import as_stream_records, assert_matches_ledger, generated, read_minute_counts, recent_start
 
@@ -373,6 +373,50 @@ def test_a_late_hit_before_a_bucket_boundary_joins_the_state_a_newer_hit_moved_p
             records.append(StreamRecord(SHARD, str(seq), "k", _page_view(str(uuid.uuid4()), anon="v-short", received=iso(ms)), 0.0))
         proc2.process_batch(_ctx(), records, 0)
     assert "v-short" not in set(SpeedQueries(redis_client).segment_members("acme", rule.name, at=at, limit=100))
+
+
+def test_segment_members_whose_membership_ended_past_the_history_are_removed(redis_client: redis.Redis) -> None:
+    """TALLY_SPEED_SEGMENT_HISTORY_S bounds a membership set: a member whose membership ended more than the
+    history before its rule's newest hit goes, one that ended within it stays, and a live query at any time
+    inside the history answers as before. engaged_reader is 5 page views in 1 h, pricing_intent 3 of /pricing
+    in 24 h (its memberships have not ended, so nobody leaves it)."""
+    rules = load_rules()
+    hour = 3_600_000
+    base = (int(time.time() * 1000) // hour - 10) * hour  # an hour boundary 10 h ago
+    proc = SpeedProcessor(SpeedStore(redis_client, "speed", rules, retention=Retention(segment_history_s=7_200)),
+                          EventDecoder(), rules, OpsRecorder(redis_client, "speed"))
+
+    def iso(ms: int) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    seq = 0
+
+    def visit(anon: str, start_ms: int) -> None:
+        nonlocal seq
+        records = []
+        for i in range(5):
+            seq += 1
+            records.append(StreamRecord(SHARD, str(seq), "k", _page_view(str(uuid.uuid4()), anon=anon,
+                                                                          received=iso(start_ms + i * 60_000)), 0.0))
+        proc.process_batch(_ctx(), records, 0)
+
+    engaged = keys.segment_members("acme", "engaged_reader")
+    visit("v-old", base + 10 * 60_000)           # a member until ~1:10
+    visit("v-mid", base + 3 * hour + 10 * 60_000)  # until ~4:10
+    assert redis_client.zscore(engaged, "v-old") is not None, "the old member is there before a newer hit trims"
+    visit("v-new", base + 5 * hour + 1 * 60_000)   # bucket 5:00, so memberships that ended before 3:00 go
+    assert redis_client.zscore(engaged, "v-old") is None
+    assert {m.decode() for m in redis_client.zrange(engaged, 0, -1)} == {"v-mid", "v-new"}
+    q = SpeedQueries(redis_client)
+
+    def at(ms: int) -> dt.datetime:
+        return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc)
+
+    # a membership is stored as its end: "members at T" are those whose membership ends after T, which
+    # the trim leaves alone for every T from the cut (3:00) on
+    assert set(q.segment_members("acme", "engaged_reader", at=at(base + 3 * hour))) == {"v-mid", "v-new"}
+    assert set(q.segment_members("acme", "engaged_reader", at=at(base + 5 * hour + 10 * 60_000))) == {"v-new"}
+    assert set(q.segment_members("acme", "pricing_intent", at=at(base + 5 * hour + 10 * 60_000))) == {"v-old", "v-mid", "v-new"}
 
 
 def test_suppressed_subjects_are_counted_apart_and_leave_no_per_visitor_state(redis_client: redis.Redis) -> None:
