@@ -5,12 +5,13 @@ port) and a legacy collector stand-in (:mod:`streaming.migration.legacy_collecto
 `tally stack up` starts forwards every request it accepts there (``TALLY_COLLECTOR_FORWARD_URL``). After
 `make demo`'s reconciliation, one more phase: the forward spool drained, the parallel-run report of today
 (`tally migrate report` on the same settings), its legacy losses checked against the stand-in's ledger,
-and the cutover verdict with its reason.
+and the cutover verdict with its reason (also written to ``$TALLY_HOME/runs/demo/migration.json``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import datetime as dt
 import os
 import shutil
@@ -108,6 +109,15 @@ def parallel_run(legacy: Any, config_path: Path, settings: Settings, state: dict
     console.print(f"  cutover {verdict}: {report.cutover.reason}", highlight=False)
     console.print(f"  report: [bold]{paths['html']}[/] (and .md, .json); every day: [bold]tally migrate report --days 14[/] "
                   "or the Dagster asset migration/parallel_run_report")
+    summary = {"forwarded": status.get("forwarded", 0), "forward_spool_empty": status.get("depth_bytes") == 0,
+               "legacy_counted": ledger.counted, "legacy_lost": len(ledger.lost),
+               "legacy_double_counted": len(ledger.double_counted), "legacy_missing_cells": len(found),
+               "legacy_missing_equal_to_ledger": agree, "tally_loss_cells": tally_loss,
+               "verdicts": {str(v): int(n) for v, n in counts.items()}, "cutover_ready": report.cutover.ready,
+               "cutover_reason": report.cutover.reason}
+    out = settings.home / "runs" / "demo" / "migration.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def main() -> None:

@@ -51,7 +51,11 @@ class PostgresServer:
         data = root / "pgdata"
         user, run_as = getpass.getuser(), []
         if os.geteuid() == 0:  # initdb refuses root: run the server as the package's postgres user
-            user, run_as = "postgres", ["runuser", "-u", "postgres", "--"]
+            # runuser is in /usr/sbin, which a minimal PATH (cron, CI, a test's environment) may leave out
+            runuser = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser") if os.path.exists(p)), None)
+            if runuser is None:
+                raise RuntimeError("running as root, PostgreSQL needs runuser (util-linux) to start as the postgres user")
+            user, run_as = "postgres", [runuser, "-u", "postgres", "--"]
             _give(root, "postgres")
         env = {**os.environ, "TZ": "UTC", "LC_ALL": "C.UTF-8"}
         subprocess.run([*run_as, initdb, "-D", str(data), "-U", user, "--auth=trust", "-E", "UTF8", "--no-sync"],
