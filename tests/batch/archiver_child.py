@@ -1,5 +1,6 @@
 """A child process for the crash test: archives a stream to its end with small, randomly sized
-batches, then exits 0. The test SIGKILLs it at random moments and starts it again."""
+batches, then exits 0. The test SIGKILLs it at random moments and starts it again; it prints "ready" when
+its start-up (imports, clients) is over, so the test can aim kills at the work on a loaded machine too."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ def main(endpoint: str, stream: str, bucket: str, seed: int) -> None:
     kinesis = aws_client("kinesis", "us-east-1", endpoint)
     store = ArchiveStore(aws_client("s3", "us-east-1", endpoint), bucket)
     decoder = EventDecoder()
+    print("ready", flush=True)  # imports and clients done: the test's kill clock starts here
     drive(kinesis, stream,
           lambda: ArchiveProcessor(store, decoder, FlushPolicy(max_records=rng.randrange(5, 60))),
           poll_size=rng.randrange(20, 200))

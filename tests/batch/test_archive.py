@@ -7,6 +7,7 @@ import datetime as dt
 import gzip
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -195,10 +196,17 @@ def test_sigkill_at_random_points_neither_loses_nor_duplicates(
     for attempt in range(40):
         proc = subprocess.Popen(
             [sys.executable, "-m", "tests.batch.archiver_child", aws_endpoint, stream, store.bucket, str(attempt)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:
-            proc.wait(timeout=rng.uniform(0.4, 1.6))  # start-up is ~1 s: some kills land before any work
+            # A quarter of the kills land in start-up; the rest at a random point of the work, timed from
+            # the child's "ready" (start-up takes ~1 s on a quiet machine and several on a busy one).
+            if rng.random() < 0.25:
+                proc.wait(timeout=rng.uniform(0.05, 0.5))
+            else:
+                assert select.select([proc.stdout], [], [], 120)[0], "the archiver child did not start in 120 s"
+                assert proc.stdout is not None and proc.stdout.readline().strip() in (b"ready", b"")
+                proc.wait(timeout=rng.uniform(0.0, 0.6))
         except subprocess.TimeoutExpired:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
