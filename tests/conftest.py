@@ -8,8 +8,10 @@ under a temporary directory, and each test gets a flushed Redis and its own stre
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,15 +145,20 @@ def tally_env(tmp_path: Path, aws_endpoint: str, redis_url: str, monkeypatch: py
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def postgres_server() -> Iterator[Any]:
     """A real PostgreSQL server for the session (initdb + pg_ctl; see streaming/stack/postgres_local.py)."""
     from streaming.stack.postgres_local import PostgresServer
 
-    server = PostgresServer.start(tmp_path_factory.mktemp("postgres"))
+    # Its own directory under /tmp, not pytest's: the server runs as the postgres user when the tests run
+    # as root, and every pytest session on the machine resets /tmp/pytest-of-<user> to 0700 as it starts,
+    # which left a running server unable to reach its data directory (PANIC at its next checkpoint).
+    root = Path(tempfile.mkdtemp(prefix="tally-postgres-"))
+    server = PostgresServer.start(root)
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
