@@ -11,8 +11,8 @@ and the cutover verdict with its reason (also written to ``$TALLY_HOME/runs/demo
 from __future__ import annotations
 
 import dataclasses
-import json
 import datetime as dt
+import json
 import os
 import shutil
 import sys

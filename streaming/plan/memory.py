@@ -214,10 +214,10 @@ def redis_memory(load: Load, figures: Figures, shards: int, elapsed_s: float | N
     for rule in rules:
         member_rate = figures(f"memory_workload_segment_{rule.name}_members_per_visitor_hour")
         state_rate = figures(f"memory_workload_segment_{rule.name}_states_per_visitor_hour")
-        member_window = _window(min(retention.day_s, load.speed_segment_history_s + 2 * rule.window_hours * 3_600), elapsed_s)
+        window_s = rule.window_hours * 3_600
+        member_window = _window(min(retention.day_s, load.speed_segment_history_s + 2 * window_s), elapsed_s)
         # A state hash per window-long bucket expires 2 windows + 60 s after its last write: about 2.5
         # windows of visitors are alive in the current bucket and the two before it.
-        window_s = rule.window_hours * 3_600
         state_window = _window(2.5 * window_s + 60, elapsed_s)
         for i, rate in enumerate(tenant_rates):
             visitor_hours_per_s = rate / epvh

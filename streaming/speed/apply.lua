@@ -198,7 +198,7 @@ end
 local function add_members(name, bucket, window, zadd_args)
   local seg = pre .. 'seg:' .. name
   chunked('ZADD', seg, 'GT', zadd_args, 2)
-  if p.seg_hist then redis.call('ZREMRANGEBYSCORE', seg, '-inf', '(' .. int(bucket * window - p.seg_hist)) end
+  redis.call('ZREMRANGEBYSCORE', seg, '-inf', '(' .. int(bucket * window - p.seg_hist))
   expire[seg] = p.ttl_d
 end
 for _, grp in ipairs(p.s) do
