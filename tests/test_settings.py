@@ -30,6 +30,7 @@ def test_defaults() -> None:
         ("TALLY_AWS_ENDPOINT_URL", "127.0.0.1:4566", "http://"),
         ("TALLY_BUCKET", "my bucket!", "letters, digits"),
         ("TALLY_MAX_EVENT_BYTES", "5000000", "at most 1000000"),
+        ("TALLY_SPEED_SEGMENT_HISTORY_S", "0", "positive integer"),
     ],
 )
 def test_wrong_value_names_setting_and_fix(name: str, value: str, fix_words: str) -> None:
